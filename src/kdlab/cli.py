@@ -1,0 +1,213 @@
+"""``kdlab <command>``: one subcommand per pipeline stage, plus models / profile / data / check.
+
+Every stage validates the whole params.yaml first, so a bad value fails before any work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from importlib import resources
+from pathlib import Path
+
+from kdlab.config import ConfigError, load_config
+
+
+def _cfg(args):
+    return load_config(args.params)
+
+
+def cmd_check(args) -> None:
+    cfg = _cfg(args)
+    print(
+        f"{args.params}: OK ({cfg.data.name}; teacher {cfg.teacher.model}, student "
+        f"{cfg.student.model}; methods {', '.join(cfg.methods)})"
+    )
+
+
+def cmd_download(args) -> None:
+    from kdlab.stages.data import download
+
+    download(_cfg(args))
+
+
+def cmd_split(args) -> None:
+    from kdlab.stages.data import split
+
+    split(_cfg(args))
+
+
+def cmd_train(args) -> None:
+    from kdlab.stages.train import train_cae, train_classifier
+
+    cfg = _cfg(args)
+    if args.role == "cae":
+        train_cae(cfg)
+    else:
+        train_classifier(cfg, args.role)
+
+
+def cmd_soft_labels(args) -> None:
+    from kdlab.stages.softlabels import build_soft_labels
+
+    build_soft_labels(_cfg(args))
+
+
+def cmd_teacher_logits(args) -> None:
+    from kdlab.stages.distill import teacher_logits
+
+    teacher_logits(_cfg(args))
+
+
+def cmd_distill(args) -> None:
+    from kdlab.stages.distill import distill
+
+    distill(_cfg(args), args.method)
+
+
+def cmd_profile(args) -> None:
+    if args.model is None:
+        from kdlab.stages.tables import profile
+
+        profile(_cfg(args))
+        return
+    from kdlab.models import build_model, get_spec
+    from kdlab.profiling import parse_shape, profile_model
+
+    shape = parse_shape(args.input)
+    get_spec(args.model)
+    model = build_model(args.model, args.num_classes, shape[0], input_size=shape[1])
+    p = profile_model(model, args.model, shape)
+    if args.json:
+        print(json.dumps(p.as_dict(), indent=2))
+    else:
+        print(f"model        {p.model} @ 1x{p.input} (batch 1, eval mode, fvcore)")
+        print(f"params       {p.params:,}")
+        print(f"MACs         {p.macs:,}")
+        print(f"FLOPs        {p.flops:,}  (= 2 x MACs)")
+        print(f"memory       {p.param_mib:.3f} MiB (parameters + buffers)")
+        print(f"activations  {p.activation_mib:.3f} MiB (all leaf-module outputs)")
+
+
+def cmd_tables(args) -> None:
+    from kdlab.stages.tables import tables
+
+    tables(_cfg(args))
+
+
+def cmd_models(args) -> None:
+    import torch
+
+    from kdlab.models import build_model, count_params, get_spec, model_names
+
+    rows = []
+    for name in model_names():
+        spec = get_spec(name)
+        channels = spec.default_in_channels
+        with torch.device("meta"):
+            model = build_model(name, args.num_classes, channels)
+        rows.append(
+            {
+                "name": name,
+                "family": spec.family,
+                "params": count_params(model),
+                "description": spec.description,
+            }
+        )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        print(f"{r['name']:14s} {r['family']:10s} {r['params']:>12,}  {r['description']}")
+
+
+def cmd_data(args) -> None:
+    from kdlab.data import dataset_names, get_dataset
+
+    rows = []
+    for name in dataset_names():
+        s = get_dataset(name)
+        rows.append(
+            {
+                "name": name,
+                "classes": s.num_classes,
+                "shape": list(s.shape),
+                "splits": s.splits,
+                "files": [f.name for f in s.files],
+            }
+        )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        shape = "x".join(map(str, r["shape"]))
+        splits = ", ".join(f"{k} {v:,}" for k, v in r["splits"].items())
+        print(f"{r['name']:14s} {r['classes']:>4} classes  {shape:8s}  {splits}")
+
+
+def cmd_preset(args) -> None:
+    presets = resources.files("kdlab.presets")
+    names = sorted(p.name[:-5] for p in presets.iterdir() if p.name.endswith(".yaml"))
+    if args.name not in names:
+        raise ConfigError(f"unknown preset {args.name!r}; allowed: {', '.join(names)}")
+    src = presets.joinpath(f"{args.name}.yaml")
+    target = Path(args.params)
+    with resources.as_file(src) as path:
+        from kdlab.config import load_config as validate
+
+        validate(path)
+        shutil.copyfile(path, target)
+    print(f"{target} now holds preset {args.name!r}; run `dvc repro` (or `dvc exp run`)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kdlab", description=__doc__)
+    p.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(name: str, fn, help: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help)
+        sp.set_defaults(fn=fn)
+        return sp
+
+    add("check", cmd_check, "validate params.yaml")
+    add("download", cmd_download, "stage: fetch and verify the data set")
+    add("split", cmd_split, "stage: subset / validation split / label noise manifest")
+    sp = add("train", cmd_train, "stage: train the teacher, the CE student or the CAE")
+    sp.add_argument("role", choices=["teacher", "student", "cae"])
+    add("soft-labels", cmd_soft_labels, "stage: CAE embeddings -> soft-label matrix")
+    add("teacher-logits", cmd_teacher_logits, "stage: cache teacher logits (as is and flipped)")
+    sp = add("distill", cmd_distill, "stage: distil the student with METHOD")
+    sp.add_argument("method")
+    sp = add("profile", cmd_profile, "stage (no MODEL) or one model's params/MACs/FLOPs/memory")
+    sp.add_argument("model", nargs="?")
+    sp.add_argument("--input", default="3x32x32", help="CxHxW (default 3x32x32)")
+    sp.add_argument("--num-classes", type=int, default=100)
+    sp.add_argument("--json", action="store_true")
+    add("tables", cmd_tables, "stage: paper-vs-ours tables")
+    sp = add("models", cmd_models, "list registered models with parameter counts")
+    sp.add_argument("--num-classes", type=int, default=100)
+    sp.add_argument("--json", action="store_true")
+    sp = add("data", cmd_data, "list data sets")
+    sp.add_argument("action", choices=["list"])
+    sp.add_argument("--json", action="store_true")
+    sp = add("preset", cmd_preset, "replace params.yaml with a named preset (default, paper)")
+    sp.add_argument("name")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``kdlab`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as err:
+        print(f"kdlab {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

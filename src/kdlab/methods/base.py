@@ -1,0 +1,145 @@
+"""The Distiller abstraction (in the manner of mdistiller).
+
+A Distiller wraps the student and whatever knowledge source its method needs (teacher logits,
+soft-label matrix). ``forward_train`` returns the student's logits and a dict of *weighted*
+named loss terms; the training loop sums them and logs each one, and never needs to know the
+method.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdlab.config import ConfigError
+from kdlab.data.pipeline import Batch, resize
+
+# A method's parameter schema: name -> (default, lowest allowed, highest allowed or None).
+ParamSchema = dict[str, tuple[float, float, float | None]]
+
+
+class TeacherLogits:
+    """Teacher outputs for a batch: looked up in a cache or computed by a live teacher."""
+
+    def __init__(
+        self,
+        cached: torch.Tensor | None = None,
+        model: nn.Module | None = None,
+        input_size: int | None = None,
+    ) -> None:
+        if (cached is None) == (model is None):
+            raise ValueError("give either cached logits or a live teacher model")
+        self.cached = cached  # views x N x classes (view 0: as is, 1: flipped)
+        self.model = model.eval() if model is not None else None
+        self.input_size = input_size
+
+    @property
+    def live(self) -> bool:
+        return self.model is not None
+
+    @torch.no_grad()
+    def __call__(self, batch: Batch) -> torch.Tensor:
+        if self.cached is not None:
+            view = batch.flipped.long()
+            return self.cached[view, batch.index].to(batch.x.device)
+        x = resize(batch.x, self.input_size) if self.input_size else batch.x
+        return self.model(x)
+
+
+class Distiller(nn.Module):
+    """Base class: the CE-only student. Subclasses add their distillation terms.
+
+    Args:
+        student: the model being trained.
+        params: this method's block of ``method_params`` (validated against ``schema``).
+        alpha: weight of the distillation term; ``1 - alpha`` weighs cross-entropy.
+        temperature: softening temperature of the distillation term.
+        teacher: teacher outputs (methods with ``needs_teacher``).
+        soft_labels: ``c x c`` soft-label matrix (methods with ``needs_soft_labels``).
+    """
+
+    name: ClassVar[str] = ""
+    needs_teacher: ClassVar[bool] = False
+    needs_soft_labels: ClassVar[bool] = False
+    schema: ClassVar[ParamSchema] = {}
+    description: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        student: nn.Module,
+        params: dict[str, Any] | None = None,
+        alpha: float = 0.0,
+        temperature: float = 1.0,
+        teacher: TeacherLogits | None = None,
+        soft_labels: torch.Tensor | None = None,
+        epochs: int = 1,
+    ) -> None:
+        super().__init__()
+        self.student = student
+        self.params = self.resolve_params(params or {})
+        self.alpha = alpha
+        self.temperature = temperature
+        self.epochs = epochs
+        if self.needs_teacher and teacher is None:
+            raise ValueError(f"method {self.name!r} needs a teacher")
+        if self.needs_soft_labels and soft_labels is None:
+            raise ValueError(f"method {self.name!r} needs the soft-label matrix")
+        self.teacher = teacher if self.needs_teacher else None
+        self.register_buffer("soft_labels", soft_labels if self.needs_soft_labels else None)
+
+    @classmethod
+    def resolve_params(cls, params: dict[str, Any]) -> dict[str, float]:
+        """Fill defaults from the schema."""
+        return {k: float(params.get(k, default)) for k, (default, _, _) in cls.schema.items()}
+
+    @classmethod
+    def validate_params(cls, params: dict[str, Any], prefix: str) -> None:
+        """Raise ConfigError naming any unknown or out-of-range method parameter."""
+        for key, value in params.items():
+            if key not in cls.schema:
+                allowed = ", ".join(cls.schema) or "none (use {})"
+                raise ConfigError(
+                    f"params.yaml: {prefix}{key} is not a parameter of method {cls.name!r}; "
+                    f"allowed: {allowed}"
+                )
+            _, lo, hi = cls.schema[key]
+            bad = isinstance(value, bool) or not isinstance(value, (int, float))
+            if bad or value < lo or (hi is not None and value > hi):
+                rng = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
+                raise ConfigError(
+                    f"params.yaml: {prefix}{key} = {value!r} is not allowed; "
+                    f"allowed: a number {rng}"
+                )
+
+    def ce_term(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return (1.0 - self.alpha) * F.cross_entropy(logits, labels)
+
+    def forward_train(
+        self, batch: Batch, epoch: int
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Student logits and the weighted loss terms for one batch."""
+        logits = self.student(batch.x)
+        return logits, {"ce": F.cross_entropy(logits, batch.y)}
+
+    def forward_test(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits at evaluation time (SimKD overrides this to reuse the teacher classifier)."""
+        return self.student(x)
+
+    @torch.no_grad()
+    def evaluate(self, loader) -> dict[str, float]:
+        """Validation accuracy (percent) and cross-entropy of :meth:`forward_test`."""
+        correct = total = 0
+        loss = 0.0
+        for batch in loader:
+            logits = self.forward_test(batch.x)
+            loss += float(F.cross_entropy(logits, batch.y, reduction="sum"))
+            correct += int((logits.argmax(1) == batch.y).sum())
+            total += len(batch.y)
+        return {"val_acc": 100.0 * correct / max(total, 1), "val_loss": loss / max(total, 1)}
+
+    def extra_state(self) -> dict[str, Any]:
+        """Modules trained alongside the student (regressors, projectors) to save with it."""
+        return {}

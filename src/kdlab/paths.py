@@ -1,0 +1,33 @@
+"""Where every stage reads and writes (relative to the repository root; dvc.yaml matches)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SPLIT = Path("data/split.json")
+MODELS = Path("data/models")
+TEACHER = MODELS / "teacher.pt"
+STUDENT = MODELS / "student.pt"
+CAE = MODELS / "cae.pt"
+TEACHER_LOGITS = Path("data/teacher_logits.pt")
+SOFT_LABELS = Path("data/soft_labels.csv")
+CHECKPOINTS = Path("data/checkpoints")
+METRICS = Path("metrics")
+PLOTS = Path("plots")
+PNG = PLOTS / "png"
+TABLES = Path("tables")
+
+
+def distilled(method: str) -> Path:
+    """Weights of the student distilled with ``method``."""
+    return MODELS / "distill" / f"{method}.pt"
+
+
+def metrics(stage: str) -> Path:
+    """DVC metrics file of a stage (``distill/kd`` for distill@kd)."""
+    return METRICS / f"{stage}.json"
+
+
+def curve(stage: str) -> Path:
+    """Per-epoch CSV (a DVC plot) of a training stage."""
+    return PLOTS / f"{stage}.csv"

@@ -1,0 +1,70 @@
+"""ReffAKD soft labels: CAE embeddings -> class-similarity matrix -> + gamma -> row softmax.
+
+Construction (seed 000 section 3.2, checked against the official notebooks): cosine similarity
+of every pair of distinct sampled images; z_ij is the mean over x in class i, y in class j (no
+self-pairs on the diagonal); gamma is added to z_ii after averaging; each row is soft-maxed at
+T = 1. A sample's soft target is the row of its label.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def class_similarity(embeddings: torch.Tensor, labels: torch.Tensor, num_classes: int):
+    """Mean cosine similarity between the images of every pair of classes (``c x c``)."""
+    e = F.normalize(embeddings.double().flatten(1), dim=1)
+    sim = e @ e.t()
+    onehot = F.one_hot(labels, num_classes).double()  # n x c
+    sums = onehot.t() @ sim @ onehot  # c x c: sum over x in i, y in j
+    counts = onehot.sum(0)
+    pairs = counts[:, None] * counts[None, :]
+    # Remove self-pairs (cos(x, x) = 1) from the diagonal sums and counts.
+    self_sums = onehot.t() @ sim.diagonal()
+    sums = sums - torch.diag(self_sums)
+    pairs = pairs - torch.diag(counts)
+    if (pairs <= 0).any():
+        raise ValueError("every class needs at least 2 sampled images for the similarity matrix")
+    return (sums / pairs).float()
+
+
+def search_gamma(z: torch.Tensor, step: float, maximum: float) -> float:
+    """The paper's grid search: the smallest gamma in {0, step, 2 step, ...} <= maximum for
+    which every row's largest entry is its own class (strictly)."""
+    c = z.shape[0]
+    off = z.masked_fill(torch.eye(c, dtype=torch.bool), -torch.inf).max(dim=1).values
+    n = int(round(maximum / step))
+    for k in range(n + 1):
+        gamma = round(k * step, 10)
+        if bool((z.diagonal() + gamma > off).all()):
+            return gamma
+    needed = float((off - z.diagonal()).max())
+    raise ValueError(
+        f"soft_labels.gamma_max = {maximum} is too small: the diagonal needs gamma > {needed:.4g}"
+    )
+
+
+def soft_label_matrix(
+    embeddings: torch.Tensor, labels: torch.Tensor, num_classes: int, gamma: float
+) -> torch.Tensor:
+    """``c x c`` row-stochastic soft-label matrix: softmax(z + gamma * I) row by row."""
+    z = class_similarity(embeddings, labels, num_classes)
+    return torch.softmax(z + gamma * torch.eye(num_classes), dim=1)
+
+
+def sample_per_class(
+    labels: torch.Tensor, positions: torch.Tensor, per_class: int, num_classes: int, seed: int
+) -> torch.Tensor:
+    """Seeded choice of ``per_class`` positions (from ``positions``) for every class."""
+    g = torch.Generator().manual_seed(seed)
+    chosen = []
+    for c in range(num_classes):
+        pool = positions[labels[positions] == c]
+        if len(pool) < per_class:
+            raise ValueError(
+                f"class {c} has {len(pool)} training images; soft_labels.samples_per_class "
+                f"= {per_class} needs at least that many"
+            )
+        chosen.append(pool[torch.randperm(len(pool), generator=g)[:per_class]].sort().values)
+    return torch.cat(chosen)

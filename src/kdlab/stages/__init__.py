@@ -1,0 +1,1 @@
+"""One module per pipeline stage: params.yaml -> validated config -> library calls -> outputs."""

@@ -1,0 +1,153 @@
+"""Helpers shared by the stages: data, model files, metrics/curve writing."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from kdlab import paths
+from kdlab.config import Config, ModelConfig
+from kdlab.data import DatasetSpec, get_dataset, load
+from kdlab.data.pipeline import TensorLoader
+from kdlab.data.split import Split, read_manifest
+from kdlab.io import torch_load, torch_save, write_json, write_text
+from kdlab.models import build_model, check_input
+from kdlab.train import peak_rss_mib, resolve_device, seed_everything, setup_threads
+
+
+@dataclass
+class Data:
+    """The training split (with noise applied), validation positions and the test set."""
+
+    spec: DatasetSpec
+    images: torch.Tensor
+    labels: torch.Tensor
+    split: Split
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+
+
+def load_data(cfg: Config) -> Data:
+    """Read the fetched data set and the split manifest written by the ``split`` stage."""
+    spec = get_dataset(cfg.data.name)
+    images, labels = load(cfg.data.name, cfg.data.root, "train")
+    if not paths.SPLIT.exists():
+        raise FileNotFoundError(f"{paths.SPLIT} is missing: run `dvc repro split` first")
+    split = read_manifest(paths.SPLIT, labels)
+    test_images, test_labels = load(cfg.data.name, cfg.data.root, "test")
+    return Data(spec, images, split.labels, split, test_images, test_labels)
+
+
+def start(cfg: Config, offset: int = 0) -> torch.device:
+    """Seed, set threads and pick the device at the start of a stage."""
+    setup_threads(cfg.threads)
+    seed_everything(cfg.seed + offset)
+    return resolve_device(cfg.device)
+
+
+def make_model(mc: ModelConfig, spec: DatasetSpec, device: torch.device) -> nn.Module:
+    """Build a classifier from its config and check it takes the data's input shape."""
+    model = build_model(
+        mc.model, spec.num_classes, spec.shape[0], input_size=mc.input_size, **mc.options
+    )
+    check_input(model, mc.model, (spec.shape[0], mc.input_size, mc.input_size))
+    model = model.to(device)
+    if mc.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def loaders(
+    cfg: Config, data: Data, mc: ModelConfig, device: torch.device, normalize: bool = True
+) -> tuple[TensorLoader, TensorLoader, TensorLoader]:
+    """Train (augmented, shuffled), validation and test loaders for one model config."""
+    cl = mc.channels_last
+    common = dict(
+        input_size=mc.input_size,
+        mean=data.spec.mean,
+        std=data.spec.std,
+        normalize=normalize,
+        device=device,
+        channels_last=cl,
+    )
+    bs = mc.train.batch_size
+    train = TensorLoader(
+        data.images,
+        data.labels,
+        data.split.train,
+        bs,
+        augment=mc.train.augment,
+        shuffle=True,
+        seed=cfg.seed,
+        **common,
+    )
+    val = TensorLoader(data.images, data.labels, data.split.val, 1024, **common)
+    test = TensorLoader(
+        data.test_images, data.test_labels, torch.arange(len(data.test_labels)), 1024, **common
+    )
+    return train, val, test
+
+
+def save_model(path: Path, model: nn.Module, mc: ModelConfig, spec: DatasetSpec, **extra) -> None:
+    """Weights plus everything needed to rebuild the model."""
+    torch_save(
+        path,
+        {
+            "model": mc.model,
+            "options": mc.options,
+            "input_size": mc.input_size,
+            "num_classes": spec.num_classes,
+            "in_channels": spec.shape[0],
+            "channels_last": mc.channels_last,
+            "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+            **extra,
+        },
+    )
+
+
+def load_model(path: Path, device: torch.device) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a model saved by :func:`save_model`."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run the stage that trains it first")
+    blob = torch_load(path)
+    model = build_model(
+        blob["model"],
+        blob["num_classes"],
+        blob["in_channels"],
+        input_size=blob["input_size"],
+        **blob["options"],
+    )
+    model.load_state_dict(blob["state_dict"])
+    return model.to(device).eval(), blob
+
+
+def write_curve(stage: str, history: list[dict[str, float]]) -> Path:
+    """Per-epoch history as CSV (a DVC plot) and a PNG of its accuracy/loss curves."""
+    keys: list[str] = []
+    for row in history:
+        keys += [k for k in row if k not in keys]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+    w.writeheader()
+    for row in history:
+        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    out = write_text(paths.curve(stage), buf.getvalue())
+    from kdlab.plots import curve_png
+
+    curve_png(history, paths.PNG / f"{stage.replace('/', '_')}.png", title=stage)
+    return out
+
+
+def write_metrics(stage: str, values: dict[str, Any], t0: float) -> Path:
+    """A stage's DVC metrics JSON, with wall time and peak memory of the stage."""
+    values = dict(values)
+    values["wall_time_s"] = round(time.time() - t0, 2)
+    values["peak_rss_mib"] = round(peak_rss_mib(), 1)
+    return write_json(paths.metrics(stage), values)

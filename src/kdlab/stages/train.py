@@ -1,0 +1,115 @@
+"""``train_teacher``, ``train_student`` (CE baseline) and ``train_cae`` stages."""
+
+from __future__ import annotations
+
+import time
+
+from kdlab import paths
+from kdlab.config import Config
+from kdlab.methods.ce import CrossEntropy
+from kdlab.models import build_model, check_input, count_params
+from kdlab.objectives import Reconstruction
+from kdlab.stages.common import (
+    load_data,
+    loaders,
+    make_model,
+    save_model,
+    start,
+    write_curve,
+    write_metrics,
+)
+from kdlab.train import fingerprint, fit
+
+ROLES = ("teacher", "student")
+
+
+def evaluate_final_and_best(distiller, result, test_loader) -> dict[str, float]:
+    """Test accuracy of the final-epoch model and of the best-on-validation model."""
+    final = distiller.evaluate(test_loader)["val_acc"]
+    out = {"test_acc": round(final, 2)}
+    if result.best_state is not None:
+        final_state = {k: v.clone() for k, v in distiller.state_dict().items()}
+        distiller.load_state_dict(result.best_state)
+        out["test_acc_at_best_val"] = round(distiller.evaluate(test_loader)["val_acc"], 2)
+        distiller.load_state_dict(final_state)
+    out.update(
+        best_val_acc=round(result.best_value, 2),
+        best_val_epoch=result.best_epoch,
+        val_acc=round(result.final["val_acc"], 2),
+        train_loss=round(result.final["train_loss"], 5),
+        epochs=len(result.history),
+    )
+    return out
+
+
+def train_classifier(cfg: Config, role: str) -> None:
+    """Train the teacher or the CE-only student; save weights, metrics and curves."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; allowed: {', '.join(ROLES)}")
+    t0 = time.time()
+    mc = cfg.teacher if role == "teacher" else cfg.student
+    device = start(cfg, offset=0 if role == "teacher" else 1)
+    data = load_data(cfg)
+    model = make_model(mc, data.spec, device)
+    n_params = count_params(model)
+    print(
+        f"[train_{role}] {mc.model} ({n_params:,} params) on {device}, "
+        f"{len(data.split.train)} images, {mc.train.epochs} epochs",
+        flush=True,
+    )
+    distiller = CrossEntropy(model).to(device)
+    train, val, test = loaders(cfg, data, mc, device)
+    run_id = fingerprint([role, cfg.seed, cfg.data.__dict__, mc.__dict__, str(device)])
+    result = fit(
+        distiller, train, val, mc.train, f"train_{role}", paths.CHECKPOINTS / f"{role}.pt", run_id
+    )
+    metrics = evaluate_final_and_best(distiller, result, test)
+    metrics.update(model=mc.model, params=n_params, train_time_s=round(result.wall_time_s, 2))
+    target = paths.TEACHER if role == "teacher" else paths.STUDENT
+    save_model(target, model, mc, data.spec, metrics=metrics)
+    write_curve(role, result.history)
+    write_metrics(role, metrics, t0)
+    print(f"[train_{role}] test accuracy {metrics['test_acc']:.2f}% -> {target}", flush=True)
+
+
+def train_cae(cfg: Config) -> None:
+    """Train ReffAKD's autoencoder on un-normalised [0, 1] images (MSE)."""
+    t0 = time.time()
+    mc = cfg.cae
+    device = start(cfg, offset=2)
+    data = load_data(cfg)
+    channels = data.spec.shape[0]
+    model = build_model(mc.model, 0, channels, **mc.options).to(device)
+    check_input(model, mc.model, (channels, mc.input_size, mc.input_size))
+    n_params = count_params(model)
+    print(
+        f"[train_cae] {mc.model} ({n_params:,} params) on {device}, {mc.input_size}x"
+        f"{mc.input_size} input, {mc.train.epochs} epochs",
+        flush=True,
+    )
+    objective = Reconstruction(model)
+    train, val, test = loaders(cfg, data, mc, device, normalize=False)
+    run_id = fingerprint(["cae", cfg.seed, cfg.data.__dict__, mc.__dict__, str(device)])
+    result = fit(
+        objective,
+        train,
+        val,
+        mc.train,
+        "train_cae",
+        paths.CHECKPOINTS / "cae.pt",
+        run_id,
+        select="val_mse",
+        maximize=False,
+    )
+    metrics = {
+        "val_mse": round(result.final["val_mse"], 6),
+        "test_mse": round(objective.evaluate(test)["val_mse"], 6),
+        "best_val_mse": round(result.best_value, 6),
+        "epochs": len(result.history),
+        "params": n_params,
+        "train_time_s": round(result.wall_time_s, 2),
+    }
+    save_model(paths.CAE, model, mc, data.spec, metrics=metrics)
+    write_curve("cae", result.history)
+    write_metrics("cae", metrics, t0)
+    print(f"[train_cae] test MSE {metrics['test_mse']:.5f} -> {paths.CAE}", flush=True)

@@ -1,0 +1,58 @@
+"""Fixtures written in the real on-disk formats, by the tests themselves."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import struct
+from pathlib import Path
+
+import numpy as np
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """Write a uint8 array as a gzipped IDX file (magic 0 0 8 ndim, big-endian dims)."""
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as fh:
+        fh.write(header + array.astype(np.uint8).tobytes())  # mtime 0: reproducible md5
+
+
+def make_images(labels: np.ndarray, size: int = 28, seed: int = 0) -> np.ndarray:
+    """Learnable images: each class is a bright bar at its own position, plus noise."""
+    rng = np.random.default_rng(seed)
+    n = len(labels)
+    images = rng.integers(0, 60, size=(n, size, size)).astype(np.uint8)
+    for i, c in enumerate(labels):
+        row = 2 + (int(c) * 2) % (size - 4)
+        images[i, row : row + 3, 4 : size - 4] = 255 - int(c) * 10
+        if c % 2:
+            images[i, 4 : size - 4, size // 2] = 200
+    return images
+
+
+def write_fashion_mnist(folder: Path, n_train: int = 600, n_test: int = 200, seed: int = 0):
+    """A tiny Fashion-MNIST in the published IDX gzip layout; returns {file: md5}."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = np.arange(n) % 10
+        rng.shuffle(labels)
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", make_images(labels, seed=seed + n))
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels.astype(np.uint8))
+    return {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*.gz"))}
+
+
+def tiny_params(default: dict, source_dir: Path, md5: dict[str, str]) -> dict:
+    """The default params shrunk to seconds: tiny models, one or two epochs, the fixture data."""
+    import copy
+
+    p = copy.deepcopy(default)
+    p["threads"] = 1
+    p["device"] = "cpu"
+    p["data"].update(source_dir=str(source_dir), md5=md5, val_size=100)
+    p["teacher"]["options"] = {"width": 4}
+    p["teacher"]["channels_last"] = False
+    for role, epochs in (("teacher", 1), ("student", 2), ("cae", 1)):
+        p[role]["train"].update(epochs=epochs, batch_size=64)
+    p["soft_labels"]["samples_per_class"] = 5
+    return p
