@@ -90,8 +90,8 @@ def fetch(
     report: dict[str, str] = {}
     for f in spec.files:
         target = target_dir / f.name
-        candidates = [Path(source_dir)] if source_dir else []
-        candidates += [Path(d) for d in spec.local_dirs]
+        # An explicit source folder is the only source; otherwise a system package's folder.
+        candidates = [Path(source_dir)] if source_dir else [Path(d) for d in spec.local_dirs]
         source = next((d / f.name for d in candidates if (d / f.name).exists()), None)
         if source_dir and source is None:
             raise MissingDataError(

@@ -1,0 +1,83 @@
+import copy
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import REPO
+from kdlab.config import ConfigError, load_config, parse_config
+from kdlab.models import model_names
+
+
+def test_default_params_are_valid_and_match_preset(default_params):
+    cfg = parse_config(default_params)
+    assert cfg.alpha == 0.6 and cfg.temperature == 20.0
+    assert cfg.methods == ("kd", "reffakd", "dkd", "reffakd_dkd")
+    assert cfg.teacher.model == "resnet18" and cfg.student.model == "lenet5"
+    preset = (REPO / "src/kdlab/presets/default.yaml").read_text()
+    assert (REPO / "params.yaml").read_text() == preset
+
+
+def test_paper_preset_is_the_papers_recipe():
+    cfg = load_config(REPO / "src/kdlab/presets/paper.yaml")
+    t = cfg.student.train
+    assert (cfg.teacher.model, cfg.student.model) == ("resnet18", "lenet5")
+    assert cfg.teacher.options.get("width", 64) == 64
+    assert (t.epochs, t.batch_size, t.lr, t.momentum, t.weight_decay) == (200, 256, 0.1, 0.9, 5e-4)
+    assert (t.schedule, t.milestones, t.lr_decay) == ("step", (60, 120, 160), 0.2)
+    assert t.augment.rotation == 15 and t.augment.hflip
+    assert cfg.student.input_size == cfg.teacher.input_size == cfg.cae.input_size == 32
+    assert cfg.soft_labels.gamma == 0.008
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda p: p.update(alpha=1.5), "alpha = 1.5 is not allowed; allowed: a number in [0, 1]"),
+        (lambda p: p.update(alpha=-0.1), "alpha = -0.1"),
+        (
+            lambda p: p.update(temperature=0),
+            "temperature = 0 is not allowed; allowed: a number > 0",
+        ),
+        (
+            lambda p: p.update(methods=["kd", "nope"]),
+            "methods = 'nope' is not allowed; allowed: ce,",
+        ),
+        (lambda p: p["student"].update(model="lenet7"), "student.model = 'lenet7'"),
+        (lambda p: p["teacher"]["train"].update(epochs=0), "teacher.train.epochs = 0"),
+        (lambda p: p["teacher"]["train"].update(schedule="exp"), "allowed: step | onecycle"),
+        (lambda p: p["data"].update(name="imagenet"), "data.name = 'imagenet'"),
+        (lambda p: p["soft_labels"].update(gamma="big"), "soft_labels.gamma = 'big'"),
+        (lambda p: p["method_params"]["dkd"].update(beta=8), "method_params.dkd.beta is not"),
+        (lambda p: p["method_params"]["dkd"].update(nckd_weight=-1), "nckd_weight = -1"),
+        (lambda p: p.update(device="tpu"), "device = 'tpu'"),
+    ],
+)
+def test_bad_values_are_named(default_params, edit, message):
+    p = copy.deepcopy(default_params)
+    edit(p)
+    with pytest.raises(ConfigError) as err:
+        parse_config(p)
+    assert message in str(err.value)
+
+
+def test_unknown_model_lists_close_matches(default_params):
+    p = copy.deepcopy(default_params)
+    p["teacher"]["model"] = "resnet19"
+    with pytest.raises(ConfigError, match="Did you mean resnet18"):
+        parse_config(p)
+    assert "resnet18" in model_names()
+
+
+@pytest.mark.parametrize("stage", [["train", "teacher"], ["distill", "kd"], ["download"]])
+def test_cli_fails_before_any_work(tmp_path, default_params, stage):
+    p = copy.deepcopy(default_params)
+    p["alpha"] = 1.5
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
+    r = subprocess.run(
+        [sys.executable, "-m", "kdlab.cli", *stage], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert r.returncode == 2
+    assert "alpha = 1.5 is not allowed; allowed: a number in [0, 1]" in r.stderr
+    assert not (tmp_path / "data").exists() and not (tmp_path / "metrics").exists()

@@ -1,0 +1,139 @@
+"""End to end: the real DVC pipeline on a tiny Fashion-MNIST fixture in a temporary git repo."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+from fixtures import tiny_params, write_fashion_mnist
+
+pytestmark = pytest.mark.e2e
+
+
+def run(cmd: list[str], cwd: Path) -> str:
+    env = dict(os.environ, DVC_NO_ANALYTICS="1", KDLAB_PROGRESS="0")
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, f"{' '.join(cmd)} failed:\n{r.stdout}\n{r.stderr}"
+    return r.stdout + r.stderr
+
+
+def stages_run(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("e2e")
+    md5 = write_fashion_mnist(root / "fixture", n_train=600, n_test=200)
+    work = root / "repo"
+    work.mkdir()
+    shutil.copy(REPO / "dvc.yaml", work / "dvc.yaml")
+    (work / "src/kdlab/papers").mkdir(parents=True)
+    shutil.copy(REPO / "src/kdlab/papers/reffakd.yaml", work / "src/kdlab/papers/")
+    with open(REPO / "params.yaml", encoding="utf-8") as fh:
+        params = tiny_params(yaml.safe_load(fh), root / "fixture", md5)
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["git", "init", "-q"], work)
+    run(["git", "config", "user.email", "t@example.com"], work)
+    run(["git", "config", "user.name", "t"], work)
+    run([sys.executable, "-m", "dvc", "init", "-q"], work)
+    out = run([sys.executable, "-m", "dvc", "repro"], work)
+    run(["git", "add", "-A"], work)
+    run(["git", "commit", "-qm", "tiny run"], work)
+    (work / "first_repro.log").write_text(out)
+    return work
+
+
+def test_repro_runs_every_stage_and_writes_results(repo):
+    ran = stages_run((repo / "first_repro.log").read_text())
+    methods = ["kd", "reffakd", "dkd", "reffakd_dkd"]
+    assert ran == {
+        "download",
+        "split",
+        "train_teacher",
+        "train_student",
+        "train_cae",
+        "soft_labels",
+        "teacher_logits",
+        "profile",
+        "tables",
+        *(f"distill@{m}" for m in methods),
+    }
+    for m in methods:
+        metrics = json.loads((repo / f"metrics/distill/{m}.json").read_text())
+        assert 0 <= metrics["test_acc"] <= 100 and metrics["method"] == m
+        assert (repo / f"plots/distill/{m}.csv").read_text().startswith("epoch,lr,")
+    table4 = (repo / "tables/reffakd_table4.md").read_text()
+    assert (
+        "| LeNet5 (baseline) | 92.14 |" in table4
+        and "| ReffAKD (T=20, alpha=0.6) | 92.37 |" in table4
+    )
+    assert (
+        "| paper (published) | 154.0 | 155.0 | 239.0 | 237.0 |"
+        in (repo / "tables/reffakd_table6_fmnist.md").read_text()
+    )
+    soft = (repo / "data/soft_labels.csv").read_text().splitlines()
+    assert len(soft) == 11 and soft[0].startswith("label,T-shirt/top,Trouser")
+    assert (repo / "plots/png/soft_labels.png").stat().st_size > 1000
+    status = run([sys.executable, "-m", "dvc", "status"], repo)
+    assert "up to date" in status
+
+
+def test_changing_alpha_marks_only_distill_and_downstream(repo):
+    params = (repo / "params.yaml").read_text()
+    (repo / "params.yaml").write_text(params.replace("alpha: 0.6", "alpha: 0.8"))
+    try:
+        status = run([sys.executable, "-m", "dvc", "status"], repo)
+    finally:
+        (repo / "params.yaml").write_text(params)
+    changed = set(re.findall(r"^(\S+):\s*$", status, flags=re.M))
+    assert changed == {
+        "distill@kd",
+        "distill@reffakd",
+        "distill@dkd",
+        "distill@reffakd_dkd",
+        "tables",
+    }
+
+
+def test_exp_run_alpha_reruns_distill_only_and_moves_metrics(repo):
+    before = {
+        m: json.loads((repo / f"metrics/distill/{m}.json").read_text()) for m in ("kd", "reffakd")
+    }
+    teacher_before = (repo / "metrics/teacher.json").read_text()
+    out = run([sys.executable, "-m", "dvc", "exp", "run", "-S", "alpha=0.8"], repo)
+    assert stages_run(out) == {
+        "distill@kd",
+        "distill@reffakd",
+        "distill@dkd",
+        "distill@reffakd_dkd",
+        "tables",
+    }
+    for m, old in before.items():
+        new = json.loads((repo / f"metrics/distill/{m}.json").read_text())
+        assert old["alpha"] == 0.6 and new["alpha"] == 0.8
+        assert new["train_loss"] != old["train_loss"]
+    assert (repo / "metrics/teacher.json").read_text() == teacher_before
+    shown = run([sys.executable, "-m", "dvc", "exp", "show", "--json"], repo)
+    assert "0.8" in shown
+
+
+def test_same_params_same_metrics(repo):
+    """Rerunning a stage with the same params on the same machine reproduces its metrics."""
+    run(["git", "checkout", "-q", "--", "."], repo)
+    run([sys.executable, "-m", "dvc", "checkout", "-q"], repo)
+    before = json.loads((repo / "metrics/student.json").read_text())
+    run([sys.executable, "-m", "dvc", "repro", "-f", "-s", "train_student"], repo)
+    after = json.loads((repo / "metrics/student.json").read_text())
+    keys = ("test_acc", "test_acc_at_best_val", "val_acc", "train_loss", "best_val_epoch")
+    assert {k: after[k] for k in keys} == {k: before[k] for k in keys}

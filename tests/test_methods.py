@@ -1,0 +1,91 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kdlab.data.pipeline import Batch
+from kdlab.losses import kd_loss, soft_target_kd_loss
+from kdlab.methods import get_method, method_names
+from kdlab.methods.base import TeacherLogits
+from kdlab.models import build_model
+
+
+def batch():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 1, 28, 28, generator=g)
+    return Batch(
+        x=x,
+        y=torch.tensor([0, 1, 2, 3, 4, 5]),
+        index=torch.arange(6),
+        flipped=torch.tensor([0, 1, 0, 1, 0, 1], dtype=torch.bool),
+    )
+
+
+def student():
+    torch.manual_seed(0)
+    return build_model("lenet5", 10, 1, input_size=28)
+
+
+def test_registry():
+    assert {"ce", "kd", "reffakd", "dkd", "reffakd_dkd"} <= set(method_names())
+    with pytest.raises(ValueError, match="unknown method 'x'; allowed: ce,"):
+        get_method("x")
+
+
+def test_kd_uses_cached_view_and_weights_terms():
+    b = batch()
+    cached = torch.randn(2, 6, 10)
+    d = get_method("kd")(
+        student(), {}, alpha=0.7, temperature=4.0, teacher=TeacherLogits(cached=cached)
+    )
+    logits, losses = d.forward_train(b, 0)
+    t = cached[b.flipped.long(), b.index]
+    assert torch.allclose(losses["kd"], 0.7 * kd_loss(logits, t, 4.0))
+    assert torch.allclose(losses["ce"], 0.3 * F.cross_entropy(logits, b.y))
+
+
+def test_reffakd_is_teacher_free_and_uses_label_rows():
+    b = batch()
+    soft = torch.softmax(torch.randn(10, 10), 1)
+    cls = get_method("reffakd")
+    assert not cls.needs_teacher and cls.needs_soft_labels
+    d = cls(
+        student(),
+        {},
+        alpha=0.6,
+        temperature=20.0,
+        soft_labels=soft,
+        teacher=TeacherLogits(cached=torch.zeros(2, 6, 10)),
+    )
+    assert d.teacher is None  # never kept, never run
+    logits, losses = d.forward_train(b, 0)
+    assert torch.allclose(losses["kd"], 0.6 * soft_target_kd_loss(logits, soft[b.y], 20.0))
+
+
+def test_dkd_warmup_ramps_linearly():
+    b = batch()
+    d = get_method("dkd")(
+        student(),
+        {"warmup_epochs": 4},
+        alpha=1.0,
+        temperature=4.0,
+        teacher=TeacherLogits(cached=torch.randn(2, 6, 10)),
+    )
+    terms = [d.forward_train(b, e)[1]["dkd"].item() for e in (0, 1, 3, 7)]
+    assert terms[1] == pytest.approx(2 * terms[0], rel=1e-5)
+    assert terms[2] == pytest.approx(terms[3], rel=1e-5) == pytest.approx(4 * terms[0], rel=1e-5)
+
+
+def test_missing_knowledge_source_fails_at_start():
+    with pytest.raises(ValueError, match="method 'kd' needs a teacher"):
+        get_method("kd")(student(), {}, alpha=0.5, temperature=4.0)
+    with pytest.raises(ValueError, match="method 'reffakd' needs the soft-label matrix"):
+        get_method("reffakd")(student(), {}, alpha=0.5, temperature=4.0)
+
+
+def test_live_teacher_resizes_input():
+    teacher = build_model("lenet5", 10, 1, input_size=32).eval()
+    tl = TeacherLogits(model=teacher, input_size=32)
+    b = batch()
+    out = tl(b)
+    ref = teacher(F.interpolate(b.x, size=(32, 32), mode="bilinear", align_corners=False))
+    assert torch.allclose(out, ref)
