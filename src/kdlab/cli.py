@@ -79,14 +79,17 @@ def cmd_profile(args) -> None:
     shape = parse_shape(args.input)
     get_spec(args.model)
     model = build_model(args.model, args.num_classes, shape[0], input_size=shape[1])
-    p = profile_model(model, args.model, shape)
+    p = profile_model(model, args.model, shape, count_mode=args.count_mode)
     if args.json:
         print(json.dumps(p.as_dict(), indent=2))
     else:
-        print(f"model        {p.model} @ 1x{p.input} (batch 1, eval mode, fvcore)")
+        fvcore = p.count_mode == "fvcore"
+        mode = "eval mode, fvcore" if fvcore else "train mode, torchscan convention (ReffAKD)"
+        print(f"model        {p.model} @ 1x{p.input} (batch 1, {mode})")
         print(f"params       {p.params:,}")
         print(f"MACs         {p.macs:,}")
-        print(f"FLOPs        {p.flops:,}  (= 2 x MACs)")
+        note = "(= 2 x MACs)" if fvcore else "(every operation counted on its own)"
+        print(f"FLOPs        {p.flops:,}  {note}")
         print(f"memory       {p.param_mib:.3f} MiB (parameters + buffers)")
         print(f"activations  {p.activation_mib:.3f} MiB (all leaf-module outputs)")
 
@@ -120,7 +123,7 @@ def cmd_models(args) -> None:
         print(json.dumps(rows, indent=2))
         return
     for r in rows:
-        print(f"{r['name']:14s} {r['family']:10s} {r['params']:>12,}  {r['description']}")
+        print(f"{r['name']:18s} {r['family']:12s} {r['params']:>12,}  {r['description']}")
 
 
 def cmd_data(args) -> None:
@@ -185,6 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("model", nargs="?")
     sp.add_argument("--input", default="3x32x32", help="CxHxW (default 3x32x32)")
     sp.add_argument("--num-classes", type=int, default=100)
+    sp.add_argument(
+        "--count-mode",
+        choices=["fvcore", "torchscan"],
+        default="fvcore",
+        help="fvcore (default; FLOPs = 2 x MACs) or torchscan (ReffAKD Table 6 convention)",
+    )
     sp.add_argument("--json", action="store_true")
     add("tables", cmd_tables, "stage: paper-vs-ours tables")
     sp = add("models", cmd_models, "list registered models with parameter counts")

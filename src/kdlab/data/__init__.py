@@ -19,11 +19,18 @@ class RawFile:
 
     ``content_md5`` lets a re-compressed copy (e.g. Debian's, gzipped without the file name, so
     the archive's md5 differs) be verified on what it holds.
+
+    An archive (``.tar.gz``, ``.zip``) names in ``extract`` the folder it unpacks to, relative
+    to ``root/<name>/`` (e.g. ``cifar-10-batches-py``); it is extracted safely after its md5 is
+    checked. ``members`` are published md5s of extracted files (names relative to
+    ``root/<name>/``), used when the folder was placed by hand without the archive.
     """
 
     name: str
     md5: str
     content_md5: str | None = None
+    extract: str | None = None
+    members: tuple[RawFile, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -81,5 +88,8 @@ def load(name: str, root: str | Path, split: str) -> tuple[torch.Tensor, torch.T
     return images, labels
 
 
-# Data set modules: one import each (each registers its specs).
-from kdlab.data import idx  # noqa: E402,F401
+# Data set modules: each registers its specs on import.
+from kdlab.data import idx  # noqa: E402,F401,I001
+from kdlab.data import cifar  # noqa: E402,F401,I001
+from kdlab.data import tiny_imagenet  # noqa: E402,F401,I001
+from kdlab.data import stl10  # noqa: E402,F401,I001

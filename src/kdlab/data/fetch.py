@@ -69,6 +69,130 @@ def _download(spec: DatasetSpec, f: RawFile, target: Path) -> None:
     )
 
 
+def _marker(target_dir: Path, f: RawFile) -> Path:
+    return target_dir / f".{f.name}.extracted"
+
+
+def _verify_members(
+    spec: DatasetSpec, f: RawFile, target_dir: Path, overrides: dict[str, str]
+) -> str:
+    """Check a by-hand extracted folder against the published md5s of its files."""
+    if not f.members:
+        return "not verified (no published md5s of the extracted files; keep the archive)"
+    for m in f.members:
+        path = target_dir / m.name
+        if not path.exists():
+            raise MissingDataError(
+                f"{path} is missing: the folder {target_dir / f.extract}/ is incomplete. "
+                f"Put {f.name} (md5 {f.md5}) in {target_dir}/ instead, or the complete folder"
+            )
+        verify(path, m, overrides.get(m.name))
+    return f"md5 of its {len(f.members)} published files"
+
+
+def _extract(f: RawFile, archive: Path, target_dir: Path, log) -> None:
+    """Safely unpack ``archive`` into ``target_dir`` (via a scratch folder, so never half)."""
+    from kdlab.data.archive import safe_extract
+
+    scratch = target_dir / f".{f.name}.extracting"
+    if scratch.exists():
+        shutil.rmtree(scratch)
+    try:
+        log(f"  extracting {f.name} ...")
+        safe_extract(archive, scratch)
+        if not (scratch / f.extract).is_dir():
+            held = ", ".join(sorted(p.name for p in scratch.iterdir())) or "nothing"
+            raise MissingDataError(
+                f"{archive} holds {held}, not the folder {f.extract}/: not the published archive"
+            )
+        for entry in scratch.iterdir():
+            dest = target_dir / entry.name
+            if dest.is_dir() and not dest.is_symlink():
+                shutil.rmtree(dest)
+            elif dest.exists() or dest.is_symlink():
+                dest.unlink()
+            entry.replace(dest)
+    finally:
+        if scratch.exists():
+            shutil.rmtree(scratch)
+
+
+def _copy(source: Path, target: Path) -> None:
+    tmp = target.with_name(target.name + ".part")
+    if source.is_dir():
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        shutil.copytree(source, tmp, symlinks=True)
+        if target.exists():
+            shutil.rmtree(target)
+    else:
+        shutil.copyfile(source, tmp)
+    tmp.replace(target)
+
+
+def _missing(spec: DatasetSpec, f: RawFile, target: Path) -> MissingDataError:
+    where = f"{spec.mirrors[0]}{f.name}" if spec.mirrors else "the publisher"
+    tree = f", or the folder {f.extract}/ unpacked from it," if f.extract else ""
+    return MissingDataError(
+        f"{target} is missing. To get it: {spec.how_to_get}; "
+        f"or put {f.name} in {target.parent}/ (md5 {f.md5}, from {where}){tree} yourself"
+    )
+
+
+def _fetch_archive(
+    spec: DatasetSpec,
+    f: RawFile,
+    target_dir: Path,
+    candidates: list[Path],
+    source_dir: str | Path | None,
+    overrides: dict[str, str],
+    allow_download: bool,
+    log,
+) -> str:
+    """Place, verify and extract one archive; return how it was obtained and verified."""
+    target = target_dir / f.name
+    tree = target_dir / f.extract
+    source = next((d / f.name for d in candidates if (d / f.name).is_file()), None)
+    source_tree = next((d / f.extract for d in candidates if (d / f.extract).is_dir()), None)
+    if source_dir and source is None and source_tree is None:
+        raise MissingDataError(
+            f"data.source_dir = {source_dir!r} has neither {f.name} nor the folder "
+            f"{f.extract}/ unpacked from it; put {f.name} (md5 {f.md5}) there"
+        )
+    if source is not None and source.resolve() != target.resolve():
+        _copy(source, target)
+        origin = str(source)
+    elif target.exists():
+        origin = "already present"
+    elif source_tree is not None and source_tree.resolve() != tree.resolve():
+        _marker(target_dir, f).unlink(missing_ok=True)  # the folder no longer is the archive's
+        _copy(source_tree, tree)
+        how = _verify_members(spec, f, target_dir, overrides)
+        return f"folder {f.extract}/ copied from {source_tree}; verified by {how}"
+    elif tree.is_dir() and _marker(target_dir, f).exists():
+        done = _marker(target_dir, f).read_text().strip()
+        return f"folder {f.extract}/ extracted earlier from {f.name} with md5 {done}"
+    elif tree.is_dir():
+        how = _verify_members(spec, f, target_dir, overrides)
+        return f"folder {f.extract}/ already present without {f.name}; verified by {how}"
+    elif allow_download:
+        log(f"downloading {f.name} for {spec.name} ...")
+        _download(spec, f, target)
+        origin = "download"
+    else:
+        raise _missing(spec, f, target)
+    override = overrides.get(f.name)
+    how = verify(target, f, override)
+    checksum = override or (f.md5 if how == "md5" else f.content_md5)
+    marker = _marker(target_dir, f)
+    if tree.is_dir() and marker.exists() and marker.read_text().strip() == checksum:
+        return f"{origin}; verified by {how}; already extracted"
+    marker.unlink(missing_ok=True)
+    _extract(f, target, target_dir, log)
+    marker.write_text(checksum + "\n")
+    return f"{origin}; verified by {how}; extracted to {f.extract}/"
+
+
 def fetch(
     name: str,
     root: str | Path,
@@ -82,6 +206,12 @@ def fetch(
     Files are taken, in order, from ``source_dir`` (if given), the folder itself (already
     fetched), a system package's folder (e.g. Debian's dataset-fashion-mnist) and finally the
     official mirrors. Returns ``{file: how it was verified}``.
+
+    An archive (a :class:`RawFile` with ``extract``) is md5-checked and then extracted safely
+    (see :mod:`kdlab.data.archive`) next to itself; a marker file records which archive was
+    extracted so a rerun does not extract again. A folder already unpacked by hand (in
+    ``source_dir`` or ``root/name/``) is accepted instead of the archive and checked against
+    the published md5s of its files where known.
     """
     spec = get_dataset(name)
     overrides = md5_overrides or {}
@@ -92,6 +222,12 @@ def fetch(
         target = target_dir / f.name
         # An explicit source folder is the only source; otherwise a system package's folder.
         candidates = [Path(source_dir)] if source_dir else [Path(d) for d in spec.local_dirs]
+        if f.extract:
+            report[f.name] = _fetch_archive(
+                spec, f, target_dir, candidates, source_dir, overrides, allow_download, log
+            )
+            log(f"  {f.name}: {report[f.name]}")
+            continue
         source = next((d / f.name for d in candidates if (d / f.name).exists()), None)
         if source_dir and source is None:
             raise MissingDataError(

@@ -105,4 +105,4 @@ def check_input(model: nn.Module, name: str, shape: tuple[int, int, int]) -> Non
 
 
 # Model families: one import per module (each registers its builders).
-from kdlab.models import cae, lenet, resnet_cifar  # noqa: E402,F401
+from kdlab.models import cae, cifar_zoo, hao, lenet, patel, resnet_cifar  # noqa: E402,F401
