@@ -166,3 +166,199 @@ def rkd_loss(
     loss_d = F.smooth_l1_loss(distances(s), dt)
     loss_a = F.smooth_l1_loss(angles(s), at)
     return distance_weight * loss_d + angle_weight * loss_a
+
+
+# --- Feature and relation losses (the feature-based Distillers in kdlab.methods) ------------
+
+
+def match_spatial(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bring two feature maps to their common (smaller) height and width by adaptive average
+    pooling; maps that already agree are returned as they are."""
+    if a.shape[-2:] == b.shape[-2:]:
+        return a, b
+    size = (min(a.shape[-2], b.shape[-2]), min(a.shape[-1], b.shape[-1]))
+    return F.adaptive_avg_pool2d(a, size), F.adaptive_avg_pool2d(b, size)
+
+
+def sp_loss(student_feature: torch.Tensor, teacher_feature: torch.Tensor) -> torch.Tensor:
+    """Similarity-preserving KD (Tung & Mori 2019): the batch's ``b x b`` Gram matrices of the
+    flattened features, each row L2-normalised, compared by ``||G_s - G_t||_F^2 / b^2``."""
+    b = student_feature.shape[0]
+
+    def gram(f: torch.Tensor) -> torch.Tensor:
+        f = f.reshape(b, -1)
+        return F.normalize(f @ f.t(), dim=1)
+
+    return (gram(student_feature) - gram(teacher_feature)).pow(2).sum() / (b * b)
+
+
+def cc_loss(
+    student_embedding: torch.Tensor,
+    teacher_embedding: torch.Tensor,
+    gamma: float = 0.4,
+    order: int = 2,
+) -> torch.Tensor:
+    """Correlation congruence (Peng et al. 2019): the batch's correlation matrices under a
+    Gaussian RBF kernel ``exp(-gamma ||a - b||^2)`` of the L2-normalised embeddings, expanded
+    by Taylor series to ``order`` (``sum_p e^{-2 gamma} (2 gamma)^p / p! (a.b)^p``), compared by
+    the mean squared difference."""
+
+    import math
+
+    def corr(f: torch.Tensor) -> torch.Tensor:
+        f = F.normalize(f.flatten(1), dim=1)
+        sim = f @ f.t()
+        out = torch.zeros_like(sim)
+        for p in range(order + 1):
+            out = out + math.exp(-2 * gamma) * (2 * gamma) ** p / math.factorial(p) * sim.pow(p)
+        return out
+
+    return F.mse_loss(corr(student_embedding), corr(teacher_embedding))
+
+
+def vid_loss(
+    pred_mean: torch.Tensor,
+    target: torch.Tensor,
+    log_scale: torch.Tensor,
+    eps: float = 1e-5,
+) -> torch.Tensor:
+    """Variational information distillation (Ahn et al. 2019): the Gaussian negative
+    log-likelihood (without the constant) of the teacher feature under a mean predicted from
+    the student and a per-channel variance ``softplus(log_scale) + eps``, averaged over all
+    entries: ``mean(0.5 * ((mu - t)^2 / var + log var))``."""
+    shape = [1, -1] + [1] * (target.dim() - 2)
+    var = (F.softplus(log_scale) + eps).view(shape)
+    return (0.5 * ((pred_mean - target).pow(2) / var + torch.log(var))).mean()
+
+
+def ab_loss(source: torch.Tensor, target: torch.Tensor, margin: float = 1.0) -> torch.Tensor:
+    """Activation-boundary transfer (Heo et al. 2019), the hinge-squared alternative loss:
+    where the teacher neuron is inactive (``target <= 0``) the student's pre-activation is
+    pushed below ``-margin``, where it is active above ``margin``; summed over neurons and
+    averaged over the batch."""
+    off = (source > -margin) & (target <= 0)
+    on = (source <= margin) & (target > 0)
+    loss = (source + margin).pow(2) * off + (source - margin).pow(2) * on
+    return loss.sum() / source.shape[0]
+
+
+def ft_loss(student_factor: torch.Tensor, teacher_factor: torch.Tensor, p: int = 1):
+    """Factor transfer (Kim et al. 2018): the L2-normalised flattened factors compared by the
+    mean of ``|f_s - f_t|^p`` (p = 1 in the paper). Maps of different sizes are pooled to the
+    smaller one."""
+    student_factor, teacher_factor = match_spatial(student_factor, teacher_factor)
+    b = student_factor.shape[0]
+    diff = F.normalize(student_factor.reshape(b, -1), dim=1) - F.normalize(
+        teacher_factor.reshape(b, -1), dim=1
+    )
+    return diff.abs().pow(p).mean()
+
+
+def fsp_matrix(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """Flow of solution procedure (Yim et al. 2017): ``G_ij = sum_hw F1_i F2_j / (h w)``, an
+    ``N x C1 x C2`` matrix; the larger map is pooled to the smaller one first."""
+    first, second = match_spatial(first, second)
+    h, w = first.shape[-2:]
+    return first.flatten(2) @ second.flatten(2).transpose(1, 2) / (h * w)
+
+
+def fsp_loss(
+    student_first: torch.Tensor,
+    student_second: torch.Tensor,
+    teacher_first: torch.Tensor,
+    teacher_second: torch.Tensor,
+) -> torch.Tensor:
+    """Mean squared difference between the student's and the teacher's FSP matrices of one
+    pair of layers (channel counts must agree: the FSP Distiller adds 1x1 connectors)."""
+    return (
+        (fsp_matrix(student_first, student_second) - fsp_matrix(teacher_first, teacher_second))
+        .pow(2)
+        .mean()
+    )
+
+
+def nst_loss(student_feature: torch.Tensor, teacher_feature: torch.Tensor) -> torch.Tensor:
+    """Neuron selectivity transfer (Huang & Wang 2017): squared MMD with the polynomial kernel
+    ``k(a, b) = (a.b)^2`` between the sets of channel activation maps (each flattened and
+    L2-normalised over space): ``mean K_tt + mean K_ss - 2 mean K_st``. Channel counts may
+    differ; maps of different sizes are pooled to the smaller one."""
+    s, t = match_spatial(student_feature, teacher_feature)
+    s = F.normalize(s.flatten(2), dim=2)
+    t = F.normalize(t.flatten(2), dim=2)
+
+    def poly(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return (a @ b.transpose(1, 2)).pow(2)
+
+    return poly(t, t).mean() + poly(s, s).mean() - 2 * poly(s, t).mean()
+
+
+def _finite(x: torch.Tensor) -> torch.Tensor:
+    return torch.where(torch.isfinite(x), x, torch.zeros_like(x))
+
+
+def _svd_knowledge(feature: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-``n`` singular values (L2-normalised) and right singular vectors (``N x C x n``,
+    over channels) of each sample's ``HW x C`` feature matrix."""
+    x = feature.flatten(2).transpose(1, 2)
+    if x.requires_grad:  # SVD gradients are infinite at repeated singular values: drop those
+        x.register_hook(lambda g: None if g is None else _finite(g))
+    _, s, vh = torch.linalg.svd(x, full_matrices=False)
+    s, v = _finite(s[:, :n]), _finite(vh.transpose(1, 2)[:, :, :n])
+    return F.normalize(s, dim=1), F.normalize(v, dim=1)
+
+
+def kdsvd_loss(
+    student_features: list[torch.Tensor],
+    teacher_features: list[torch.Tensor],
+    k: int = 1,
+) -> torch.Tensor:
+    """KD-SVD (Lee et al. 2018): each layer's knowledge is its top-``k`` right singular vectors
+    (student: the best-matching, sign-aligned of its top ``k + 3``), scaled by the teacher's
+    normalised singular values; consecutive layers are related by the element-wise RBF
+    ``exp(-(v_i - v_{i-1})^2 / 8)`` and the student's relations are pulled to the teacher's
+    (squared error summed, averaged over the batch). Needs two or more layer pairs, with equal
+    channel counts and spatial sizes per pair."""
+    prev: tuple[torch.Tensor, torch.Tensor] | None = None
+    total = student_features[0].new_zeros(())
+    for fs, ft in zip(student_features, teacher_features):
+        with torch.no_grad():
+            s_t, v_t = _svd_knowledge(ft, k)
+        _, v_s = _svd_knowledge(fs, k + 3)
+        cos = v_s.transpose(1, 2) @ v_t  # N x (k+3) x k
+        pick = cos.abs().argmax(dim=1, keepdim=True)  # N x 1 x k
+        sign = torch.sign(cos.gather(1, pick)).detach()
+        v_s = v_s.gather(2, pick.expand(-1, v_s.shape[1], -1)) * sign
+        v_t, v_s = v_t * s_t[:, None, :], v_s * s_t[:, None, :]
+        if prev is not None:
+            rbf_s = torch.exp(-(v_s[:, :, None, :] - prev[0][:, None, :, :]).pow(2) / 8)
+            rbf_t = torch.exp(-(v_t[:, :, None, :] - prev[1][:, None, :, :]).pow(2) / 8)
+            total = total + _finite((rbf_s - rbf_t.detach()).pow(2)).sum()
+        prev = (v_s, v_t)
+    return total / student_features[0].shape[0]
+
+
+def crd_nce_loss(probs: torch.Tensor, num_data: int, eps: float = 1e-7) -> torch.Tensor:
+    """CRD's NCE objective (Tian et al. 2020). ``probs`` is ``N x (1 + K)``: the normalised
+    scores ``exp(f.m / T) / Z`` of the positive (column 0) and K negatives drawn uniformly from
+    ``num_data`` memory entries (noise probability ``1 / num_data``). Returns
+    ``-(sum log h(pos) + sum log(1 - h(neg))) / N`` with ``h(x) = x / (x + K / num_data)``."""
+    k = probs.shape[1] - 1
+    noise = k / num_data
+    pos, neg = probs[:, 0], probs[:, 1:]
+    log_d1 = torch.log(pos / (pos + noise + eps))
+    log_d0 = torch.log(noise / (neg + noise + eps))
+    return -(log_d1.sum() + log_d0.sum()) / probs.shape[0]
+
+
+def logit_l2_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """Mean squared error between logits (the L2 response loss of the SimKD study, seed 001;
+    SRRL's ``L_SR-L2``)."""
+    return F.mse_loss(student_logits, teacher_logits)
+
+
+def gated_mse_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-sample mean squared error averaged over the samples where ``mask`` is true (0, still
+    attached to the graph, when none is): SimKD's label-gated learning (seed 001)."""
+    per_sample = (pred - target).pow(2).flatten(1).mean(dim=1)
+    m = mask.to(per_sample.dtype)
+    return (per_sample * m).sum() / m.sum().clamp_min(1.0)

@@ -21,8 +21,8 @@ def register(cls: type[Distiller]) -> type[Distiller]:
 
 
 def method_names() -> list[str]:
-    """Names of all registered methods."""
-    return sorted(_REGISTRY)
+    """Names of all registered methods: the ``ce`` baseline first, then the rest sorted."""
+    return sorted(_REGISTRY, key=lambda name: (name != "ce", name))
 
 
 def get_method(name: str) -> type[Distiller]:
@@ -33,4 +33,14 @@ def get_method(name: str) -> type[Distiller]:
 
 
 # Method modules: one import each.
-from kdlab.methods import ce, dkd, kd, reffakd  # noqa: E402,F401
+from kdlab.methods import (  # noqa: E402,F401
+    ce,
+    dkd,
+    hints,
+    kd,
+    kd_l2,
+    reffakd,
+    relations,
+    simkd,
+    srrl,
+)

@@ -19,6 +19,8 @@ from kdlab.data.pipeline import Batch, resize
 
 # A method's parameter schema: name -> (default, lowest allowed, highest allowed or None).
 ParamSchema = dict[str, tuple[float, float, float | None]]
+# String-valued method parameters: name -> allowed values (the first is the default).
+ChoiceSchema = dict[str, tuple[str, ...]]
 
 
 class TeacherLogits:
@@ -64,7 +66,11 @@ class Distiller(nn.Module):
     name: ClassVar[str] = ""
     needs_teacher: ClassVar[bool] = False
     needs_soft_labels: ClassVar[bool] = False
+    # Methods that tap the features of a live teacher model take the keyword arguments
+    # ``teacher_model`` and ``input_shape`` (see kdlab.methods.features.FeatureDistiller).
+    needs_teacher_features: ClassVar[bool] = False
     schema: ClassVar[ParamSchema] = {}
+    choices: ClassVar[ChoiceSchema] = {}
     description: ClassVar[str] = ""
 
     def __init__(
@@ -91,16 +97,27 @@ class Distiller(nn.Module):
         self.register_buffer("soft_labels", soft_labels if self.needs_soft_labels else None)
 
     @classmethod
-    def resolve_params(cls, params: dict[str, Any]) -> dict[str, float]:
-        """Fill defaults from the schema."""
-        return {k: float(params.get(k, default)) for k, (default, _, _) in cls.schema.items()}
+    def resolve_params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """Fill defaults from the schema (numbers) and the choices (strings)."""
+        out: dict[str, Any] = {
+            k: float(params.get(k, default)) for k, (default, _, _) in cls.schema.items()
+        }
+        out.update({k: str(params.get(k, allowed[0])) for k, allowed in cls.choices.items()})
+        return out
 
     @classmethod
     def validate_params(cls, params: dict[str, Any], prefix: str) -> None:
         """Raise ConfigError naming any unknown or out-of-range method parameter."""
         for key, value in params.items():
+            if key in cls.choices:
+                if not isinstance(value, str) or value not in cls.choices[key]:
+                    raise ConfigError(
+                        f"params.yaml: {prefix}{key} = {value!r} is not allowed; "
+                        f"allowed: {' | '.join(cls.choices[key])}"
+                    )
+                continue
             if key not in cls.schema:
-                allowed = ", ".join(cls.schema) or "none (use {})"
+                allowed = ", ".join([*cls.schema, *cls.choices]) or "none (use {})"
                 raise ConfigError(
                     f"params.yaml: {prefix}{key} is not a parameter of method {cls.name!r}; "
                     f"allowed: {allowed}"

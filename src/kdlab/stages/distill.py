@@ -90,9 +90,20 @@ def distill(cfg: Config, method: str) -> None:
             teacher = TeacherLogits(model=t_model, input_size=blob["input_size"])
             source = "live teacher (augmentation has unbounded views)"
     soft = read_soft_labels().to(device) if cls.needs_soft_labels else None
+    feature_kwargs: dict = {}
+    if getattr(cls, "needs_teacher_features", False):
+        # Feature methods tap a live, frozen teacher (never trained, never saved with them).
+        t_model, blob = load_model(paths.TEACHER, device)
+        feature_kwargs = dict(
+            teacher_model=t_model.eval(),
+            input_shape=(data.spec.shape[0], mc.input_size, mc.input_size),
+            teacher_input_size=blob["input_size"],
+            num_data=len(data.labels),
+        )
+        source = f"live teacher features ({paths.TEACHER})"
     if cls.needs_soft_labels:
         source = f"soft-label matrix ({paths.SOFT_LABELS}); no teacher"
-    elif not cls.needs_teacher:
+    elif not cls.needs_teacher and not feature_kwargs:
         source = "hard labels only"
     distiller = cls(
         student,
@@ -102,6 +113,7 @@ def distill(cfg: Config, method: str) -> None:
         teacher=teacher,
         soft_labels=soft,
         epochs=mc.train.epochs,
+        **feature_kwargs,
     ).to(device)
     print(
         f"[distill@{method}] {mc.model} student from {source}; alpha {cfg.alpha}, "

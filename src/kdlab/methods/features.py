@@ -1,0 +1,189 @@
+"""Shared machinery of the feature-based methods: a live, frozen teacher tapped for features.
+
+A :class:`FeatureDistiller` holds the teacher model outside its module tree (so it is not in
+``parameters()``, ``state_dict()`` or ``extra_state()`` and ``train()`` never touches it) and,
+at construction, runs one dummy batch of shape ``input_shape`` through teacher and student to
+learn the feature shapes its extra modules (regressors, connectors, projectors, embeddings)
+are built for. A model without ``forward_features`` (or without a tap a method needs) fails
+there, at the start of the run, with a ValueError naming the model class and the tap.
+
+Stage pairing: the student's and the teacher's stage lists may differ in length (LeNet5 has 2,
+the CIFAR ResNets 4); ``k = min(n_s, n_t)`` pairs are made at proportional depths, the last
+stage always paired with the last (LeNet5 -> ResNet18: (1 -> 2), (2 -> 4)).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from kdlab.data.pipeline import Batch, resize
+from kdlab.methods.base import Distiller, TeacherLogits
+
+
+def pair_stages(n_student: int, n_teacher: int) -> list[tuple[int, int]]:
+    """``min(n_s, n_t)`` (student, teacher) stage index pairs at proportional depths."""
+    k = min(n_student, n_teacher)
+    return [((j + 1) * n_student // k - 1, (j + 1) * n_teacher // k - 1) for j in range(k)]
+
+
+def conv_bn(cin: int, cout: int, kernel: int = 1, relu: bool = True) -> nn.Sequential:
+    """``kernel x kernel`` convolution (same padding, no bias) + BatchNorm (+ ReLU)."""
+    layers: list[nn.Module] = [
+        nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=False),
+        nn.BatchNorm2d(cout),
+    ]
+    if relu:
+        layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+def resize_map(f: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Adaptive average pooling of a feature map to ``size`` (no-op when already that size)."""
+    if tuple(f.shape[-2:]) == tuple(size):
+        return f
+    return nn.functional.adaptive_avg_pool2d(f, size)
+
+
+class FeatureDistiller(Distiller):
+    """Base class of the methods that tap a live teacher's features.
+
+    Keyword Args:
+        teacher_model: the trained teacher, a FeatureClassifier (``forward_features``); it is
+            put in eval mode and its parameters stop requiring gradients.
+        input_shape: the student's input ``(C, H, W)``, for the dummy pass that sizes the
+            method's extra modules.
+        teacher_input_size: the teacher's input size when it differs from the student's
+            (batches are resized bilinearly, as for a live logit teacher).
+        num_data: number of training images (``batch.index`` < num_data); CRD's memory size.
+    """
+
+    needs_teacher_features: ClassVar[bool] = True
+    # Entries of forward_features() the method reads, from the student and the teacher.
+    student_taps: ClassVar[tuple[str, ...]] = ("stages", "pooled", "logits")
+    teacher_taps: ClassVar[tuple[str, ...]] = ("stages", "pooled", "logits")
+    # Attributes of the teacher model the method reuses (SRRL, SimKD: its classifier).
+    teacher_modules: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(
+        self,
+        student: nn.Module,
+        params: dict[str, Any] | None = None,
+        alpha: float = 0.0,
+        temperature: float = 1.0,
+        teacher: TeacherLogits | None = None,
+        soft_labels: torch.Tensor | None = None,
+        epochs: int = 1,
+        *,
+        teacher_model: nn.Module | None = None,
+        input_shape: tuple[int, int, int] | None = None,
+        teacher_input_size: int | None = None,
+        num_data: int | None = None,
+    ) -> None:
+        super().__init__(student, params, alpha, temperature, teacher, soft_labels, epochs)
+        if teacher_model is None:
+            raise ValueError(f"method {self.name!r} needs a live teacher model (teacher_model=)")
+        if input_shape is None or len(input_shape) != 3:
+            raise ValueError(f"method {self.name!r} needs the student's input_shape (C, H, W)")
+        for role, model in (("teacher", teacher_model), ("student", student)):
+            if not callable(getattr(model, "forward_features", None)):
+                raise ValueError(
+                    f"method {self.name!r} needs feature taps (forward_features) from the "
+                    f"{role}, which {type(model).__name__} does not provide"
+                )
+        for attr in self.teacher_modules:
+            if not callable(getattr(teacher_model, attr, None)):
+                raise ValueError(
+                    f"method {self.name!r} needs the teacher's {attr!r} (feature tap), which "
+                    f"{type(teacher_model).__name__} does not provide"
+                )
+        teacher_model.eval()
+        for p in teacher_model.parameters():
+            p.requires_grad_(False)
+        # A tuple is not registered by nn.Module: the teacher stays out of parameters(),
+        # state_dict(), extra_state() and train()/eval().
+        self._teacher_box = (teacher_model,)
+        self.teacher_input_size = teacher_input_size
+        self.input_shape = tuple(int(v) for v in input_shape)
+        self.num_data = num_data
+        s_out, t_out = self._probe()
+        self.s_shapes = [tuple(f.shape[1:]) for f in s_out["stages"]]
+        self.t_shapes = [tuple(f.shape[1:]) for f in t_out["stages"]]
+        self.s_dim = int(s_out["pooled"].shape[1])
+        self.t_dim = int(t_out["pooled"].shape[1])
+        self.pairs = pair_stages(len(self.s_shapes), len(self.t_shapes))
+
+    @property
+    def teacher_model(self) -> nn.Module:
+        """The frozen teacher (not a submodule)."""
+        return self._teacher_box[0]
+
+    @torch.no_grad()
+    def _probe(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """One dummy pass (student in eval mode, so BN statistics are untouched)."""
+        try:
+            device = next(self.student.parameters()).device
+        except StopIteration:
+            device = torch.device("cpu")
+        x = torch.zeros(2, *self.input_shape, device=device)
+        was_training = self.student.training
+        self.student.eval()
+        try:
+            s_out = self.student.forward_features(x)
+        finally:
+            self.student.train(was_training)
+        t_out = self.teacher_model.forward_features(self._teacher_input(x))
+        for role, out, taps in (
+            ("student", s_out, self.student_taps),
+            ("teacher", t_out, self.teacher_taps),
+        ):
+            model = self.student if role == "student" else self.teacher_model
+            for tap in taps:
+                value = out.get(tap) if isinstance(out, dict) else None
+                if value is None or (tap == "stages" and len(value) == 0):
+                    raise ValueError(
+                        f"method {self.name!r} needs the {tap!r} feature tap from the {role}, "
+                        f"which {type(model).__name__} does not provide"
+                    )
+            for f in out["stages"]:
+                if f.dim() != 4:
+                    raise ValueError(
+                        f"method {self.name!r} needs N x C x H x W stage feature maps from the "
+                        f"{role}; {type(model).__name__} gives shape {tuple(f.shape)}"
+                    )
+        return s_out, t_out
+
+    def _teacher_input(self, x: torch.Tensor) -> torch.Tensor:
+        return resize(x, self.teacher_input_size) if self.teacher_input_size else x
+
+    @torch.no_grad()
+    def teacher_features(self, batch: Batch) -> dict[str, Any]:
+        """The frozen teacher's ``forward_features`` on this batch (no gradients)."""
+        return self.teacher_model.forward_features(self._teacher_input(batch.x))
+
+    def extra_state(self) -> dict[str, Any]:
+        """State dicts of every trained extra module (all children but the student)."""
+        return {
+            name: module.state_dict() for name, module in self.named_children() if name != "student"
+        }
+
+    def distill_terms(
+        self, s: dict[str, Any], t: dict[str, Any], batch: Batch, epoch: int
+    ) -> dict[str, torch.Tensor]:
+        """The method's named distillation terms, with the method's own weights applied (the
+        project's ``alpha`` is applied by :meth:`forward_train`)."""
+        raise NotImplementedError
+
+    def forward_train(
+        self, batch: Batch, epoch: int
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``(1 - alpha) CE + alpha * sum(distill_terms)`` on the student's own logits."""
+        s = self.student.forward_features(batch.x)
+        t = self.teacher_features(batch)
+        logits = s["logits"]
+        losses = {"ce": self.ce_term(logits, batch.y)}
+        for key, value in self.distill_terms(s, t, batch, epoch).items():
+            losses[key] = self.alpha * value
+        return logits, losses

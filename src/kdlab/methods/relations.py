@@ -1,0 +1,148 @@
+"""Relation and embedding methods on the penultimate (pooled) features: ``cc``, ``rkd``,
+``pkt``, ``crd``.
+
+Every method trains ``(1 - alpha) CE + alpha * L`` with ``L`` carrying the method's own
+weight(s) from ``method_params`` (RepDistiller's ``beta``; its CE weight is 1, see
+:mod:`kdlab.methods.hints` for the mapping).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdlab.data.pipeline import Batch
+from kdlab.losses import cc_loss, crd_nce_loss, pkt_loss, rkd_loss
+from kdlab.methods import register
+from kdlab.methods.features import FeatureDistiller
+
+
+@register
+class CC(FeatureDistiller):
+    """Correlation congruence (Peng et al. 2019), the paper's form: the batch correlation
+    matrices of the L2-normalised penultimate features under a Gaussian RBF kernel (Taylor
+    expansion to ``order``, ``gamma``), MSE.
+
+    Weights: the paper's gamma 0.4 and order 2. RepDistiller's ``-b 0.02`` belongs to its
+    different element-wise variant on 128-d embeddings and does not transfer; ``cc_weight: 1``
+    is our (untuned) default.
+    """
+
+    name = "cc"
+    description = "(1-alpha) CE + alpha w ||C(f_s) - C(f_t)||^2, C = Taylor-RBF correlation"
+    schema = {
+        "cc_weight": (1.0, 0.0, None),
+        "gamma": (0.4, 0.0, None),
+        "order": (2.0, 0.0, 10.0),
+    }
+
+    def distill_terms(self, s, t, batch: Batch, epoch: int):
+        p = self.params
+        loss = cc_loss(s["pooled"], t["pooled"], p["gamma"], int(p["order"]))
+        return {"cc": p["cc_weight"] * loss}
+
+
+@register
+class RKD(FeatureDistiller):
+    """Relational KD (Park et al. 2019): distance and angle relations of the penultimate
+    features (the existing :func:`kdlab.losses.rkd_loss`).
+
+    Reference: RepDistiller ``-b 1`` with distance 25 and angle 50 ->
+    ``distance_weight: 25``, ``angle_weight: 50``.
+    """
+
+    name = "rkd"
+    description = "(1-alpha) CE + alpha (w_d Huber(psi_D) + w_a Huber(psi_A))"
+    schema = {"distance_weight": (25.0, 0.0, None), "angle_weight": (50.0, 0.0, None)}
+
+    def distill_terms(self, s, t, batch: Batch, epoch: int):
+        p = self.params
+        loss = rkd_loss(s["pooled"], t["pooled"], p["distance_weight"], p["angle_weight"])
+        return {"rkd": loss}
+
+
+@register
+class PKT(FeatureDistiller):
+    """Probabilistic knowledge transfer (Passalis & Tefas 2018) on the penultimate features.
+
+    Reference: RepDistiller ``-b 30000`` -> ``pkt_weight: 30000``.
+    """
+
+    name = "pkt"
+    description = "(1-alpha) CE + alpha w KL(P_t || P_s), P = normalised cosine affinities"
+    schema = {"pkt_weight": (30000.0, 0.0, None)}
+
+    def distill_terms(self, s, t, batch: Batch, epoch: int):
+        return {"pkt": self.params["pkt_weight"] * pkt_loss(s["pooled"], t["pooled"])}
+
+
+@register
+class CRD(FeatureDistiller):
+    """Contrastive representation distillation (Tian et al. 2020), the NCE form.
+
+    Linear embeddings (student and teacher, both trained) to ``feat_dim`` on the unit sphere;
+    two memory banks of every training image's embedding (updated with momentum ``nce_m``);
+    ``nce_k`` negatives drawn uniformly per sample; scores ``exp(v . m / nce_t) / Z`` with Z
+    fixed on the first batch; the NCE loss of the student anchor against the teacher memory
+    plus the teacher anchor against the student memory.
+
+    Reference: RepDistiller ``-b 0.8``, 128-d, 16384 negatives, T = 0.07, momentum 0.5 ->
+    ``crd_weight: 0.8``, ``feat_dim: 128``, ``nce_k: 16384``, ``nce_t: 0.07``, ``nce_m: 0.5``.
+    Needs ``num_data`` (training images; ``batch.index`` addresses the memory).
+    """
+
+    name = "crd"
+    description = "(1-alpha) CE + alpha w (NCE(s -> memory_t) + NCE(t -> memory_s))"
+    schema = {
+        "crd_weight": (0.8, 0.0, None),
+        "feat_dim": (128.0, 1.0, None),
+        "nce_k": (16384.0, 1.0, None),
+        "nce_t": (0.07, 1e-4, None),
+        "nce_m": (0.5, 0.0, 1.0),
+    }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not self.num_data or self.num_data < 2:
+            raise ValueError(
+                "method 'crd' needs num_data (the number of training images, 2 or more) "
+                "to size its memory banks"
+            )
+        d = int(self.params["feat_dim"])
+        self.embed_s = nn.Linear(self.s_dim, d)
+        self.embed_t = nn.Linear(self.t_dim, d)
+        stdv = 1.0 / math.sqrt(d / 3)
+        device = self.embed_s.weight.device
+        for key in ("memory_s", "memory_t"):
+            bank = torch.rand(self.num_data, d, device=device).mul_(2 * stdv).sub_(stdv)
+            self.register_buffer(key, bank)
+        self.register_buffer("z_s", torch.tensor(-1.0))
+        self.register_buffer("z_t", torch.tensor(-1.0))
+
+    def distill_terms(self, s, t, batch: Batch, epoch: int):
+        p = self.params
+        v_s = F.normalize(self.embed_s(s["pooled"]), dim=1)
+        v_t = F.normalize(self.embed_t(t["pooled"]), dim=1)
+        idx = batch.index.to(v_s.device)
+        n, k = len(idx), min(int(p["nce_k"]), self.num_data - 1)
+        neg = torch.randint(0, self.num_data, (n, k), device=v_s.device)
+        rows = torch.cat([idx[:, None], neg], dim=1)
+        out_s = torch.exp(torch.bmm(self.memory_t[rows], v_s[:, :, None]).squeeze(2) / p["nce_t"])
+        out_t = torch.exp(torch.bmm(self.memory_s[rows], v_t[:, :, None]).squeeze(2) / p["nce_t"])
+        with torch.no_grad():
+            if self.z_s < 0:  # the normalisation constants, estimated once (as the reference)
+                self.z_s.fill_(float(out_s.mean() * self.num_data))
+                self.z_t.fill_(float(out_t.mean() * self.num_data))
+        loss = crd_nce_loss(out_s / self.z_s, self.num_data) + crd_nce_loss(
+            out_t / self.z_t, self.num_data
+        )
+        if self.training:
+            with torch.no_grad():
+                m = p["nce_m"]
+                for bank, v in ((self.memory_s, v_s), (self.memory_t, v_t)):
+                    bank[idx] = F.normalize(bank[idx] * m + v.detach() * (1 - m), dim=1)
+        return {"crd": p["crd_weight"] * loss}

@@ -1,0 +1,495 @@
+"""Feature/relation losses against independent computations, and the feature Distillers end to
+end on tiny models (LeNet5 student, ResNet18 width 8 teacher, channels first)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdlab.config import ConfigError
+from kdlab.data.pipeline import Batch
+from kdlab.losses import (
+    ab_loss,
+    cc_loss,
+    crd_nce_loss,
+    fsp_loss,
+    fsp_matrix,
+    ft_loss,
+    gated_mse_loss,
+    kd_loss,
+    kdsvd_loss,
+    logit_l2_loss,
+    match_spatial,
+    nst_loss,
+    sp_loss,
+    vid_loss,
+)
+from kdlab.methods import get_method, method_names
+from kdlab.methods.base import TeacherLogits
+from kdlab.methods.features import pair_stages
+from kdlab.models import build_model
+
+FEATURE_METHODS = {
+    "fitnet": {"fitnet"},
+    "at": {"at"},
+    "sp": {"sp"},
+    "cc": {"cc"},
+    "vid": {"vid"},
+    "rkd": {"rkd"},
+    "pkt": {"pkt"},
+    "ab": {"ab"},
+    "ft": {"ft", "ft_rec"},
+    "fsp": {"fsp"},
+    "nst": {"nst"},
+    "kdsvd": {"kdsvd"},
+    "crd": {"crd"},
+    "srrl": {"fm", "sr"},
+    "simkd": {"simkd"},
+}
+
+
+def rand(*shape, seed=0, dtype=torch.float32):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+# --- losses ----------------------------------------------------------------------------------
+
+
+def test_sp_loss_matches_numpy():
+    s, t = rand(5, 3, 4, 4, seed=1), rand(5, 6, 2, 2, seed=2)
+
+    def gram(f):
+        f = f.reshape(5, -1).numpy().astype(np.float64)
+        g = f @ f.T
+        return g / np.linalg.norm(g, axis=1, keepdims=True)
+
+    expected = ((gram(s) - gram(t)) ** 2).sum() / 25
+    assert float(sp_loss(s, t)) == pytest.approx(expected, rel=1e-5)
+    assert float(sp_loss(s, s)) == 0.0
+
+
+def test_cc_loss_is_taylor_of_gaussian_rbf():
+    s, t = rand(6, 7, seed=1), rand(6, 9, seed=2)
+
+    def corr(f, gamma, order):
+        f = f.numpy().astype(np.float64)
+        f = f / np.linalg.norm(f, axis=1, keepdims=True)
+        out = np.zeros((6, 6))
+        for i in range(6):
+            for j in range(6):
+                d2 = ((f[i] - f[j]) ** 2).sum()
+                if order is None:
+                    out[i, j] = math.exp(-gamma * d2)
+                else:
+                    sim = f[i] @ f[j]
+                    out[i, j] = sum(
+                        math.exp(-2 * gamma) * (2 * gamma) ** p / math.factorial(p) * sim**p
+                        for p in range(order + 1)
+                    )
+        return out
+
+    for order in (0, 2):
+        expected = ((corr(s, 0.4, order) - corr(t, 0.4, order)) ** 2).mean()
+        assert float(cc_loss(s, t, 0.4, order)) == pytest.approx(expected, rel=1e-5)
+    # A long expansion is the exact RBF kernel on unit vectors.
+    exact = ((corr(s, 0.4, None) - corr(t, 0.4, None)) ** 2).mean()
+    assert float(cc_loss(s.double(), t.double(), 0.4, 20)) == pytest.approx(exact, rel=1e-8)
+    assert float(cc_loss(s, s)) == 0.0
+
+
+def test_vid_loss_matches_loops():
+    mu, t, ls = rand(2, 3, 2, 2, seed=1), rand(2, 3, 2, 2, seed=2), rand(3, seed=3)
+    var = np.log1p(np.exp(ls.numpy().astype(np.float64))) + 1e-5
+    total = 0.0
+    for n in range(2):
+        for c in range(3):
+            for h in range(2):
+                for w in range(2):
+                    d = float(mu[n, c, h, w] - t[n, c, h, w])
+                    total += 0.5 * (d * d / var[c] + math.log(var[c]))
+    assert float(vid_loss(mu, t, ls)) == pytest.approx(total / 24, rel=1e-5)
+    # 2-D inputs (N x C) broadcast the per-channel variance too.
+    assert torch.isfinite(vid_loss(rand(4, 3), rand(4, 3), ls))
+
+
+def test_ab_loss_matches_loops_and_is_zero_beyond_margin():
+    src, tgt = rand(3, 2, 3, 3, seed=1) * 2, rand(3, 2, 3, 3, seed=2)
+    m = 0.5
+    total = 0.0
+    for s, t in zip(src.flatten().tolist(), tgt.flatten().tolist()):
+        if t <= 0 and s > -m:
+            total += (s + m) ** 2
+        if t > 0 and s <= m:
+            total += (s - m) ** 2
+    assert float(ab_loss(src, tgt, m)) == pytest.approx(total / 3, rel=1e-5)
+    beyond = torch.where(tgt > 0, torch.full_like(tgt, 2.0), torch.full_like(tgt, -2.0))
+    assert float(ab_loss(beyond, tgt, 1.0)) == 0.0
+
+
+def test_ft_loss_matches_numpy_and_ignores_scale():
+    s, t = rand(4, 3, 2, 2, seed=1), rand(4, 3, 2, 2, seed=2)
+    a = s.reshape(4, -1).numpy().astype(np.float64)
+    b = t.reshape(4, -1).numpy().astype(np.float64)
+    a, b = (x / np.linalg.norm(x, axis=1, keepdims=True) for x in (a, b))
+    assert float(ft_loss(s, t)) == pytest.approx(np.abs(a - b).mean(), rel=1e-5)
+    assert float(ft_loss(s, t, p=2)) == pytest.approx(((a - b) ** 2).mean(), rel=1e-5)
+    assert float(ft_loss(3 * s, s)) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_fsp_matrix_and_loss():
+    a, b = rand(2, 3, 4, 4, seed=1), rand(2, 5, 2, 2, seed=2)
+    g = fsp_matrix(a, b)
+    pooled = F.adaptive_avg_pool2d(a, 2)
+    for n in range(2):
+        for i in range(3):
+            for j in range(5):
+                ref = sum(
+                    float(pooled[n, i, h, w] * b[n, j, h, w]) for h in range(2) for w in range(2)
+                )
+                assert float(g[n, i, j]) == pytest.approx(ref / 4, rel=1e-5, abs=1e-7)
+    c, d = rand(2, 3, 4, 4, seed=3), rand(2, 5, 2, 2, seed=4)
+    expected = ((g - fsp_matrix(c, d)) ** 2).mean()
+    assert float(fsp_loss(a, b, c, d)) == pytest.approx(float(expected), rel=1e-6)
+    assert float(fsp_loss(a, b, a, b)) == 0.0
+
+
+def test_nst_loss_matches_numpy():
+    s, t = rand(2, 3, 4, 4, seed=1), rand(2, 5, 2, 2, seed=2)
+    sp = F.adaptive_avg_pool2d(s, 2).flatten(2).numpy().astype(np.float64)
+    tp = t.flatten(2).numpy().astype(np.float64)
+    sp = sp / np.linalg.norm(sp, axis=2, keepdims=True)
+    tp = tp / np.linalg.norm(tp, axis=2, keepdims=True)
+
+    def k(a, b):
+        return np.mean(
+            [
+                (a[n, i] @ b[n, j]) ** 2
+                for n in range(2)
+                for i in range(len(a[0]))
+                for j in range(len(b[0]))
+            ]
+        )
+
+    expected = k(tp, tp) + k(sp, sp) - 2 * k(sp, tp)
+    assert float(nst_loss(s, t)) == pytest.approx(expected, rel=1e-4, abs=1e-6)
+    assert float(nst_loss(s, s)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_kdsvd_loss_matches_per_sample_loops():
+    fs = [rand(2, 4, 3, 3, seed=1, dtype=torch.float64), rand(2, 5, 2, 2, seed=2).double()]
+    ft = [rand(2, 4, 3, 3, seed=3, dtype=torch.float64), rand(2, 5, 2, 2, seed=4).double()]
+    k = 1
+    total = 0.0
+    for n in range(2):
+        prev = None
+        for a, b in zip(fs, ft):
+
+            def top(f, m, n=n):
+                _, sv, vh = torch.linalg.svd(f[n].reshape(f.shape[1], -1).t())
+                return sv[:m] / sv[:m].norm(), vh[:m].t() / vh[:m].t().norm(dim=0)
+
+            s_t, v_t = top(b, k)
+            _, v_s = top(a, k + 3)
+            cols = []
+            for j in range(k):
+                cos = v_s.t() @ v_t[:, j]
+                best = int(cos.abs().argmax())
+                cols.append(v_s[:, best] * torch.sign(cos[best]))
+            v_s = torch.stack(cols, 1) * s_t
+            v_t = v_t * s_t
+            if prev is not None:
+                for i in range(v_s.shape[0]):
+                    for j in range(prev[0].shape[0]):
+                        for c in range(k):
+                            rs = math.exp(-(float(v_s[i, c] - prev[0][j, c]) ** 2) / 8)
+                            rt = math.exp(-(float(v_t[i, c] - prev[1][j, c]) ** 2) / 8)
+                            total += (rs - rt) ** 2
+            prev = (v_s, v_t)
+    assert float(kdsvd_loss(fs, ft, k)) == pytest.approx(total / 2, rel=1e-6, abs=1e-12)
+    assert float(kdsvd_loss(ft, ft, k)) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_crd_nce_loss_matches_loops():
+    probs = torch.rand(3, 5, generator=torch.Generator().manual_seed(0)) * 1e-3
+    n_data, k = 100, 4
+    total = 0.0
+    for row in probs.tolist():
+        total += math.log(row[0] / (row[0] + k / n_data + 1e-7))
+        total += sum(math.log((k / n_data) / (x + k / n_data + 1e-7)) for x in row[1:])
+    assert float(crd_nce_loss(probs, n_data)) == pytest.approx(-total / 3, rel=1e-5)
+
+
+def test_logit_l2_and_gated_mse():
+    s, t = rand(4, 3, seed=1), rand(4, 3, seed=2)
+    assert float(logit_l2_loss(s, t)) == pytest.approx(float(((s - t) ** 2).mean()), rel=1e-6)
+    assert float(logit_l2_loss(s, s)) == 0.0
+    mask = torch.tensor([True, False, True, False])
+    per = [float(((s[i] - t[i]) ** 2).mean()) for i in (0, 2)]
+    assert float(gated_mse_loss(s, t, mask)) == pytest.approx(sum(per) / 2, rel=1e-6)
+    assert float(gated_mse_loss(s, t, torch.ones(4, dtype=torch.bool))) == pytest.approx(
+        float(logit_l2_loss(s, t)), rel=1e-6
+    )
+    s.requires_grad_(True)
+    none = gated_mse_loss(s, t, torch.zeros(4, dtype=torch.bool))
+    none.backward()
+    assert float(none.detach()) == 0.0 and float(s.grad.abs().sum()) == 0.0
+
+
+def test_match_spatial_pools_to_the_smaller_map():
+    a, b = match_spatial(rand(1, 2, 6, 6), rand(1, 3, 3, 3))
+    assert a.shape == (1, 2, 3, 3) and b.shape == (1, 3, 3, 3)
+
+
+@pytest.mark.parametrize(
+    "name, fn, shapes",
+    [
+        ("sp", sp_loss, [(4, 2, 3, 3), (4, 3, 2, 2)]),
+        ("cc", lambda a, b: cc_loss(a, b, 0.4, 2), [(4, 3), (4, 5)]),
+        ("vid", lambda a, b, c: vid_loss(a, b, c), [(2, 3, 2, 2), (2, 3, 2, 2), (3,)]),
+        ("ab", lambda a, b: ab_loss(a, b.detach(), 0.5), [(2, 3, 2, 2), (2, 3, 2, 2)]),
+        ("ft", ft_loss, [(2, 3, 2, 2), (2, 3, 2, 2)]),
+        ("fsp", fsp_loss, [(2, 2, 4, 4), (2, 3, 2, 2), (2, 2, 4, 4), (2, 3, 2, 2)]),
+        ("nst", nst_loss, [(2, 3, 4, 4), (2, 2, 2, 2)]),
+        (
+            "kdsvd",
+            lambda a, b: kdsvd_loss(
+                [a, b],
+                [rand(2, 4, 3, 3, seed=7, dtype=torch.float64), rand(2, 5, 2, 2, seed=8).double()],
+            ),
+            [(2, 4, 3, 3), (2, 5, 2, 2)],
+        ),
+        ("crd", lambda p: crd_nce_loss(p.abs() + 0.1, 50), [(3, 6)]),
+        ("l2", logit_l2_loss, [(3, 4), (3, 4)]),
+        (
+            "gated",
+            lambda a, b: gated_mse_loss(a, b, torch.tensor([True, False, True])),
+            [(3, 4), (3, 4)],
+        ),
+    ],
+)
+def test_gradcheck(name, fn, shapes):
+    inputs = [
+        rand(*s, seed=i, dtype=torch.float64).requires_grad_(True) for i, s in enumerate(shapes)
+    ]
+    if name == "ab":  # keep away from the hinge's kinks
+        inputs[0] = (inputs[0].detach() * 3).requires_grad_(True)
+    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-5)
+
+
+# --- Distillers ------------------------------------------------------------------------------
+
+
+def batch(n=6):
+    return Batch(
+        x=rand(n, 1, 28, 28, seed=5),
+        y=torch.arange(n) % 10,
+        index=torch.arange(n),
+        flipped=torch.zeros(n, dtype=torch.bool),
+    )
+
+
+def models():
+    torch.manual_seed(0)
+    teacher = build_model("resnet18", 10, 1, width=8, input_size=28)
+    # A trained teacher has non-trivial BN statistics: move them off the defaults.
+    teacher.train()
+    with torch.no_grad():
+        teacher(rand(16, 1, 28, 28, seed=9))
+    student = build_model("lenet5", 10, 1, input_size=28)
+    return teacher.eval(), student
+
+
+def make(name, params=None, alpha=0.6, **kw):
+    teacher, student = models()
+    d = get_method(name)(
+        student,
+        params or ({"nce_k": 8} if name == "crd" else {}),
+        alpha=alpha,
+        temperature=4.0,
+        teacher_model=teacher,
+        input_shape=(1, 28, 28),
+        num_data=10,
+        **kw,
+    )
+    return d, teacher, student
+
+
+def test_registry_has_every_method():
+    assert set(FEATURE_METHODS) | {"kd_l2"} <= set(method_names())
+    for name in FEATURE_METHODS:
+        assert get_method(name).needs_teacher_features
+    assert not get_method("kd").needs_teacher_features
+
+
+def test_pair_stages():
+    assert pair_stages(2, 4) == [(0, 1), (1, 3)]
+    assert pair_stages(4, 4) == [(0, 0), (1, 1), (2, 2), (3, 3)]
+    assert pair_stages(4, 2) == [(1, 0), (3, 1)]
+    assert pair_stages(3, 4)[-1] == (2, 3)
+
+
+@pytest.mark.parametrize("name", sorted(FEATURE_METHODS))
+def test_feature_distiller_end_to_end(name):
+    d, teacher, student = make(name)
+    t_state = {k: v.clone() for k, v in teacher.state_dict().items()}
+    bn = {k: v.clone() for k, v in student.state_dict().items() if "running" in k}
+    # The construction probe leaves the student's BN statistics alone.
+    assert all(torch.equal(v, student.state_dict()[k]) for k, v in bn.items())
+    # The teacher is not part of the Distiller's parameters or state.
+    t_ids = {id(p) for p in teacher.parameters()}
+    assert not t_ids & {id(p) for p in d.parameters()}
+    assert not any(k.startswith(("teacher", "_teacher")) for k in d.state_dict())
+    d.train()
+    assert not teacher.training
+    logits, losses = d.forward_train(batch(), 0)
+    assert logits.shape == (6, 10)
+    assert set(losses) == {"ce"} | FEATURE_METHODS[name]
+    assert all(torch.isfinite(v) and v.dim() == 0 for v in losses.values())
+    sum(losses.values()).backward()
+    # Gradients reach the student and every extra module.
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
+    for child_name, child in d.named_children():
+        if child_name == "student":
+            continue
+        for p in child.parameters():
+            assert p.grad is not None and torch.isfinite(p.grad).all(), (child_name, p.shape)
+    # The teacher is untouched: no gradients, same weights and BN statistics, still eval.
+    assert all(p.grad is None for p in teacher.parameters())
+    assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in t_state.items())
+    assert not teacher.training
+    extra = d.extra_state()
+    assert set(extra) >= {n for n, _ in d.named_children() if n != "student"}
+    assert "student" not in extra
+
+
+def test_alpha_weighs_terms():
+    d, _, _ = make("at", alpha=0.25)
+    b = batch()
+    torch.manual_seed(0)
+    logits, losses = d.forward_train(b, 0)
+    s = d.student.forward_features(b.x)
+    t = d.teacher_features(b)
+    from kdlab.losses import at_loss
+
+    ref = sum(at_loss(s["stages"][i], t["stages"][j], 2) for i, j in d.pairs)
+    assert torch.allclose(losses["at"], 0.25 * 1000 * ref, rtol=1e-5)
+    assert torch.allclose(losses["ce"], 0.75 * F.cross_entropy(logits, b.y), rtol=1e-5)
+
+
+def test_simkd_forward_test_uses_teacher_classifier():
+    d, teacher, student = make("simkd")
+    d.eval()
+    x = batch().x
+    out = d.forward_test(x)
+    feat = d.projector(F.adaptive_avg_pool2d(student.forward_features(x)["stages"][-1], 4))
+    assert torch.allclose(out, teacher.classifier(teacher.pool(feat)), atol=1e-6)
+    with torch.no_grad():
+        student.classifier.bias.add_(5.0)  # the student's own classifier plays no part
+        teacher.classifier.bias.add_(torch.arange(10.0))
+    shifted = d.forward_test(x)
+    assert torch.allclose(shifted, out + torch.arange(10.0), atol=1e-5)
+    assert "teacher_classifier" in d.extra_state() and "projector" in d.extra_state()
+
+
+@pytest.mark.parametrize("projectors, n_extra", [("end", 0), ("two_thirds", 1), ("all", 1)])
+def test_simkd_projector_variants(projectors, n_extra):
+    d, _, _ = make("simkd", {"projectors": projectors, "loss": "kl"})
+    assert len(d.extra_projectors) == n_extra
+    _, losses = d.forward_train(batch(), 0)
+    assert torch.isfinite(losses["simkd"])
+
+
+def test_simkd_label_gated_learns_only_where_teacher_is_right():
+    d, teacher, _ = make("simkd", {"label_gated": 1}, alpha=1.0)
+    b = batch()
+    wrong = teacher(b.x).argmax(1) + 1  # labels the teacher never predicts
+    b_wrong = Batch(x=b.x, y=wrong % 10, index=b.index, flipped=b.flipped)
+    _, losses = d.forward_train(b_wrong, 0)
+    assert float(losses["simkd"].detach()) == 0.0
+    b_right = Batch(x=b.x, y=teacher(b.x).argmax(1), index=b.index, flipped=b.flipped)
+    _, losses = d.forward_train(b_right, 0)
+    assert float(losses["simkd"].detach()) > 0.0
+
+
+@pytest.mark.parametrize("sr", ["l2", "kl", "ce"])
+def test_srrl_sr_variants(sr):
+    d, teacher, _ = make("srrl", {"sr_loss": sr, "fm_weight": 0.0, "sr_weight": 1.0}, alpha=1.0)
+    d.eval()  # connector BN in eval mode: deterministic
+    b = batch()
+    _, losses = d.forward_train(b, 0)
+    h = d.connector(d.student.forward_features(b.x)["pooled"])
+    q, p = teacher.classifier(h), teacher(b.x)
+    ref = {
+        "l2": F.mse_loss(q, p),
+        "kl": kd_loss(q, p, 4.0),
+        "ce": F.cross_entropy(q, b.y),
+    }[sr]
+    assert torch.allclose(losses["sr"], ref, rtol=1e-5)
+    assert float(losses["fm"].detach()) == 0.0
+
+
+def test_ab_and_fsp_init_phase():
+    for name in ("ab", "fsp"):
+        d, _, _ = make(name, {"init_epochs": 2})
+        _, early = d.forward_train(batch(), 0)
+        _, late = d.forward_train(batch(), 2)
+        assert float(early["ce"].detach()) == 0.0 and float(early[name].detach()) > 0.0
+        assert float(late["ce"].detach()) > 0.0 and float(late[name].detach()) == 0.0
+
+
+def test_models_without_feature_taps_fail_at_start():
+    class Plain(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(784, 10)
+
+        def forward(self, x):
+            return self.fc(x.flatten(1))
+
+    _, student = models()
+    with pytest.raises(
+        ValueError,
+        match=r"method 'fitnet' needs feature taps \(forward_features\) "
+        r"from the teacher, which Plain does not provide",
+    ):
+        get_method("fitnet")(student, {}, 0.5, 4.0, teacher_model=Plain(), input_shape=(1, 28, 28))
+    teacher, _ = models()
+    with pytest.raises(ValueError, match="from the student, which Plain does not provide"):
+        get_method("at")(Plain(), {}, 0.5, 4.0, teacher_model=teacher, input_shape=(1, 28, 28))
+
+    class NoStages(Plain):
+        def forward_features(self, x):
+            return {"logits": self(x), "pooled": x.flatten(1), "stages": []}
+
+    with pytest.raises(ValueError, match="'stages' feature tap from the teacher, which NoStages"):
+        get_method("nst")(student, {}, 0.5, 4.0, teacher_model=NoStages(), input_shape=(1, 28, 28))
+    with pytest.raises(ValueError, match="needs a live teacher model"):
+        get_method("pkt")(student, {}, 0.5, 4.0, input_shape=(1, 28, 28))
+    with pytest.raises(ValueError, match="needs num_data"):
+        get_method("crd")(student, {}, 0.5, 4.0, teacher_model=teacher, input_shape=(1, 28, 28))
+
+
+def test_kd_l2_is_logit_mse():
+    cached = rand(2, 6, 10, seed=3)
+    _, student = models()
+    d = get_method("kd_l2")(student, {}, 0.7, 4.0, teacher=TeacherLogits(cached=cached))
+    b = batch()
+    logits, losses = d.forward_train(b, 0)
+    assert torch.allclose(losses["kd"], 0.7 * F.mse_loss(logits, cached[0, b.index]))
+
+
+def test_choice_params_are_validated():
+    cls = get_method("srrl")
+    cls.validate_params({"sr_loss": "kl", "fm_weight": 0}, "method_params.srrl.")
+    with pytest.raises(
+        ConfigError,
+        match=r"method_params.srrl.sr_loss = 'mse' is not allowed; "
+        r"allowed: l2 \| kl \| ce",
+    ):
+        cls.validate_params({"sr_loss": "mse"}, "method_params.srrl.")
+    with pytest.raises(ConfigError, match="allowed: simkd_weight, factor, label_gated, loss"):
+        get_method("simkd").validate_params({"nope": 1}, "method_params.simkd.")
+    assert cls.resolve_params({})["sr_loss"] == "l2"
