@@ -81,3 +81,12 @@ def test_cli_fails_before_any_work(tmp_path, default_params, stage):
     assert r.returncode == 2
     assert "alpha = 1.5 is not allowed; allowed: a number in [0, 1]" in r.stderr
     assert not (tmp_path / "data").exists() and not (tmp_path / "metrics").exists()
+
+
+def test_hao_preset_is_the_alpha_study():
+    cfg = load_config(REPO / "src/kdlab/presets/hao.yaml")
+    assert (cfg.teacher.model, cfg.student.model) == ("hao_teacher", "hao_student")
+    assert cfg.temperature == 3.0
+    d = cfg.data
+    assert d.subset - d.val_size == 10_000 and round(d.label_noise * 10_000) == 500
+    assert cfg.student.train.optimizer == "adam" and cfg.student.train.batch_size == 32

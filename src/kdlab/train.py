@@ -199,7 +199,7 @@ def fit(
             loss = sum(losses.values())
             if not torch.isfinite(loss):
                 raise FloatingPointError(
-                    f"[{name}] loss became {float(loss)} at epoch {epoch + 1}; lower the lr"
+                    f"[{name}] loss became {float(loss.detach())} at epoch {epoch + 1}; lower the lr"
                 )
             opt.zero_grad(set_to_none=True)
             loss.backward()

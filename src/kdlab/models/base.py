@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -17,12 +18,24 @@ class FeatureClassifier(nn.Module):
     classifier: nn.Module
 
     def stages_forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Return the output of every stage, in order."""
-        raise NotImplementedError
+        """Return the output of every stage, in order.
+
+        Default: ``self.stem`` followed by each module of ``self.stages``; models with another
+        layout override this.
+        """
+        out = self.stem(x)
+        feats = []
+        for stage in self.stages:
+            out = stage(out)
+            feats.append(out)
+        return feats
 
     def pool(self, last: torch.Tensor) -> torch.Tensor:
-        """Turn the last stage's output into the flat penultimate feature."""
-        raise NotImplementedError
+        """Turn the last stage's output into the flat penultimate feature.
+
+        Default: global average pooling.
+        """
+        return torch.flatten(F.adaptive_avg_pool2d(last, 1), 1)
 
     def forward_features(self, x: torch.Tensor) -> dict[str, object]:
         """Logits plus every feature tap: ``{"stages": [...], "pooled": f, "logits": z}``."""

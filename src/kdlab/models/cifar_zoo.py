@@ -27,10 +27,6 @@ from kdlab.models import register
 from kdlab.models.base import FeatureClassifier
 
 
-def _gap(x: torch.Tensor) -> torch.Tensor:
-    return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
-
-
 def _bn_conv(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1) -> nn.Sequential:
     """Conv (no bias) followed by BatchNorm; ``padding = k // 2``."""
     return nn.Sequential(
@@ -91,9 +87,6 @@ class CifarResNetRD(FeatureClassifier):
             out = stage(out)
             feats.append(out)
         return feats
-
-    def pool(self, last: torch.Tensor) -> torch.Tensor:
-        return _gap(last)
 
 
 def _resnet(depth: int, filters: list[int]):
@@ -167,9 +160,6 @@ class WideResNet(FeatureClassifier):
             feats.append(out)
         return feats
 
-    def pool(self, last: torch.Tensor) -> torch.Tensor:
-        return _gap(last)
-
 
 for _d, _w in ((16, 1), (16, 2), (40, 1), (40, 2)):
 
@@ -218,9 +208,6 @@ class CifarVGG(FeatureClassifier):
             out = block(out)
             feats.append(out)
         return feats
-
-    def pool(self, last: torch.Tensor) -> torch.Tensor:
-        return _gap(last)
 
 
 for _d in VGG_CFG:
@@ -289,9 +276,6 @@ class MobileNetV2(FeatureClassifier):
                 feats.append(out)
         feats.append(self.head(out))
         return feats
-
-    def pool(self, last: torch.Tensor) -> torch.Tensor:
-        return _gap(last)
 
 
 @register("mobilenetv2", "cifar", "MobileNetV2 x1.0 for CIFAR (SimKD student)")
@@ -363,9 +347,6 @@ class ShuffleNetV1(FeatureClassifier):
             feats.append(out)
         return feats
 
-    def pool(self, last: torch.Tensor) -> torch.Tensor:
-        return _gap(last)
-
 
 class _ShuffleV2Basic(nn.Module):
     def __init__(self, channels: int) -> None:
@@ -433,9 +414,6 @@ class ShuffleNetV2(FeatureClassifier):
             feats.append(out)
         return feats
 
-    def pool(self, last: torch.Tensor) -> torch.Tensor:
-        return _gap(last)
-
 
 @register("shufflev1", "cifar", "ShuffleNet V1, groups 3 (RepDistiller ShuffleV1)")
 def shufflev1(num_classes: int, in_channels: int = 3, input_size: int = 32) -> ShuffleNetV1:
@@ -470,17 +448,6 @@ class TorchvisionResNet(FeatureClassifier):
         self.stages = nn.ModuleList([net.layer1, net.layer2, net.layer3, net.layer4])
         self.feature_dim = net.fc.in_features
         self.classifier = net.fc
-
-    def stages_forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        out = self.stem(x)
-        feats = []
-        for stage in self.stages:
-            out = stage(out)
-            feats.append(out)
-        return feats
-
-    def pool(self, last: torch.Tensor) -> torch.Tensor:
-        return _gap(last)
 
 
 @register("tv_resnet18", "imagenet", "torchvision ResNet-18 (ImageNet layout, random init)")

@@ -112,17 +112,6 @@ class PatelDenseNet(FeatureClassifier):
         self.feature_dim = net.classifier.in_features
         self.classifier = net.classifier
 
-    def stages_forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        out = self.stem(x)
-        feats = []
-        for stage in self.stages:
-            out = stage(out)
-            feats.append(out)
-        return feats
-
-    def pool(self, last: torch.Tensor) -> torch.Tensor:
-        return torch.flatten(F.adaptive_avg_pool2d(last, 1), 1)
-
 
 @register("p_vgg16", "patel_obeid", "Patel & Obeid VGG16-BN, 512-512 FC head (CIFAR-10 teacher)")
 def p_vgg16(num_classes: int = 10, in_channels: int = 3, input_size: int = 32) -> nn.Module:
