@@ -198,8 +198,9 @@ def fit(
             out, losses = objective.forward_train(batch, epoch)
             loss = sum(losses.values())
             if not torch.isfinite(loss):
+                value = float(loss.detach())
                 raise FloatingPointError(
-                    f"[{name}] loss became {float(loss.detach())} at epoch {epoch + 1}; lower the lr"
+                    f"[{name}] loss became {value} at epoch {epoch + 1}; lower the lr"
                 )
             opt.zero_grad(set_to_none=True)
             loss.backward()
