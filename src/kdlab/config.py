@@ -25,9 +25,24 @@ def _fail(key: str, value: Any, allowed: str) -> ConfigError:
     return ConfigError(f"params.yaml: {key} = {value!r} is not allowed; allowed: {allowed}")
 
 
-def _number(d: dict, key: str, prefix: str, lo=None, hi=None, lo_open=False, integer=False):
+_REQUIRED = object()
+
+
+def _number(
+    d: dict,
+    key: str,
+    prefix: str,
+    lo=None,
+    hi=None,
+    lo_open=False,
+    integer=False,
+    default=_REQUIRED,
+):
+    """``d[key]`` checked against a range; ``default`` (if given) stands in for a missing key."""
     full = f"{prefix}{key}"
     if key not in d:
+        if default is not _REQUIRED:
+            return default
         raise ConfigError(f"params.yaml: {full} is missing")
     v = d[key]
     kind = "an integer" if integer else "a number"
@@ -81,10 +96,8 @@ class AugmentConfig:
             raise _fail(f"{prefix}hflip", hflip, "true | false")
         return AugmentConfig(
             hflip=hflip,
-            rotation=_number(d, "rotation", prefix, lo=0, hi=180) if "rotation" in d else 0.0,
-            crop_padding=_number(d, "crop_padding", prefix, lo=0, integer=True)
-            if "crop_padding" in d
-            else 0,
+            rotation=_number(d, "rotation", prefix, lo=0, hi=180, default=0.0),
+            crop_padding=_number(d, "crop_padding", prefix, lo=0, integer=True, default=0),
         )
 
 
@@ -115,13 +128,11 @@ class TrainConfig:
             batch_size=_number(d, "batch_size", prefix, lo=1, integer=True),
             optimizer=_choice(d, "optimizer", prefix, OPTIMIZERS),
             lr=_number(d, "lr", prefix, lo=0, lo_open=True),
-            momentum=_number(d, "momentum", prefix, lo=0, hi=1) if "momentum" in d else 0.0,
+            momentum=_number(d, "momentum", prefix, lo=0, hi=1, default=0.0),
             weight_decay=_number(d, "weight_decay", prefix, lo=0),
             schedule=_choice(d, "schedule", prefix, SCHEDULES),
             milestones=tuple(milestones),
-            lr_decay=_number(d, "lr_decay", prefix, lo=0, hi=1, lo_open=True)
-            if "lr_decay" in d
-            else 0.1,
+            lr_decay=_number(d, "lr_decay", prefix, lo=0, hi=1, lo_open=True, default=0.1),
             augment=AugmentConfig.parse(d.get("augment") or {}, f"{prefix}augment."),
         )
 
@@ -193,7 +204,7 @@ class DataConfig:
             md5={str(k): str(v) for k, v in md5.items()},
             val_size=_number(d, "val_size", p, lo=0, integer=True),
             subset=subset,
-            label_noise=_number(d, "label_noise", p, lo=0, hi=1) if "label_noise" in d else 0.0,
+            label_noise=_number(d, "label_noise", p, lo=0, hi=1, default=0.0),
         )
 
 
@@ -220,9 +231,7 @@ class SoftLabelConfig:
             gamma=None if gamma == "auto" else gamma,
             gamma_step=_number(d, "gamma_step", p, lo=0, lo_open=True),
             gamma_max=_number(d, "gamma_max", p, lo=0, lo_open=True),
-            batch_size=_number(d, "batch_size", p, lo=1, integer=True)
-            if "batch_size" in d
-            else 512,
+            batch_size=_number(d, "batch_size", p, lo=1, integer=True, default=512),
         )
 
 

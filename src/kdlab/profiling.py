@@ -63,6 +63,17 @@ def parse_shape(text: str) -> tuple[int, int, int]:
     return shape  # type: ignore[return-value]
 
 
+def _forward_with_leaf_hook(model: nn.Module, x: torch.Tensor, hook) -> None:
+    """One no-grad forward pass with ``hook`` on every leaf module, removed afterwards."""
+    handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def _activation_bytes(model: nn.Module, x: torch.Tensor) -> int:
     total = 0
 
@@ -71,13 +82,7 @@ def _activation_bytes(model: nn.Module, x: torch.Tensor) -> int:
         if isinstance(out, torch.Tensor):
             total += out.numel() * out.element_size()
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
+    _forward_with_leaf_hook(model, x, hook)
     return total
 
 
@@ -188,14 +193,7 @@ def torchscan_counts(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
         flops += f
         macs += mc
 
-    leaves = [m for m in model.modules() if not list(m.children())]
-    handles = [m.register_forward_hook(hook) for m in leaves]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
+    _forward_with_leaf_hook(model, x, hook)
     return flops, macs
 
 

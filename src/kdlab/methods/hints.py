@@ -247,8 +247,25 @@ class FT(FeatureDistiller):
         }
 
 
+class _ConnectedPairs(FeatureDistiller):
+    """Base of methods that compare consecutive stage pairs after mapping each student map to
+    its teacher map's channels with a 1x1 conv + BN connector (FSP, KD-SVD)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _need_pairs(self, 2)
+        self.connectors = nn.ModuleList(
+            conv_bn(self.s_shapes[i][0], self.t_shapes[j][0], 1, relu=False) for i, j in self.pairs
+        )
+
+    def connected_stages(self, s, t) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The paired student maps (through their connectors) and teacher maps."""
+        fs = [conn(s["stages"][i]) for (i, _), conn in zip(self.pairs, self.connectors)]
+        return fs, [t["stages"][j] for _, j in self.pairs]
+
+
 @register
-class FSP(FeatureDistiller):
+class FSP(_ConnectedPairs):
     """Flow of solution procedure (Yim et al. 2017): FSP matrices between consecutive stage
     pairs, student maps first mapped to the teacher's channels by 1x1 conv + BN connectors
     (the reference requires equal channel counts), MSE.
@@ -262,16 +279,8 @@ class FSP(FeatureDistiller):
     description = "(1-alpha) CE + alpha w sum_i ||G_s(i, i+1) - G_t(i, i+1)||^2"
     schema = {"fsp_weight": (1.0, 0.0, None), "init_epochs": (0.0, 0.0, None)}
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        _need_pairs(self, 2)
-        self.connectors = nn.ModuleList(
-            conv_bn(self.s_shapes[i][0], self.t_shapes[j][0], 1, relu=False) for i, j in self.pairs
-        )
-
     def distill_terms(self, s, t, batch: Batch, epoch: int):
-        fs = [conn(s["stages"][i]) for (i, _), conn in zip(self.pairs, self.connectors)]
-        ft = [t["stages"][j] for _, j in self.pairs]
+        fs, ft = self.connected_stages(s, t)
         total = sum(fsp_loss(fs[n], fs[n + 1], ft[n], ft[n + 1]) for n in range(len(fs) - 1))
         return {"fsp": self.params["fsp_weight"] * total}
 
@@ -299,7 +308,7 @@ class NST(FeatureDistiller):
 
 
 @register
-class KDSVD(FeatureDistiller):
+class KDSVD(_ConnectedPairs):
     """KD-SVD (Lee et al. 2018): top-k singular vectors of each stage pair's maps (student maps
     mapped to the teacher's channels by 1x1 conv + BN connectors), related across consecutive
     stages by an RBF; the student's relations are pulled to the teacher's.
@@ -311,15 +320,7 @@ class KDSVD(FeatureDistiller):
     description = "(1-alpha) CE + alpha w sum_i ||RBF(V_s^i, V_s^{i-1}) - RBF(V_t^i, V_t^{i-1})||^2"
     schema = {"kdsvd_weight": (1.0, 0.0, None), "k": (1.0, 1.0, None)}
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        _need_pairs(self, 2)
-        self.connectors = nn.ModuleList(
-            conv_bn(self.s_shapes[i][0], self.t_shapes[j][0], 1, relu=False) for i, j in self.pairs
-        )
-
     def distill_terms(self, s, t, batch: Batch, epoch: int):
-        fs = [conn(s["stages"][i]) for (i, _), conn in zip(self.pairs, self.connectors)]
-        ft = [t["stages"][j] for _, j in self.pairs]
+        fs, ft = self.connected_stages(s, t)
         loss = kdsvd_loss(fs, ft, int(self.params["k"]))
         return {"kdsvd": self.params["kdsvd_weight"] * loss}
