@@ -30,6 +30,7 @@ from kdlab.losses import (
 from kdlab.methods import get_method, method_names
 from kdlab.methods.base import TeacherLogits
 from kdlab.methods.features import pair_stages
+from kdlab.methods.srrl import adain
 from kdlab.models import build_model
 
 FEATURE_METHODS = {
@@ -429,6 +430,100 @@ def test_srrl_sr_variants(sr):
     }[sr]
     assert torch.allclose(losses["sr"], ref, rtol=1e-5)
     assert float(losses["fm"].detach()) == 0.0
+
+
+def test_adain_matches_numpy_and_pools_to_the_style_mean():
+    content, style = rand(2, 3, 5, 4, seed=1), rand(2, 3, 6, 6, seed=2) * 3 + 1
+    out = adain(content, style)
+    c, st = content.double().numpy(), style.double().numpy()
+    ref = np.empty_like(c)
+    for n in range(2):
+        for ch in range(3):
+            x, y = c[n, ch], st[n, ch]
+            ref[n, ch] = (x - x.mean()) / np.sqrt(x.var() + 1e-5) * np.sqrt(y.var() + 1e-5)
+            ref[n, ch] += y.mean()
+    assert np.allclose(out.double().numpy(), ref, atol=1e-5)
+    # Global average pooling of the result is the style's channel mean: at the last stage
+    # SRRL's AdaIN path is the end-of-network method (the pooled student feature).
+    assert torch.allclose(out.mean((2, 3)), style.mean((2, 3)), atol=1e-5)
+
+
+def _teacher_from_stage(teacher, x, j, replace):
+    """ResNet18 (kuangliu layout) run by hand with stage ``j``'s map replaced."""
+    out = F.relu(teacher.bn1(teacher.conv1(x)))
+    for k, layer in enumerate(teacher.layers):
+        out = layer(out)
+        if k == j:
+            out = replace(out)
+    return teacher.classifier(teacher.pool(out))
+
+
+def test_srrl_at_an_earlier_stage_uses_adain_through_the_rest_of_the_teacher():
+    d, teacher, student = make("srrl", {"stage": 0, "fm_weight": 1.0, "sr_weight": 1.0}, 1.0)
+    assert d.positions == [0] and not d.at_end
+    assert d.pairs[0] == (0, 1)  # LeNet5 stage 0 -> ResNet18 stage 1
+    d.eval()
+    b = batch()
+    _, losses = d.forward_train(b, 0)
+    with torch.no_grad():
+        f_s = student.forward_features(b.x)["stages"][0]
+        f_t = teacher.forward_features(b.x)["stages"][1]
+        g = d.stage_connectors["0"](F.adaptive_avg_pool2d(f_s, f_t.shape[-2:]))
+        q = _teacher_from_stage(teacher, b.x, 1, lambda f: adain(f, g))
+        p = teacher(b.x)
+    assert torch.allclose(losses["fm"], F.mse_loss(g, f_t), rtol=1e-5)
+    assert torch.allclose(losses["sr"], F.mse_loss(q, p), rtol=1e-5)
+    # L_SR trains the student through the frozen teacher; the teacher gets no gradient.
+    d.train()
+    _, losses = d.forward_train(b, 0)
+    losses["sr"].backward()
+    assert student.conv1.weight.grad is not None and student.conv1.weight.grad.abs().sum() > 0
+    assert all(prm.grad is None for prm in teacher.parameters())
+
+
+def test_srrl_all_stages_sums_every_pair_and_the_end():
+    d, teacher, student = make("srrl", {"all_stages": 1, "sr_weight": 0.0}, alpha=1.0)
+    assert d.positions == [0] and d.at_end  # 2 pairs: one earlier stage, then the end
+    d.eval()
+    b = batch()
+    _, losses = d.forward_train(b, 0)
+    with torch.no_grad():
+        s, t = student.forward_features(b.x), teacher.forward_features(b.x)
+        g = d.stage_connectors["0"](
+            F.adaptive_avg_pool2d(s["stages"][0], t["stages"][1].shape[-2:])
+        )
+        ref = F.mse_loss(g, t["stages"][1]) + F.mse_loss(d.connector(s["pooled"]), t["pooled"])
+    assert torch.allclose(losses["fm"], ref, rtol=1e-5)
+    # The default (stage -1) and the last pair's index are the paper's end-of-network method.
+    for params in ({}, {"stage": 1}):
+        d, _, _ = make("srrl", params)
+        assert d.positions == [] and d.at_end and len(d.stage_connectors) == 0
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"stage": 2}, r"method_params.srrl.stage = 2.0 is not allowed; allowed: -1 .* 0..1"),
+        ({"stage": 0.5}, r"method_params.srrl.stage = 0.5 is not allowed"),
+        (
+            {"all_stages": 0.5},
+            r"method_params.srrl.all_stages = 0.5 is not allowed; allowed: 0 \| 1",
+        ),
+    ],
+)
+def test_srrl_position_errors(params, message):
+    with pytest.raises(ValueError, match=message):
+        make("srrl", params)
+
+
+def test_srrl_earlier_stage_needs_a_replaceable_teacher_stage():
+    torch.manual_seed(0)
+    teacher = build_model("lenet5", 10, 1, input_size=28).eval()
+    student = build_model("lenet5", 10, 1, input_size=28)
+    with pytest.raises(ValueError, match=r"stage pair 0 needs the teacher's stage 0 .*LeNet5"):
+        get_method("srrl")(
+            student, {"stage": 0}, 0.5, 4.0, teacher_model=teacher, input_shape=(1, 28, 28)
+        )
 
 
 def test_ab_and_fsp_init_phase():

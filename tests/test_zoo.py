@@ -26,6 +26,10 @@ CIFAR100 = [
     ("wrn_16_2", 0.703e6),
     ("wrn_40_1", 0.570e6),
     ("wrn_40_2", 2.255e6),
+    ("wrn_16_4", 2.77e6),  # SRRL Table 6 (seed 003)
+    ("wrn_40_4", 8.97e6),
+    ("wrn_10_10", 7.49e6),
+    ("wrn_16_10", 17.2e6),
     ("vgg8", 3.965e6),
     ("vgg13", 9.462e6),
     ("mobilenetv2", 2.353e6),
@@ -173,3 +177,37 @@ def test_cli_profile_count_modes(capsys):
     assert "Did you mean" in err and "resnet8" in err
     assert main(["profile", "p_vgg16", "--input", "3x16x16"]) == 2  # five 2x2 max-pools
     assert "cannot take input 3x16x16" in capsys.readouterr().err
+
+
+# Models whose stage maps are not all one module's output: (name, stages that cannot be replaced).
+NOT_REPLACEABLE = {"lenet5": {0, 1}, "shufflev2": {2}} | {
+    f"wrn_{d}_{w}": {2}
+    for d, w in ((16, 1), (16, 2), (40, 1), (40, 2), (16, 4), (40, 4), (10, 10), (16, 10))
+}
+
+
+@pytest.mark.parametrize("name", [n for n in model_names() if n != "cae"])
+def test_forward_replacing_stage_hooks_the_stage_map(name):
+    """Identity replacement sees exactly the tapped stage map and leaves the logits alone; a
+    changed map changes them. Stages that cannot be replaced raise a ValueError."""
+    spec = get_spec(name)
+    torch.manual_seed(0)
+    size = 28 if name.startswith("hao") else 32
+    model = build_model(name, 10, spec.default_in_channels, input_size=size)
+    x = torch.randn(2, spec.default_in_channels, size, size)
+    with torch.no_grad():
+        model.train()(torch.randn(8, *x.shape[1:]))  # BN statistics off their defaults
+        model.eval()
+        out = model.forward_features(x)
+        for k, f in enumerate(out["stages"]):
+            if k in NOT_REPLACEABLE.get(name, set()):
+                with pytest.raises(ValueError, match="one module"):
+                    model.forward_replacing_stage(x, k, lambda m: m)
+                continue
+            seen = []
+            z = model.forward_replacing_stage(x, k, lambda m, seen=seen: seen.append(m) or m)
+            assert len(seen) == 1 and torch.equal(seen[0], f)
+            assert torch.allclose(z, out["logits"], atol=1e-6)
+            z2 = model.forward_replacing_stage(x, k, lambda m: m + torch.randn_like(m))
+            assert not torch.allclose(z2, out["logits"])
+        assert torch.allclose(model(x), out["logits"], atol=1e-6)  # the hook is gone

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -45,3 +47,28 @@ class FeatureClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.pool(self.stages_forward(x)[-1]))
+
+    def stage_module(self, k: int) -> nn.Module:
+        """The module whose output is stage ``k``'s feature map.
+
+        Default: ``self.stages[k]``. Models whose stage maps are not one module's output
+        (functional pooling, a head applied after the last stage) raise or override this.
+        """
+        stages = getattr(self, "stages", None)
+        if not isinstance(stages, (nn.ModuleList, nn.Sequential)):
+            raise ValueError(
+                f"{type(self).__name__} computes its stage maps without one module per stage, "
+                "so a stage's map cannot be replaced"
+            )
+        return stages[k]
+
+    def forward_replacing_stage(
+        self, x: torch.Tensor, k: int, replace: Callable[[torch.Tensor], torch.Tensor]
+    ) -> torch.Tensor:
+        """Logits of ``x`` with stage ``k``'s map ``f`` replaced by ``replace(f)``: the rest of
+        the network runs on the replacement (SRRL's softmax regression at earlier layers)."""
+        handle = self.stage_module(k).register_forward_hook(lambda _m, _i, out: replace(out))
+        try:
+            return self(x)
+        finally:
+            handle.remove()

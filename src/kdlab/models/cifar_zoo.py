@@ -150,6 +150,14 @@ class WideResNet(FeatureClassifier):
         self.feature_dim = cin
         self.classifier = nn.Linear(cin, num_classes)
 
+    def stage_module(self, k: int) -> nn.Module:
+        if k % len(self.stages) == len(self.stages) - 1:
+            raise ValueError(
+                f"{type(self).__name__}'s last stage map is its last stage followed by BN + ReLU, "
+                f"not one module's output; allowed stages: 0..{len(self.stages) - 2}"
+            )
+        return self.stages[k]
+
     def stages_forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         out = self.conv1(x)
         feats = []
@@ -161,12 +169,14 @@ class WideResNet(FeatureClassifier):
         return feats
 
 
-for _d, _w in ((16, 1), (16, 2), (40, 1), (40, 2)):
+# RepDistiller's four, then SRRL's (seed 003 Tables 1 and 6: 16-4, 40-4, 10-10, 16-10).
+for _d, _w in ((16, 1), (16, 2), (40, 1), (40, 2), (16, 4), (40, 4), (10, 10), (16, 10)):
 
     def _wrn(num_classes: int, in_channels: int = 3, input_size: int = 32, _d=_d, _w=_w):
         return WideResNet(_d, _w, num_classes, in_channels)
 
-    register(f"wrn_{_d}_{_w}", "cifar", f"Wide ResNet {_d}-{_w} (RepDistiller)")(_wrn)
+    _src = "RepDistiller" if _w <= 2 else "SRRL"
+    register(f"wrn_{_d}_{_w}", "cifar", f"Wide ResNet {_d}-{_w} ({_src})")(_wrn)
 
 
 # --------------------------------------------------------------------------------------------
@@ -198,6 +208,9 @@ class CifarVGG(FeatureClassifier):
         self.blocks = nn.ModuleList(blocks)
         self.feature_dim = cin
         self.classifier = nn.Linear(cin, num_classes)
+
+    def stage_module(self, k: int) -> nn.Module:
+        return self.blocks[k]
 
     def stages_forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         feats = []
@@ -267,12 +280,19 @@ class MobileNetV2(FeatureClassifier):
         self.feature_dim = last
         self.classifier = nn.Linear(last, num_classes)
 
+    # Stage maps: the outputs of blocks 0, 1, 2 and 4, then the 1x1 head.
+    _STAGE_BLOCKS = (0, 1, 2, 4)
+
+    def stage_module(self, k: int) -> nn.Module:
+        k = k % (len(self._STAGE_BLOCKS) + 1)
+        return self.head if k == len(self._STAGE_BLOCKS) else self.blocks[self._STAGE_BLOCKS[k]]
+
     def stages_forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         out = self.stem(x)
         feats = []
         for i, block in enumerate(self.blocks):
             out = block(out)
-            if i in (0, 1, 2, 4):
+            if i in self._STAGE_BLOCKS:
                 feats.append(out)
         feats.append(self.head(out))
         return feats
@@ -403,6 +423,14 @@ class ShuffleNetV2(FeatureClassifier):
         self.head = nn.Sequential(_bn_conv(cin, 1024, 1), nn.ReLU(inplace=True))
         self.feature_dim = 1024
         self.classifier = nn.Linear(1024, num_classes)
+
+    def stage_module(self, k: int) -> nn.Module:
+        if k % len(self.stages) == len(self.stages) - 1:
+            raise ValueError(
+                f"{type(self).__name__}'s last stage map is its last stage followed by the 1x1 "
+                f"head, not one module's output; allowed stages: 0..{len(self.stages) - 2}"
+            )
+        return self.stages[k]
 
     def stages_forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         out = F.relu(self.stem(x))

@@ -46,6 +46,9 @@ class HaoCNN(FeatureClassifier):
         self.feature_dim = c2 * side * side
         self.classifier = nn.Linear(self.feature_dim, num_classes)
 
+    def stage_module(self, k: int) -> nn.Module:
+        return (self.maxpool, self.conv2)[k]
+
     def stages_forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         s1 = self.act(self.conv1(same_pad(x, 3, 2)))
         s1 = self.maxpool(same_pad(s1, 2, 1, value=float("-inf")))

@@ -67,6 +67,9 @@ class PatelVGG16(FeatureClassifier):
         self.feature_dim = hidden
         self.classifier = nn.Linear(hidden, num_classes)
 
+    def stage_module(self, k: int) -> nn.Module:
+        return self.blocks[k]
+
     def stages_forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         feats = []
         for block in self.blocks:

@@ -93,6 +93,9 @@ class CifarResNet(FeatureClassifier):
         self.feature_dim = cin * pooled
         self.classifier = nn.Linear(self.feature_dim, num_classes)
 
+    def stage_module(self, k: int) -> nn.Module:
+        return self.layers[k]
+
     def stages_forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         out = F.relu(self.bn1(self.conv1(x)))
         stages = []
