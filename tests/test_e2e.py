@@ -128,6 +128,17 @@ def test_exp_run_alpha_reruns_distill_only_and_moves_metrics(repo):
     assert "0.8" in shown
 
 
+def test_seeds_summary_reads_the_experiments(repo):
+    """`kdlab seeds` groups the baseline (alpha 0.6) and the experiment (alpha 0.8)."""
+    committed = json.loads(run(["git", "show", "HEAD:metrics/distill/kd.json"], repo))
+    applied = json.loads((repo / "metrics/distill/kd.json").read_text())  # the exp's result
+    out = run(["kdlab", "seeds", "--out", "seeds.md"], repo)
+    assert f"| alpha=0.6 | kd | {committed['test_acc']:.2f} +- - | 1 | 0 |" in out
+    assert f"| alpha=0.8 | kd | {applied['test_acc']:.2f} +- - | 1 | 0 |" in out
+    assert (repo / "seeds.md").read_text() == out
+    assert "config,model,n,seeds,mean,std" in (repo / "seeds.csv").read_text()
+
+
 def test_same_params_same_metrics(repo):
     """Rerunning a stage with the same params on the same machine reproduces its metrics."""
     run(["git", "checkout", "-q", "--", "."], repo)

@@ -165,6 +165,16 @@ def cmd_preset(args) -> None:
     print(f"{target} now holds preset {args.name!r}; run `dvc repro` (or `dvc exp run`)")
 
 
+def cmd_seeds(args) -> None:
+    from kdlab import seeds
+
+    runs = seeds.runs_from_exp_show(seeds.exp_show(Path(args.repo), args.all_commits))
+    df = seeds.summarize(runs, args.metric)
+    if args.out:
+        seeds.write_summary(df, args.metric, Path(args.out))
+    print(seeds.to_markdown(df, args.metric), end="")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kdlab", description=__doc__)
     p.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
@@ -202,6 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("data", cmd_data, "list data sets")
     sp.add_argument("action", choices=["list"])
     sp.add_argument("--json", action="store_true")
+    sp = add("seeds", cmd_seeds, "mean +- std over seeds of the finished DVC experiments")
+    sp.add_argument("--metric", default="test_acc", help="metric key (default test_acc)")
+    sp.add_argument("--repo", default=".", help="DVC repository (default .)")
+    sp.add_argument("--all-commits", action="store_true", help="every commit, not only HEAD")
+    sp.add_argument("--out", help="also write this Markdown file and a CSV beside it")
     sp = add("preset", cmd_preset, "replace params.yaml with a named preset (default, paper)")
     sp.add_argument("name")
     return p
