@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 import yaml
 
 from conftest import REPO
@@ -90,3 +91,45 @@ def test_hao_preset_is_the_alpha_study():
     d = cfg.data
     assert d.subset - d.val_size == 10_000 and round(d.label_noise * 10_000) == 500
     assert cfg.student.train.optimizer == "adam" and cfg.student.train.batch_size == 32
+
+
+@pytest.mark.parametrize(
+    "preset, data, size, alpha, temperature, classes",
+    [
+        ("reffakd_cifar100", "cifar100", 32, 0.8, 5.0, 100),
+        ("reffakd_tiny", "tiny_imagenet", 64, 0.9, 20.0, 200),
+    ],
+)
+def test_reffakd_cifar_presets_are_the_papers_recipe(
+    preset, data, size, alpha, temperature, classes
+):
+    from kdlab.data import get_dataset
+    from kdlab.models import build_model, count_params
+
+    cfg = load_config(REPO / f"src/kdlab/presets/{preset}.yaml")
+    assert cfg.raw["profile_name"] == preset and cfg.data.name == data
+    assert (cfg.alpha, cfg.temperature, cfg.soft_labels.gamma) == (alpha, temperature, 0.0225)
+    assert get_dataset(data).num_classes == classes
+    for role in (cfg.teacher, cfg.student, cfg.cae):
+        t = role.train
+        assert role.input_size == size
+        assert (t.epochs, t.batch_size, t.optimizer, t.lr, t.momentum) == (
+            200,
+            256,
+            "sgd",
+            0.1,
+            0.9,
+        )
+        assert (t.weight_decay, t.schedule, tuple(t.milestones), t.lr_decay) == (
+            5e-4,
+            "step",
+            (60, 120, 160),
+            0.2,
+        )
+        assert (t.augment.hflip, t.augment.rotation) == (True, 15)
+    # The paper's published parameter counts (DESIGN.md section 3).
+    published = {32: (23_705_252, 11_220_132), 64: (25_138_952, 11_578_632)}[size]
+    for role, count in zip((cfg.teacher, cfg.student), published):
+        with torch.device("meta"):
+            model = build_model(role.model, classes, 3, input_size=size, **role.options)
+        assert count_params(model) == count

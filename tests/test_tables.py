@@ -1,11 +1,18 @@
+from pathlib import Path
+
 import pandas as pd
 
 from kdlab.tables import diff, published, to_markdown
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 def test_published_numbers():
     p = published("reffakd")
-    assert p["table4_fashion_mnist"]["reffakd"]["value"] == 92.37
+    assert p["accuracy"]["fashion_mnist"]["rows"]["reffakd"]["value"] == 92.37
+    assert p["accuracy"]["cifar100"]["table"] == 2
+    assert p["accuracy"]["cifar100"]["rows"]["reffakd"]["value"] == 77.97
+    assert p["accuracy"]["tiny_imagenet"]["rows"]["teacher"]["value"] == 64.2
     assert p["table6"]["fashion_mnist"] == {"flops": 154, "macs": 155, "params": 239, "memory": 237}
     assert p["table8"]["cifar100"]["reffakd"] == 77.03
 
@@ -14,3 +21,46 @@ def test_markdown_and_missing_values():
     df = pd.DataFrame([{"a": "x", "b": 1.234, "c": None}])
     assert to_markdown(df) == "| a | b | c |\n|---|---|---|\n| x | 1.23 | — |\n"
     assert diff(91.0, 92.14) == -1.1400000000000006 and diff(None, 1.0) is None
+
+
+def _run_tables(tmp_path, monkeypatch, data_name):
+    import json
+
+    import yaml
+
+    from kdlab.config import parse_config
+    from kdlab.stages.tables import tables
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["data"]["name"] = data_name
+    cfg = parse_config(raw)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "metrics/distill").mkdir(parents=True)
+    for stage, acc in (
+        ("teacher", 80.0),
+        ("student", 70.0),
+        ("distill/kd", 71.5),
+        ("distill/reffakd", 72.25),
+    ):
+        m = {"test_acc": acc, "wall_time_s": 10.0, "peak_rss_mib": 100.0}
+        (tmp_path / f"metrics/{stage}.json").write_text(json.dumps(m))
+    tables(cfg)
+    return tmp_path / "tables"
+
+
+def test_accuracy_table_follows_the_data_set(tmp_path, monkeypatch):
+    out = _run_tables(tmp_path, monkeypatch, "cifar100")
+    t2 = (out / "reffakd_table2.md").read_text()
+    assert "ReffAKD Table 2: top-1 accuracy (%) on CIFAR-100" in t2
+    assert "| ResNet18 (baseline) | 76.08 | 70.00 | -6.08 | default |" in t2
+    assert "| ReffAKD (T=5, alpha=0.8) | 77.97 | 72.25 | -5.72 | default |" in t2
+    assert not (out / "reffakd_table4.md").exists()
+    comparison = (out / "comparison.md").read_text()
+    assert "| reffakd | 72.25 | 92.37 | 77.03 | 63.57 |" in comparison
+
+
+def test_data_set_without_a_paper_table(tmp_path, monkeypatch):
+    out = _run_tables(tmp_path, monkeypatch, "mnist")
+    acc = (out / "accuracy.md").read_text()
+    assert "The ReffAKD paper has no accuracy table for mnist" in acc
+    assert "| teacher (resnet18) | — | 80.00 | — | default |" in acc

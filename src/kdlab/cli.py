@@ -217,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--repo", default=".", help="DVC repository (default .)")
     sp.add_argument("--all-commits", action="store_true", help="every commit, not only HEAD")
     sp.add_argument("--out", help="also write this Markdown file and a CSV beside it")
-    sp = add("preset", cmd_preset, "replace params.yaml with a named preset (default, paper)")
+    sp = add("preset", cmd_preset, "replace params.yaml with a named preset")
     sp.add_argument("name")
     return p
 
