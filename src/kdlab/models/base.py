@@ -18,6 +18,9 @@ class FeatureClassifier(nn.Module):
     """
 
     classifier: nn.Module
+    #: What follows the last stage module inside the last stage map (e.g. "BN + ReLU"), if
+    #: anything: that map is then not one module's output and cannot be replaced.
+    last_stage_followed_by: str | None = None
 
     def stages_forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Return the output of every stage, in order.
@@ -59,6 +62,12 @@ class FeatureClassifier(nn.Module):
             raise ValueError(
                 f"{type(self).__name__} computes its stage maps without one module per stage, "
                 "so a stage's map cannot be replaced"
+            )
+        if self.last_stage_followed_by and k % len(stages) == len(stages) - 1:
+            raise ValueError(
+                f"{type(self).__name__}'s last stage map is its last stage followed by "
+                f"{self.last_stage_followed_by}, not one module's output; allowed stages: "
+                f"0..{len(stages) - 2}"
             )
         return stages[k]
 

@@ -130,6 +130,8 @@ class _WideBlock(nn.Module):
 class WideResNet(FeatureClassifier):
     """``wrn_{depth}_{width}``; the final BN-ReLU belongs to the last stage."""
 
+    last_stage_followed_by = "BN + ReLU"
+
     def __init__(self, depth: int, width: int, num_classes: int, in_channels: int = 3) -> None:
         super().__init__()
         if (depth - 4) % 6:
@@ -149,14 +151,6 @@ class WideResNet(FeatureClassifier):
         self.bn = nn.BatchNorm2d(cin)
         self.feature_dim = cin
         self.classifier = nn.Linear(cin, num_classes)
-
-    def stage_module(self, k: int) -> nn.Module:
-        if k % len(self.stages) == len(self.stages) - 1:
-            raise ValueError(
-                f"{type(self).__name__}'s last stage map is its last stage followed by BN + ReLU, "
-                f"not one module's output; allowed stages: 0..{len(self.stages) - 2}"
-            )
-        return self.stages[k]
 
     def stages_forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         out = self.conv1(x)
@@ -408,6 +402,8 @@ class ShuffleNetV2(FeatureClassifier):
     """ShuffleNet V2 x1: 1x1 stem to 24, stages 116/232/464 (a down block + 3/7/3 basic blocks),
     1x1 head conv to 1024. The last stage includes the head conv."""
 
+    last_stage_followed_by = "the 1x1 head"
+
     def __init__(self, num_classes: int, in_channels: int = 3) -> None:
         super().__init__()
         widths, blocks = (116, 232, 464), (3, 7, 3)
@@ -423,14 +419,6 @@ class ShuffleNetV2(FeatureClassifier):
         self.head = nn.Sequential(_bn_conv(cin, 1024, 1), nn.ReLU(inplace=True))
         self.feature_dim = 1024
         self.classifier = nn.Linear(1024, num_classes)
-
-    def stage_module(self, k: int) -> nn.Module:
-        if k % len(self.stages) == len(self.stages) - 1:
-            raise ValueError(
-                f"{type(self).__name__}'s last stage map is its last stage followed by the 1x1 "
-                f"head, not one module's output; allowed stages: 0..{len(self.stages) - 2}"
-            )
-        return self.stages[k]
 
     def stages_forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         out = F.relu(self.stem(x))
