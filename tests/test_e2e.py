@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from conftest import REPO
@@ -82,6 +83,13 @@ def test_repro_runs_every_stage_and_writes_results(repo):
     assert "| fashion_mnist | paper (published) | 154.0 | 155.0 | 239.0 | 237.0 |" in table6
     assert "| cifar100 | ours, torchscan | 354.3 | 356.8 | 500.6 | 501.7 |" in table6
     assert "| tiny_imagenet | ours, torchscan | 354.4 | 356.8 | 530.9 | 532.0 |" in table6
+    # Teacher logits: exactly the training split's images, both views; NaN elsewhere.
+    split = json.loads((repo / "data/split.json").read_text())
+    logits = torch.load(repo / "data/teacher_logits.pt")["logits"]
+    train = torch.tensor(split["train_indices"])
+    assert logits.shape == (2, 600, 10)
+    assert torch.isfinite(logits[:, train]).all()
+    assert int(torch.isnan(logits[0, :, 0]).sum()) == 600 - len(train) == split["n_val"]
     soft = (repo / "data/soft_labels.csv").read_text().splitlines()
     assert len(soft) == 11 and soft[0].startswith("label,T-shirt/top,Trouser")
     assert (repo / "plots/png/soft_labels.png").stat().st_size > 1000

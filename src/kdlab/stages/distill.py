@@ -29,10 +29,12 @@ from kdlab.train import fingerprint, fit
 
 
 def teacher_logits(cfg: Config) -> None:
-    """Teacher logits of every training image, as is and flipped, computed once.
+    """Teacher logits of every training image of the split, as is and flipped, computed once.
 
     Students whose augmentation only flips see exactly these two views, so every
-    teacher-based method can look its targets up instead of running the teacher.
+    teacher-based method can look its targets up instead of running the teacher. The tensor
+    is indexed by position in the data set; images outside the training split (validation,
+    or left out by ``data.subset``) are never looked up and hold NaN.
     """
     t0 = time.time()
     device = start(cfg, offset=4)
@@ -40,10 +42,11 @@ def teacher_logits(cfg: Config) -> None:
     teacher, blob = load_model(paths.TEACHER, device)
     if blob.get("channels_last"):
         teacher = teacher.to(memory_format=torch.channels_last)
+    train = data.split.train
     loader = TensorLoader(
         data.images,
         data.labels,
-        torch.arange(len(data.labels)),
+        train,
         1024,
         blob["input_size"],
         data.spec.mean,
@@ -51,20 +54,18 @@ def teacher_logits(cfg: Config) -> None:
         device=device,
         channels_last=bool(blob.get("channels_last")),
     )
-    views = []
+    logits = torch.full((2, len(data.labels), data.spec.num_classes), float("nan"))
     with torch.no_grad():
-        for flip in (False, True):
-            out = []
+        for view, flip in enumerate((False, True)):
             for b in loader:
                 x = b.x.flip(-1) if flip else b.x
-                out.append(teacher(x).float().cpu())
-            views.append(torch.cat(out))
-    logits = torch.stack(views)
+                logits[view, b.index.cpu()] = teacher(x).float().cpu()
     torch_save(paths.TEACHER_LOGITS, {"logits": logits, "views": ["identity", "hflip"]})
-    acc = float((logits[0].argmax(1) == data.labels).float().mean() * 100)
+    acc = float((logits[0, train].argmax(1) == data.labels[train]).float().mean() * 100)
     print(
-        f"[teacher_logits] {tuple(logits.shape)} in {time.time() - t0:.1f}s; "
-        f"teacher train accuracy {acc:.2f}%",
+        f"[teacher_logits] {len(train):,} training images x 2 views in "
+        f"{time.time() - t0:.1f}s; teacher accuracy on them {acc:.2f}% (their labels, "
+        "noisy ones included)",
         flush=True,
     )
 
