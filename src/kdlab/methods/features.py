@@ -120,14 +120,17 @@ class FeatureDistiller(Distiller):
         """The frozen teacher (not a submodule)."""
         return self._teacher_box[0]
 
+    def student_device(self) -> torch.device:
+        """The device of the student's parameters (CPU for a parameter-free student)."""
+        try:
+            return next(self.student.parameters()).device
+        except StopIteration:
+            return torch.device("cpu")
+
     @torch.no_grad()
     def _probe(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """One dummy pass (student in eval mode, so BN statistics are untouched)."""
-        try:
-            device = next(self.student.parameters()).device
-        except StopIteration:
-            device = torch.device("cpu")
-        x = torch.zeros(2, *self.input_shape, device=device)
+        x = torch.zeros(2, *self.input_shape, device=self.student_device())
         was_training = self.student.training
         self.student.eval()
         try:

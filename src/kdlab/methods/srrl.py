@@ -92,9 +92,13 @@ class SRRL(FeatureDistiller):
                 f"method_params.srrl.all_stages = {p['all_stages']!r} is not allowed; "
                 "allowed: 0 | 1"
             )
-        # Stage pairs that get their own losses; the last pair is the end of the network.
-        self.positions = list(range(last)) if p["all_stages"] else [k for k in [stage] if k >= 0]
-        self.positions = [k for k in self.positions if k != last]
+        # Earlier stage pairs that get their own losses (the last pair is the end of the
+        # network, served by the pooled feature), and whether the end gets them too.
+        if p["all_stages"]:
+            self.positions, self.at_end = list(range(last)), True
+        else:
+            self.positions = [stage] if 0 <= stage < last else []
+            self.at_end = not self.positions
         self.connector = nn.Sequential(
             nn.Linear(self.s_dim, self.t_dim, bias=False),
             nn.BatchNorm1d(self.t_dim),
@@ -110,19 +114,11 @@ class SRRL(FeatureDistiller):
         )
         self._check_teacher_stages()
 
-    @property
-    def at_end(self) -> bool:
-        """Whether the losses apply at the end of the network (the paper's default)."""
-        return bool(self.params["all_stages"]) or int(self.params["stage"]) in (
-            -1,
-            len(self.pairs) - 1,
-        )
-
     @torch.no_grad()
     def _check_teacher_stages(self) -> None:
         """Every teacher stage L_SR replaces must be one module's output (fail at the start)."""
         teacher = self.teacher_model
-        x = self._teacher_input(torch.zeros(2, *self.input_shape, device=self._device()))
+        x = self._teacher_input(torch.zeros(2, *self.input_shape, device=self.student_device()))
         maps = teacher.forward_features(x)["stages"]
         for k in self.positions:
             j = self.pairs[k][1]
@@ -144,12 +140,6 @@ class SRRL(FeatureDistiller):
                     f"method 'srrl' at stage pair {k}: {type(teacher).__name__}.stage_module({j}) "
                     "does not produce its stage map; it cannot be replaced"
                 )
-
-    def _device(self) -> torch.device:
-        try:
-            return next(self.student.parameters()).device
-        except StopIteration:
-            return torch.device("cpu")
 
     def _sr(self, q: torch.Tensor, t_logits: torch.Tensor, batch: Batch) -> torch.Tensor:
         kind = self.params["sr_loss"]
