@@ -18,11 +18,15 @@ from typing import Any
 
 import pandas as pd
 
+from kdlab import paths
 from kdlab.io import write_text
 
 # metrics file -> row label; distillation methods are found by their files' names.
-MODEL_FILES = {"metrics/teacher.json": "teacher", "metrics/student.json": "ce"}
-DISTILL_PREFIX = "metrics/distill/"
+MODEL_FILES = {
+    paths.metrics("teacher").as_posix(): "teacher",
+    paths.metrics("student").as_posix(): "ce",
+}
+DISTILL_PREFIX = (paths.METRICS / "distill").as_posix() + "/"
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
