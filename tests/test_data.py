@@ -178,16 +178,19 @@ def test_flip_mask_matches_images():
 
 
 def test_random_crop_is_a_shifted_window():
-    x = torch.arange(2 * 1 * 6 * 6, dtype=torch.float32).reshape(2, 1, 6, 6)
+    # Several channels and a non-square image: the flattened gather must keep rows apart.
+    x = torch.arange(4 * 3 * 5 * 7, dtype=torch.float32).reshape(4, 3, 5, 7) + 1
     g = torch.Generator().manual_seed(1)
     out = random_crop(x, 2, g)
     g = torch.Generator().manual_seed(1)
-    oy = torch.randint(0, 5, (2,), generator=g)
-    ox = torch.randint(0, 5, (2,), generator=g)
+    oy = torch.randint(0, 5, (4,), generator=g)
+    ox = torch.randint(0, 5, (4,), generator=g)
     padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
-    for i in range(2):
-        window = padded[i, :, oy[i] : oy[i] + 6, ox[i] : ox[i] + 6]
+    assert out.shape == x.shape
+    for i in range(4):
+        window = padded[i, :, oy[i] : oy[i] + 5, ox[i] : ox[i] + 7]
         assert torch.equal(out[i], window)
+    assert (out == 0).any()  # some window reaches into the zero padding
 
 
 def test_rotation_zero_is_identity_and_keeps_shape():
