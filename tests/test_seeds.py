@@ -48,6 +48,7 @@ DOC = [
             exp("s2", "c" * 40, params(2, 0.6), metrics(89.5, 90.5)),
             exp("a8", "d" * 40, params(0, 0.8), metrics(90.0, 89.0)),
             exp("busy", "e" * 40, params(3, 0.6), metrics(0.0, 0.0), state="running"),
+            exp("broke", "f" * 40, params(4, 0.6), metrics(0.0, 0.0), state="failed"),
         ],
     },
 ]

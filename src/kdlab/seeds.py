@@ -45,7 +45,7 @@ def runs_from_exp_show(data: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Finished runs (baseline commits and their experiments) from ``dvc exp show --json``.
 
     The workspace entry is left out (it repeats whichever run was applied last), as are runs
-    still queued or running and runs whose params could not be read.
+    still queued or running, failed runs and runs whose params could not be read.
     """
     runs = []
 
@@ -67,7 +67,7 @@ def runs_from_exp_show(data: list[dict[str, Any]]) -> list[dict[str, Any]]:
         add(base, base.get("name") or base.get("rev", "?"))
         for exp in base.get("experiments") or []:
             state = (exp.get("executor") or {}).get("state")
-            if state in ("queued", "running"):
+            if state in ("queued", "running", "failed"):
                 continue
             for rev in exp.get("revs") or []:
                 add(rev, exp.get("name") or rev.get("name") or rev.get("rev", "?"))
