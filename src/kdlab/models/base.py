@@ -21,6 +21,9 @@ class FeatureClassifier(nn.Module):
     #: What follows the last stage module inside the last stage map (e.g. "BN + ReLU"), if
     #: anything: that map is then not one module's output and cannot be replaced.
     last_stage_followed_by: str | None = None
+    #: Attribute holding one module per stage, in order (stage ``k``'s map is module ``k``'s
+    #: output), for :meth:`stage_module`.
+    stage_container: str = "stages"
 
     def stages_forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Return the output of every stage, in order.
@@ -54,10 +57,11 @@ class FeatureClassifier(nn.Module):
     def stage_module(self, k: int) -> nn.Module:
         """The module whose output is stage ``k``'s feature map.
 
-        Default: ``self.stages[k]``. Models whose stage maps are not one module's output
-        (functional pooling, a head applied after the last stage) raise or override this.
+        Default: module ``k`` of the ``stage_container`` attribute. Models whose stage maps are
+        not one module's output (functional pooling, a head applied after the last stage) raise
+        or override this.
         """
-        stages = getattr(self, "stages", None)
+        stages = getattr(self, self.stage_container, None)
         if not isinstance(stages, (nn.ModuleList, nn.Sequential)):
             raise ValueError(
                 f"{type(self).__name__} computes its stage maps without one module per stage, "

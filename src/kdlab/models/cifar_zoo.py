@@ -189,6 +189,8 @@ class CifarVGG(FeatureClassifier):
     """Five conv blocks (3x3 conv with bias, BN, ReLU); 2x2 max-pools after blocks 0-2, after
     block 3 only when that map is wider than 4 (64-pixel inputs), global average pool, fc."""
 
+    stage_container = "blocks"
+
     def __init__(self, depth: int, num_classes: int, in_channels: int = 3) -> None:
         super().__init__()
         cin = in_channels
@@ -202,9 +204,6 @@ class CifarVGG(FeatureClassifier):
         self.blocks = nn.ModuleList(blocks)
         self.feature_dim = cin
         self.classifier = nn.Linear(cin, num_classes)
-
-    def stage_module(self, k: int) -> nn.Module:
-        return self.blocks[k]
 
     def stages_forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         feats = []

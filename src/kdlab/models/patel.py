@@ -42,6 +42,8 @@ class PatelVGG16(FeatureClassifier):
     """VGG16-BN: five blocks of 3x3 conv-BN-ReLU, each ending in a 2x2 max-pool; the pooled
     feature goes through two hidden linear layers (with dropout) before the classifier."""
 
+    stage_container = "blocks"
+
     def __init__(self, num_classes: int, in_channels: int = 3, width: float = 1.0) -> None:
         super().__init__()
         cin = in_channels
@@ -66,9 +68,6 @@ class PatelVGG16(FeatureClassifier):
         )
         self.feature_dim = hidden
         self.classifier = nn.Linear(hidden, num_classes)
-
-    def stage_module(self, k: int) -> nn.Module:
-        return self.blocks[k]
 
     def stages_forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         feats = []

@@ -64,6 +64,8 @@ class Bottleneck(nn.Module):
 class CifarResNet(FeatureClassifier):
     """ResNet with a 3x3 stem; ``width`` is the first stage's channel count (64 in the paper)."""
 
+    stage_container = "layers"
+
     def __init__(
         self,
         block: type[BasicBlock] | type[Bottleneck],
@@ -92,9 +94,6 @@ class CifarResNet(FeatureClassifier):
         pooled = max(last // 4, 1) ** 2
         self.feature_dim = cin * pooled
         self.classifier = nn.Linear(self.feature_dim, num_classes)
-
-    def stage_module(self, k: int) -> nn.Module:
-        return self.layers[k]
 
     def stages_forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         out = F.relu(self.bn1(self.conv1(x)))
