@@ -64,3 +64,4 @@ def test_data_set_without_a_paper_table(tmp_path, monkeypatch):
     acc = (out / "accuracy.md").read_text()
     assert "The ReffAKD paper has no accuracy table for mnist" in acc
     assert "| teacher (resnet18) | — | 80.00 | — | default |" in acc
+    assert "| kd (lenet5) | — | 71.50 | — | default |" in acc  # the distilled student

@@ -106,7 +106,7 @@ def tables(cfg: Config) -> None:
         ours = _acc(stage)
         entry = t_acc["rows"][key] if t_acc else None
         paper = entry["value"] if entry else None
-        model = cfg.student.model if key == "student_ce" else cfg.teacher.model
+        model = cfg.teacher.model if key == "teacher" else cfg.student.model
         rows.append(
             {
                 "model": entry["label"] if entry else f"{key} ({model})",
