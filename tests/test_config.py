@@ -42,8 +42,20 @@ def test_paper_preset_is_the_papers_recipe():
             "temperature = 0 is not allowed; allowed: a number > 0",
         ),
         (
-            lambda p: p.update(methods=["kd", "nope"]),
-            "methods = 'nope' is not allowed; allowed: ce,",
+            lambda p: p.update(methods={"kd": "teacher", "nope": "teacher"}),
+            "methods = 'nope' is not allowed; allowed: ab, at,",
+        ),
+        (
+            lambda p: p.update(methods=["kd", "reffakd"]),
+            "allowed: a mapping method -> knowledge source, e.g. {kd: teacher,",
+        ),
+        (
+            lambda p: p.update(methods={"reffakd": "teacher"}),
+            "methods.reffakd = 'teacher' is not allowed; allowed: soft_labels",
+        ),
+        (
+            lambda p: p.update(methods={"ce": "labels"}),
+            "ce is the CE baseline: train_student",
         ),
         (lambda p: p["student"].update(model="lenet7"), "student.model = 'lenet7'"),
         (lambda p: p["teacher"]["train"].update(epochs=0), "teacher.train.epochs = 0"),

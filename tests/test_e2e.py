@@ -39,8 +39,11 @@ def repo(tmp_path_factory) -> Path:
     work = root / "repo"
     work.mkdir()
     shutil.copy(REPO / "dvc.yaml", work / "dvc.yaml")
-    (work / "src/kdlab/papers").mkdir(parents=True)
-    shutil.copy(REPO / "src/kdlab/papers/reffakd.yaml", work / "src/kdlab/papers/")
+    shutil.copy(REPO / ".dvcignore", work / ".dvcignore")
+    # The stages depend on the source they run (hashed here; the installed kdlab runs it).
+    shutil.copytree(
+        REPO / "src/kdlab", work / "src/kdlab", ignore=shutil.ignore_patterns("__pycache__")
+    )
     with open(REPO / "params.yaml", encoding="utf-8") as fh:
         params = tiny_params(yaml.safe_load(fh), root / "fixture", md5)
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -59,6 +62,7 @@ def test_repro_runs_every_stage_and_writes_results(repo):
     ran = stages_run((repo / "first_repro.log").read_text())
     methods = ["kd", "reffakd", "dkd", "reffakd_dkd"]
     assert ran == {
+        "check",
         "download",
         "split",
         "train_teacher",
@@ -85,12 +89,12 @@ def test_repro_runs_every_stage_and_writes_results(repo):
     assert "| tiny_imagenet | ours, torchscan | 354.4 | 356.8 | 530.9 | 532.0 |" in table6
     # Teacher logits: exactly the training split's images, both views; NaN elsewhere.
     split = json.loads((repo / "data/split.json").read_text())
-    logits = torch.load(repo / "data/teacher_logits.pt")["logits"]
+    logits = torch.load(repo / "data/teacher/logits.pt")["logits"]
     train = torch.tensor(split["train_indices"])
     assert logits.shape == (2, 600, 10)
     assert torch.isfinite(logits[:, train]).all()
     assert int(torch.isnan(logits[0, :, 0]).sum()) == 600 - len(train) == split["n_val"]
-    soft = (repo / "data/soft_labels.csv").read_text().splitlines()
+    soft = (repo / "data/soft_labels/matrix.csv").read_text().splitlines()
     assert len(soft) == 11 and soft[0].startswith("label,T-shirt/top,Trouser")
     assert (repo / "plots/png/soft_labels.png").stat().st_size > 1000
     status = run([sys.executable, "-m", "dvc", "status"], repo)
@@ -106,6 +110,7 @@ def test_changing_alpha_marks_only_distill_and_downstream(repo):
         (repo / "params.yaml").write_text(params)
     changed = set(re.findall(r"^(\S+):\s*$", status, flags=re.M))
     assert changed == {
+        "check",  # validates every param first; its output stays the same
         "distill@kd",
         "distill@reffakd",
         "distill@dkd",
@@ -121,6 +126,7 @@ def test_exp_run_alpha_reruns_distill_only_and_moves_metrics(repo):
     teacher_before = (repo / "metrics/teacher.json").read_text()
     out = run([sys.executable, "-m", "dvc", "exp", "run", "-S", "alpha=0.8"], repo)
     assert stages_run(out) == {
+        "check",
         "distill@kd",
         "distill@reffakd",
         "distill@dkd",
@@ -156,3 +162,91 @@ def test_same_params_same_metrics(repo):
     after = json.loads((repo / "metrics/student.json").read_text())
     keys = ("test_acc", "test_acc_at_best_val", "val_acc", "train_loss", "best_val_epoch")
     assert {k: after[k] for k in keys} == {k: before[k] for k in keys}
+
+
+def changed_stages(repo: Path) -> set[str]:
+    """Stages `dvc status` reports as changed."""
+    status = run([sys.executable, "-m", "dvc", "status"], repo)
+    return set(re.findall(r"^(\S+):\s*$", status, flags=re.M))
+
+
+def test_editing_a_loss_invalidates_exactly_the_distill_stages(repo):
+    base = changed_stages(repo)  # what earlier tests left changed (none expected to matter)
+    losses = repo / "src/kdlab/losses.py"
+    text = losses.read_text()
+    losses.write_text(text + "\n# an edit\n")
+    try:
+        changed = changed_stages(repo) - base
+    finally:
+        losses.write_text(text)
+    assert changed == {"check", *(f"distill@{m}" for m in ("kd", "reffakd", "dkd", "reffakd_dkd"))}
+    assert changed_stages(repo) == base
+
+
+def test_editing_a_model_file_invalidates_the_stages_that_build_models(repo):
+    base = changed_stages(repo)
+    lenet = repo / "src/kdlab/models/lenet.py"
+    text = lenet.read_text()
+    lenet.write_text(text + "\n# an edit\n")
+    try:
+        changed = changed_stages(repo) - base
+    finally:
+        lenet.write_text(text)
+    assert (
+        "check" in changed
+        and "download" not in changed
+        and "split" not in changed
+        and "tables" not in changed
+    )
+    assert {"train_teacher", "train_student", "distill@kd", "profile"} <= changed
+
+
+def upstream(repo: Path, stage: str) -> set[str]:
+    """Every stage `stage` depends on, from `dvc dag --dot` (edges point downstream)."""
+    dot = run([sys.executable, "-m", "dvc", "dag", "--dot", stage], repo)
+    return set(re.findall(r'"([^"]+)"', dot)) - {stage}
+
+
+def test_teacher_free_methods_never_depend_on_the_teacher(repo):
+    for m in ("reffakd", "reffakd_dkd"):
+        up = upstream(repo, f"distill@{m}")
+        assert {"train_cae", "soft_labels", "split", "check"} <= up
+        assert not up & {"train_teacher", "teacher_logits"}, up
+    for m in ("kd", "dkd"):
+        up = upstream(repo, f"distill@{m}")
+        assert {"train_teacher", "teacher_logits"} <= up
+        assert not up & {"train_cae", "soft_labels"}, up
+
+
+def test_bad_params_fail_before_any_output_is_touched(repo):
+    """`dvc exp run -S alpha=1.5` fails in the check stage; models, metrics, plots intact."""
+    import hashlib
+
+    def snapshot() -> dict[str, str]:
+        files = [
+            p
+            for d in ("data/models", "data/teacher", "data/soft_labels", "metrics", "plots")
+            for p in sorted((repo / d).rglob("*"))
+            if p.is_file()
+        ]
+        return {str(p): hashlib.md5(p.read_bytes()).hexdigest() for p in files}
+
+    before = snapshot()
+    assert len(before) > 20
+    params = (repo / "params.yaml").read_text()
+    env = dict(os.environ, DVC_NO_ANALYTICS="1", KDLAB_PROGRESS="0")
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    try:
+        r = subprocess.run(
+            [sys.executable, "-m", "dvc", "exp", "run", "-S", "alpha=1.5"],
+            cwd=repo,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+    finally:
+        (repo / "params.yaml").write_text(params)
+    assert r.returncode != 0
+    assert "alpha = 1.5 is not allowed; allowed: a number in [0, 1]" in r.stdout + r.stderr
+    assert set(stages_run(r.stdout + r.stderr)) == {"check"}
+    assert snapshot() == before

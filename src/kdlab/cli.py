@@ -25,6 +25,12 @@ def cmd_check(args) -> None:
         f"{args.params}: OK ({cfg.data.name}; teacher {cfg.teacher.model}, student "
         f"{cfg.student.model}; methods {', '.join(cfg.methods)})"
     )
+    if args.write:
+        from kdlab.io import write_text
+
+        # Constant content: the `check` stage's output changes nothing downstream when it
+        # passes; it exists so that every stage waits for the check.
+        write_text(args.write, "params.yaml passed `kdlab check`\n")
 
 
 def cmd_download(args) -> None:
@@ -56,7 +62,7 @@ def cmd_soft_labels(args) -> None:
 
 
 def cmd_teacher_logits(args) -> None:
-    from kdlab.stages.distill import teacher_logits
+    from kdlab.stages.teacher_logits import teacher_logits
 
     teacher_logits(_cfg(args))
 
@@ -69,7 +75,7 @@ def cmd_distill(args) -> None:
 
 def cmd_profile(args) -> None:
     if args.model is None:
-        from kdlab.stages.tables import profile
+        from kdlab.stages.profile import profile
 
         profile(_cfg(args))
         return
@@ -185,7 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.set_defaults(fn=fn)
         return sp
 
-    add("check", cmd_check, "validate params.yaml")
+    sp = add("check", cmd_check, "validate params.yaml")
+    sp.add_argument("--write", metavar="FILE", help="on success write FILE (the check stage)")
     add("download", cmd_download, "stage: fetch and verify the data set")
     add("split", cmd_split, "stage: subset / validation split / label noise manifest")
     sp = add("train", cmd_train, "stage: train the teacher, the CE student or the CAE")

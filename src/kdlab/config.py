@@ -255,20 +255,43 @@ class Config:
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
+def _methods(methods: Any) -> list[str]:
+    """``methods``: a mapping method -> the knowledge it reads; returns the method names.
+
+    The value is redundant with the method's own declaration on purpose: DVC's foreach gives
+    each ``distill@<method>`` stage the knowledge folder ``data/<value>`` as its one dependency
+    on upstream results, so a ReffAKD stage never reruns because the teacher changed.
+    """
+    from kdlab.methods import get_method, method_names
+
+    valid = [m for m in method_names() if get_method(m).knowledge() != "labels"]
+    example = "{kd: teacher, reffakd: soft_labels}"
+    if not isinstance(methods, dict) or not methods:
+        raise _fail(
+            "methods",
+            methods,
+            f"a mapping method -> knowledge source, e.g. {example}; methods: {', '.join(valid)}",
+        )
+    for m, source in methods.items():
+        if m not in method_names():
+            raise _fail("methods", m, ", ".join(valid))
+        want = get_method(m).knowledge()
+        if want == "labels":
+            raise _fail(
+                "methods", m, f"a distillation method ({m} is the CE baseline: train_student)"
+            )
+        if source != want:
+            raise _fail(f"methods.{m}", source, f"{want} (what {m} learns from)")
+    return list(methods)
+
+
 def parse_config(raw: dict[str, Any]) -> Config:
     """Validate a params mapping; raise :class:`ConfigError` naming the first bad value."""
-    from kdlab.methods import get_method, method_names
+    from kdlab.methods import get_method
 
     if not isinstance(raw, dict):
         raise ConfigError("params.yaml must be a mapping of keys to values")
-    methods = raw.get("methods")
-    if not isinstance(methods, list) or not methods:
-        raise _fail("methods", methods, f"a non-empty list of: {', '.join(method_names())}")
-    for m in methods:
-        if m not in method_names():
-            raise _fail("methods", m, ", ".join(method_names()))
-    if len(set(methods)) != len(methods):
-        raise _fail("methods", methods, "a list without repeated methods")
+    methods = _methods(raw.get("methods"))
     method_params = raw.get("method_params") or {}
     if not isinstance(method_params, dict):
         raise _fail("method_params", method_params, "a mapping method -> its parameters")

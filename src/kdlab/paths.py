@@ -6,11 +6,15 @@ from pathlib import Path
 
 SPLIT = Path("data/split.json")
 MODELS = Path("data/models")
-TEACHER = MODELS / "teacher.pt"
 STUDENT = MODELS / "student.pt"
 CAE = MODELS / "cae.pt"
-TEACHER_LOGITS = Path("data/teacher_logits.pt")
-SOFT_LABELS = Path("data/soft_labels.csv")
+# Knowledge a distill stage learns from, one folder per source: `distill@<method>` depends on
+# exactly the folder its method reads (``methods: {kd: teacher, reffakd: soft_labels}``).
+KNOWLEDGE = {"teacher": Path("data/teacher"), "soft_labels": Path("data/soft_labels")}
+TEACHER = KNOWLEDGE["teacher"] / "model.pt"
+TEACHER_LOGITS = KNOWLEDGE["teacher"] / "logits.pt"
+SOFT_LABELS = KNOWLEDGE["soft_labels"] / "matrix.csv"
+CHECK = Path("data/params.ok")
 CHECKPOINTS = Path("data/checkpoints")
 METRICS = Path("metrics")
 PLOTS = Path("plots")

@@ -73,6 +73,18 @@ class Distiller(nn.Module):
     choices: ClassVar[ChoiceSchema] = {}
     description: ClassVar[str] = ""
 
+    @classmethod
+    def knowledge(cls) -> str:
+        """What the method learns from besides labels: ``teacher``, ``soft_labels`` or ``labels``.
+
+        It names the folder (kdlab.paths.KNOWLEDGE) its ``distill`` stage depends on.
+        """
+        if cls.needs_soft_labels:
+            return "soft_labels"
+        if cls.needs_teacher or cls.needs_teacher_features:
+            return "teacher"
+        return "labels"
+
     def __init__(
         self,
         student: nn.Module,
