@@ -20,6 +20,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def default_params() -> dict:
-    """The committed params.yaml as a dict."""
-    with open(REPO / "params.yaml", encoding="utf-8") as fh:
+    """The default profile (the default preset, whatever the workspace params.yaml holds)."""
+    with open(REPO / "src/kdlab/presets/default.yaml", encoding="utf-8") as fh:
         return yaml.safe_load(fh)

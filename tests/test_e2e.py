@@ -44,7 +44,7 @@ def repo(tmp_path_factory) -> Path:
     shutil.copytree(
         REPO / "src/kdlab", work / "src/kdlab", ignore=shutil.ignore_patterns("__pycache__")
     )
-    with open(REPO / "params.yaml", encoding="utf-8") as fh:
+    with open(REPO / "src/kdlab/presets/default.yaml", encoding="utf-8") as fh:
         params = tiny_params(yaml.safe_load(fh), root / "fixture", md5)
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q"], work)

@@ -163,3 +163,33 @@ def test_rkd_distance_term_matches_loops():
 
     expected = huber(dist(s.numpy()), dist(t.numpy()))
     assert float(rkd_loss(s, t, 1.0, 0.0)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_mean_reduction_is_nn_kldivloss_default(logits):
+    """reduction="mean" = the official ReffAKD notebooks' ``nn.KLDivLoss()(log q, p) * T^2``:
+    the sum of p (log p - log q) over batch and classes divided by batch x classes."""
+    s, t = logits
+    n, c = s.shape
+    soft = torch.softmax(torch.randn(c, c, generator=torch.Generator().manual_seed(3)), 1)
+    y = torch.tensor([0, 1, 2, 3, 4, 0])
+    for T in (1.0, 4.0, 20.0):
+        ps = np_softmax(s.double().numpy() / T)
+        pt = np_softmax(t.double().numpy() / T)
+        total = sum(np_kl(pt[i], ps[i]) for i in range(n))
+        assert float(kd_loss(s, t, T, reduction="mean")) == pytest.approx(
+            T * T * total / (n * c), rel=1e-5
+        )
+        assert float(kd_loss(s, t, T, reduction="batchmean")) == pytest.approx(
+            T * T * total / n, rel=1e-5
+        )
+        target = soft[y].double().numpy()
+        total = sum(np_kl(target[i], ps[i]) for i in range(n))
+        assert float(soft_target_kd_loss(s, soft[y], T, reduction="mean")) == pytest.approx(
+            T * T * total / (n * c), rel=1e-5
+        )
+
+
+def test_unknown_reduction_is_named(logits):
+    s, t = logits
+    with pytest.raises(ValueError, match="reduction 'sum' is not allowed; allowed: batchmean"):
+        kd_loss(s, t, 4.0, reduction="sum")

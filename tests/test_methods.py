@@ -89,3 +89,38 @@ def test_live_teacher_resizes_input():
     out = tl(b)
     ref = teacher(F.interpolate(b.x, size=(32, 32), mode="bilinear", align_corners=False))
     assert torch.allclose(out, ref)
+
+
+@pytest.mark.parametrize("method", ["kd", "reffakd"])
+def test_reduction_param_reaches_the_loss(method):
+    """method_params.<kd|reffakd>.reduction: "mean" makes the term exactly C (10) times weaker."""
+    b = batch()
+    soft = torch.softmax(torch.randn(10, 10), 1)
+    cached = TeacherLogits(cached=torch.randn(2, 6, 10))
+    terms = {}
+    for reduction in ("batchmean", "mean"):
+        d = get_method(method)(
+            student(),
+            {"reduction": reduction},
+            alpha=0.6,
+            temperature=4.0,
+            teacher=cached,
+            soft_labels=soft,
+        )
+        terms[reduction] = d.forward_train(b, 0)[1]["kd"]
+    assert torch.allclose(terms["mean"] * 10, terms["batchmean"])
+    cls = get_method(method)
+    assert cls.resolve_params({})["reduction"] == "batchmean"
+    with pytest.raises(Exception, match=rf"method_params.{method}.reduction = 'sum'.*batchmean"):
+        cls.validate_params({"reduction": "sum"}, f"method_params.{method}.")
+
+
+def test_srrl_defaults_are_the_official_weights():
+    """jingyang2017/KD_SRRL weighs CE + L_FM + 1 * L_SR."""
+    p = get_method("srrl").resolve_params({})
+    assert p["fm_weight"] == 1.0 and p["sr_weight"] == 1.0 and p["sr_loss"] == "l2"
+
+
+def test_default_profile_uses_the_fmnist_notebooks_reduction(default_params):
+    mp = default_params["method_params"]
+    assert mp["kd"]["reduction"] == mp["reffakd"]["reduction"] == "mean"

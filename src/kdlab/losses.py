@@ -1,7 +1,9 @@
 """Pure loss functions: tensors in, a scalar tensor out (mean over the batch).
 
 Conventions (../shared/DESIGN.md section 2): KL terms use ``batchmean`` on log-probabilities and
-are scaled by T^2 so their gradients keep the same magnitude as T changes.
+are scaled by T^2 so their gradients keep the same magnitude as T changes. The KD terms also take
+``reduction="mean"`` (the mean over batch x classes, ``nn.KLDivLoss()``'s default), which is
+what the official ReffAKD notebooks compute: a term C times weaker (docs/methods.md).
 """
 
 from __future__ import annotations
@@ -9,26 +11,43 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+REDUCTIONS = ("batchmean", "mean")
 
-def _kl_from_log_probs(log_p_target: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
-    """sum_j p_j (log p_j - log q_j), averaged over the batch; terms with p_j = 0 are 0."""
+
+def _kl_from_log_probs(
+    log_p_target: torch.Tensor, log_q: torch.Tensor, reduction: str = "batchmean"
+) -> torch.Tensor:
+    """sum_j p_j (log p_j - log q_j), averaged over the batch; terms with p_j = 0 are 0.
+
+    ``reduction="mean"`` averages over every element (batch x classes) instead.
+    """
+    if reduction not in REDUCTIONS:
+        raise ValueError(
+            f"reduction {reduction!r} is not allowed; allowed: {' | '.join(REDUCTIONS)}"
+        )
     p = log_p_target.exp()
     terms = torch.where(p > 0, p * (log_p_target - log_q), torch.zeros_like(p))
-    return terms.sum(dim=1).mean()
+    return terms.mean() if reduction == "mean" else terms.sum(dim=1).mean()
 
 
 def kd_loss(
-    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float,
+    reduction: str = "batchmean",
 ) -> torch.Tensor:
-    """Hinton's KD term: ``T^2 * KL(softmax(t/T) || softmax(s/T))``, batchmean."""
+    """Hinton's KD term: ``T^2 * KL(softmax(t/T) || softmax(s/T))``, ``reduction`` as above."""
     t = temperature
     log_ps = F.log_softmax(student_logits / t, dim=1)
     log_pt = F.log_softmax(teacher_logits / t, dim=1)
-    return t * t * _kl_from_log_probs(log_pt, log_ps)
+    return t * t * _kl_from_log_probs(log_pt, log_ps, reduction)
 
 
 def soft_target_kd_loss(
-    student_logits: torch.Tensor, target_probs: torch.Tensor, temperature: float
+    student_logits: torch.Tensor,
+    target_probs: torch.Tensor,
+    temperature: float,
+    reduction: str = "batchmean",
 ) -> torch.Tensor:
     """ReffAKD's term (seed 000 eq. 2): ``T^2 * KL(targets || softmax(s/T))``.
 
@@ -38,7 +57,7 @@ def soft_target_kd_loss(
     log_ps = F.log_softmax(student_logits / t, dim=1)
     log_pt = torch.log(target_probs.clamp_min(torch.finfo(target_probs.dtype).tiny))
     log_pt = torch.where(target_probs > 0, log_pt, torch.full_like(log_pt, -torch.inf))
-    return t * t * _kl_from_log_probs(log_pt, log_ps)
+    return t * t * _kl_from_log_probs(log_pt, log_ps, reduction)
 
 
 def _dkd_from_log_probs(
