@@ -158,8 +158,11 @@ def test_same_params_same_metrics(repo):
     run(["git", "checkout", "-q", "--", "."], repo)
     run([sys.executable, "-m", "dvc", "checkout", "-q"], repo)
     before = json.loads((repo / "metrics/student.json").read_text())
+    model_before = (repo / "data/models/student.pt").read_bytes()
     run([sys.executable, "-m", "dvc", "repro", "-f", "-s", "train_student"], repo)
     after = json.loads((repo / "metrics/student.json").read_text())
+    # An identical retrain writes a byte-identical model file: the same DVC output hash.
+    assert (repo / "data/models/student.pt").read_bytes() == model_before
     keys = ("test_acc", "test_acc_at_best_val", "val_acc", "train_loss", "best_val_epoch")
     assert {k: after[k] for k in keys} == {k: before[k] for k in keys}
 

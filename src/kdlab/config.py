@@ -6,7 +6,11 @@ is allowed, e.g. ``params.yaml: alpha = 1.5 is not allowed; allowed: a number in
 
 from __future__ import annotations
 
+import difflib
+import math
 from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -287,14 +291,24 @@ def _methods(methods: Any) -> list[str]:
 
 def parse_config(raw: dict[str, Any]) -> Config:
     """Validate a params mapping; raise :class:`ConfigError` naming the first bad value."""
-    from kdlab.methods import get_method
+    from kdlab.methods import get_method, method_names
 
     if not isinstance(raw, dict):
         raise ConfigError("params.yaml must be a mapping of keys to values")
+    _check_keys(raw, _reference_keys())
+    _check_finite(raw, "")
     methods = _methods(raw.get("methods"))
     method_params = raw.get("method_params") or {}
     if not isinstance(method_params, dict):
         raise _fail("method_params", method_params, "a mapping method -> its parameters")
+    for m in method_params:
+        if m not in method_names():
+            near = difflib.get_close_matches(str(m), method_names(), n=1)
+            hint = f"did you mean {near[0]}? " if near else ""
+            raise ConfigError(
+                f"params.yaml: unknown method under method_params: {m!r}; {hint}"
+                f"allowed: {', '.join(method_names())}"
+            )
     for m in methods:
         if not isinstance(method_params.get(m), dict):
             raise _fail(f"method_params.{m}", method_params.get(m), "a mapping ({} if none)")
@@ -304,6 +318,7 @@ def parse_config(raw: dict[str, Any]) -> Config:
         or (isinstance(device, str) and device.startswith("cuda:") and device[5:].isdigit())
     ):
         raise _fail("device", device, DEVICES)
+    _check_device(device)
     cfg = Config(
         seed=_number(raw, "seed", "", lo=0, integer=True),
         alpha=_number(raw, "alpha", "", lo=0, hi=1),
@@ -325,11 +340,104 @@ def parse_config(raw: dict[str, Any]) -> Config:
     return cfg
 
 
-def load_config(path: str | Path = "params.yaml") -> Config:
-    """Read and validate params.yaml."""
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key repeated in one mapping (DVC refuses them too)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigError(
+                    f"params.yaml line {line}: key {key!r} is repeated (first on line "
+                    f"{seen[key]}); allowed: each key once per mapping"
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_params(path: str | Path) -> Any:
+    """Parse a params file: YAML errors and repeated keys become one-line ConfigErrors."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path} not found: run from the repository root or pass --params")
     with open(path, encoding="utf-8") as fh:
-        raw = yaml.safe_load(fh)
-    return parse_config(raw)
+        try:
+            return yaml.load(fh, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+        except yaml.MarkedYAMLError as err:
+            mark = err.problem_mark
+            where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise ConfigError(
+                f"{path}{where}: not valid YAML ({err.problem}); fix the syntax there"
+            ) from None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML ({err})") from None
+
+
+def load_config(path: str | Path = "params.yaml") -> Config:
+    """Read and validate params.yaml."""
+    return parse_config(read_params(path))
+
+
+# Sub-trees whose keys are free (model builder arguments, file names, table rows) or checked
+# by their owner (each method validates its own block against its schema).
+_FREE_FORM = (
+    "methods",
+    "method_params",
+    "data.md5",
+    "teacher.options",
+    "student.options",
+    "cae.options",
+    "profile.table6",
+    "profile.table6_labels",
+)
+
+
+@cache
+def _reference_keys() -> dict[str, Any]:
+    """The default preset: the one place every valid key (and its default) is written."""
+    text = resources.files("kdlab.presets").joinpath("default.yaml").read_text("utf-8")
+    return yaml.safe_load(text)
+
+
+def _check_keys(raw: dict, ref: dict, prefix: str = "") -> None:
+    """Every key of ``raw`` exists in the default preset (free-form sub-trees excepted)."""
+    for key, value in raw.items():
+        full = f"{prefix}{key}"
+        if key not in ref:
+            names = [str(k) for k in ref]
+            near = difflib.get_close_matches(str(key), names, n=1, cutoff=0.6)
+            hint = f"did you mean {prefix}{near[0]}? " if near else ""
+            raise ConfigError(
+                f"params.yaml: unknown key {full}; {hint}allowed here: {', '.join(names)}"
+            )
+        if full in _FREE_FORM:
+            continue
+        if isinstance(value, dict) and isinstance(ref[key], dict):
+            _check_keys(value, ref[key], f"{full}.")
+
+
+def _check_finite(value: Any, key: str) -> None:
+    """NaN and infinity are valid YAML floats but never a valid setting."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _fail(key, value, "a finite number")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_finite(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_finite(v, f"{key}[{i}]")
+
+
+def _check_device(device: str) -> None:
+    """A CUDA device must exist on this machine (``auto`` falls back to the CPU)."""
+    if not device.startswith("cuda"):
+        return
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = int(device[5:]) if ":" in device else 0
+    if index >= count:
+        have = f"cuda:0 .. cuda:{count - 1}" if count else "none (no CUDA GPU on this machine)"
+        raise _fail("device", device, f"auto | cpu | a CUDA device present here: {have}")

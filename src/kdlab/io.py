@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -50,13 +51,44 @@ def read_json(path: str | Path) -> Any:
 
 
 def torch_save(path: str | Path, obj: Any) -> Path:
-    """Atomically save a torch object."""
-    return _atomic(path, lambda tmp: torch.save(obj, tmp))
+    """Atomically save a torch object; the same object always gives the same bytes.
+
+    Serialised through memory: saved straight to the temporary file, torch would name the
+    zip archive inside after that random file name, so identical weights would hash apart.
+    """
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    data = buf.getvalue()
+
+    def _w(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+
+    return _atomic(path, _w)
+
+
+class UnsafeFileError(ValueError):
+    """A ``.pt`` file that is corrupt or needs more than plain tensors, numbers and strings."""
 
 
 def torch_load(path: str | Path) -> Any:
-    """Load a torch object saved by :func:`torch_save` onto the CPU."""
-    return torch.load(path, map_location="cpu", weights_only=False)
+    """Load a ``.pt`` file onto the CPU without executing anything it contains.
+
+    ``weights_only=True`` unpickles only tensors, dicts, lists, numbers and strings: a file
+    that would need anything else (a crafted pickle that runs code, say) or that is not a
+    torch file at all is refused with :class:`UnsafeFileError` naming it.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run the stage that writes it first")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # UnpicklingError, RuntimeError (bad zip), EOFError, ...
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UnsafeFileError(
+            f"{path}: refused (not a plain tensor/dict file, or corrupt: {first}); "
+            "delete it and rerun the stage that writes it (`dvc repro -f <stage>`)"
+        ) from None
 
 
 def save_figure(path: str | Path, fig: Any) -> Path:

@@ -45,12 +45,38 @@ def search_gamma(z: torch.Tensor, step: float, maximum: float) -> float:
     )
 
 
+def soft_labels_from_similarity(z: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Row softmax of ``z + gamma * I``: gamma is added AFTER averaging (official code)."""
+    return torch.softmax(z + gamma * torch.eye(z.shape[0], dtype=z.dtype), dim=1)
+
+
 def soft_label_matrix(
     embeddings: torch.Tensor, labels: torch.Tensor, num_classes: int, gamma: float
 ) -> torch.Tensor:
     """``c x c`` row-stochastic soft-label matrix: softmax(z + gamma * I) row by row."""
-    z = class_similarity(embeddings, labels, num_classes)
-    return torch.softmax(z + gamma * torch.eye(num_classes), dim=1)
+    return soft_labels_from_similarity(class_similarity(embeddings, labels, num_classes), gamma)
+
+
+def check_soft_labels(matrix: torch.Tensor, num_classes: int, source: str) -> torch.Tensor:
+    """Validate a soft-label matrix before use: ``C x C``, finite, >= 0, rows summing to 1."""
+    if matrix.shape != (num_classes, num_classes):
+        raise ValueError(
+            f"{source}: soft-label matrix has shape {tuple(matrix.shape)}; allowed: "
+            f"{num_classes} x {num_classes} (one row and one column per class)"
+        )
+    bad = ~torch.isfinite(matrix) | (matrix < 0)
+    if bad.any():
+        i, j = (int(v) for v in bad.nonzero()[0])
+        raise ValueError(
+            f"{source}: row {i}, column {j} = {float(matrix[i, j])}; allowed: a finite "
+            "probability >= 0"
+        )
+    sums = matrix.double().sum(1)
+    off = (sums - 1).abs() > 1e-4
+    if off.any():
+        i = int(off.nonzero()[0])
+        raise ValueError(f"{source}: row {i} sums to {float(sums[i]):.6f}; allowed: 1")
+    return matrix
 
 
 def sample_per_class(

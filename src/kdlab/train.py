@@ -136,6 +136,30 @@ class FitResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def _read_checkpoint(
+    ckpt: Path | None, run_id: str, name: str, log: Callable[[str], None]
+) -> dict[str, Any] | None:
+    """The resume state in ``ckpt`` if it was written by this very run, else None.
+
+    A checkpoint of a run with other settings (``run_id`` fingerprints every param that
+    shapes the run) or a corrupt one is reported and ignored: training starts over and the
+    next epoch overwrites it. Losing a checkpoint costs time, never results.
+    """
+    if ckpt is None or not ckpt.exists():
+        return None
+    try:
+        state = torch_load(ckpt)
+        if not isinstance(state, dict) or "run_id" not in state:
+            raise ValueError(f"{ckpt}: not a kdlab checkpoint")
+    except (ValueError, FileNotFoundError) as err:
+        log(f"[{name}] ignoring unreadable checkpoint ({err}); starting over")
+        return None
+    if state["run_id"] != run_id:
+        log(f"[{name}] ignoring checkpoint {ckpt}: written by a run with other settings")
+        return None
+    return state
+
+
 def fit(
     objective: nn.Module,
     train_loader: TensorLoader,
@@ -163,19 +187,16 @@ def fit(
     best_value, best_epoch, best_state = (-math.inf if maximize else math.inf), -1, None
     start_epoch, elapsed_before = 0, 0.0
     ckpt = Path(checkpoint) if checkpoint else None
-    if ckpt is not None and ckpt.exists():
-        state = torch_load(ckpt)
-        if state.get("run_id") == run_id:
-            objective.load_state_dict(state["objective"])
-            opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
-            history = state["history"]
-            best_value, best_epoch = state["best_value"], state["best_epoch"]
-            best_state = state["best_state"]
-            start_epoch, elapsed_before = state["epoch"] + 1, state["elapsed"]
-            log(f"[{name}] resuming from checkpoint {ckpt} after epoch {start_epoch}")
-        else:
-            log(f"[{name}] ignoring checkpoint {ckpt}: written by a run with other settings")
+    state = _read_checkpoint(ckpt, run_id, name, log)
+    if state is not None:
+        objective.load_state_dict(state["objective"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        history = state["history"]
+        best_value, best_epoch = state["best_value"], state["best_epoch"]
+        best_state = state["best_state"]
+        start_epoch, elapsed_before = state["epoch"] + 1, state["elapsed"]
+        log(f"[{name}] resuming from checkpoint {ckpt} after epoch {start_epoch}")
 
     t0 = time.time()
     tty = sys.stderr.isatty()

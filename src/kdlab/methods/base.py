@@ -8,6 +8,7 @@ method.
 
 from __future__ import annotations
 
+import difflib
 from typing import Any, ClassVar
 
 import torch
@@ -129,10 +130,12 @@ class Distiller(nn.Module):
                     )
                 continue
             if key not in cls.schema:
-                allowed = ", ".join([*cls.schema, *cls.choices]) or "none (use {})"
+                names = [*cls.schema, *cls.choices]
+                near = difflib.get_close_matches(str(key), names, n=1)
+                hint = f"did you mean {prefix}{near[0]}? " if near else ""
                 raise ConfigError(
                     f"params.yaml: {prefix}{key} is not a parameter of method {cls.name!r}; "
-                    f"allowed: {allowed}"
+                    f"{hint}allowed: {', '.join(names) or 'none (use {})'}"
                 )
             _, lo, hi = cls.schema[key]
             bad = isinstance(value, bool) or not isinstance(value, (int, float))

@@ -96,7 +96,11 @@ def loaders(
 
 
 def save_model(path: Path, model: nn.Module, mc: ModelConfig, spec: DatasetSpec, **extra) -> None:
-    """Weights plus everything needed to rebuild the model."""
+    """Weights plus everything needed to rebuild the model.
+
+    Nothing run-dependent (wall time, memory, metrics) goes in: an identical retrain writes
+    a byte-identical file, so DVC sees the same output hash. Those live in metrics/.
+    """
     torch_save(
         path,
         {

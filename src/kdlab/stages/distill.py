@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import torch
+
 from kdlab import paths
 from kdlab.config import Config
 from kdlab.io import torch_load
@@ -11,6 +13,7 @@ from kdlab.methods import get_method
 from kdlab.methods.base import TeacherLogits
 from kdlab.models import count_params
 from kdlab.stages.common import (
+    Data,
     load_data,
     load_model,
     loaders,
@@ -23,6 +26,28 @@ from kdlab.stages.common import (
 from kdlab.stages.softlabels import read_soft_labels
 from kdlab.stages.train import evaluate_final_and_best
 from kdlab.train import fingerprint, fit
+
+
+def read_teacher_logits(data: Data) -> torch.Tensor:
+    """The cached teacher logits, validated where they will be read (the training split)."""
+    path = paths.TEACHER_LOGITS
+    blob = torch_load(path)
+    logits = blob.get("logits") if isinstance(blob, dict) else None
+    want = (2, len(data.labels), data.spec.num_classes)
+    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != want:
+        got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ValueError(
+            f"{path}: logits {got}; allowed: a tensor of shape {want} (views x images x "
+            "classes); rerun `dvc repro -f teacher_logits`"
+        )
+    bad = ~torch.isfinite(logits[:, data.split.train]).all(dim=-1)
+    if bad.any():
+        view, pos = (int(v) for v in bad.nonzero()[0])
+        raise ValueError(
+            f"{path}: non-finite logits for training image {int(data.split.train[pos])} "
+            f"(view {view}); allowed: finite numbers; rerun `dvc repro -f teacher_logits`"
+        )
+    return logits
 
 
 def distill(cfg: Config, method: str) -> None:
@@ -38,14 +63,14 @@ def distill(cfg: Config, method: str) -> None:
     teacher = None
     if cls.needs_teacher:
         if mc.train.augment.finite_views:
-            cached = torch_load(paths.TEACHER_LOGITS)["logits"]
+            cached = read_teacher_logits(data)
             teacher = TeacherLogits(cached=cached.to(device))
             source = f"cached teacher logits ({paths.TEACHER_LOGITS})"
         else:
             t_model, blob = load_model(paths.TEACHER, device)
             teacher = TeacherLogits(model=t_model, input_size=blob["input_size"])
             source = "live teacher (augmentation has unbounded views)"
-    soft = read_soft_labels().to(device) if cls.needs_soft_labels else None
+    soft = read_soft_labels(data.spec.num_classes).to(device) if cls.needs_soft_labels else None
     feature_kwargs: dict = {}
     if getattr(cls, "needs_teacher_features", False):
         # Feature methods tap a live, frozen teacher (never trained, never saved with them).
@@ -111,7 +136,6 @@ def distill(cfg: Config, method: str) -> None:
         student,
         mc,
         data.spec,
-        metrics=metrics,
         extra_state=distiller.extra_state(),
     )
     write_curve(f"distill/{method}", result.history)

@@ -13,7 +13,13 @@ from kdlab.config import Config
 from kdlab.data.pipeline import TensorLoader
 from kdlab.io import write_text
 from kdlab.plots import heatmap_png
-from kdlab.softlabels import class_similarity, sample_per_class, search_gamma
+from kdlab.softlabels import (
+    check_soft_labels,
+    class_similarity,
+    sample_per_class,
+    search_gamma,
+    soft_labels_from_similarity,
+)
 from kdlab.stages.common import load_data, load_model, start, write_metrics
 
 
@@ -43,7 +49,7 @@ def build_soft_labels(cfg: Config) -> None:
     labels = data.labels[chosen]
     z = class_similarity(embeddings, labels, c)
     gamma = search_gamma(z, sl.gamma_step, sl.gamma_max) if sl.gamma is None else sl.gamma
-    matrix = torch.softmax(z + gamma * torch.eye(c), dim=1)
+    matrix = soft_labels_from_similarity(z, gamma)
     names = list(data.spec.class_names) or [str(i) for i in range(c)]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -80,10 +86,16 @@ def build_soft_labels(cfg: Config) -> None:
     )
 
 
-def read_soft_labels(path=paths.SOFT_LABELS) -> torch.Tensor:
-    """Read the matrix written by :func:`build_soft_labels`."""
+def read_soft_labels(num_classes: int, path=paths.SOFT_LABELS) -> torch.Tensor:
+    """Read and validate the matrix written by :func:`build_soft_labels`."""
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: run `dvc repro soft_labels` first")
     with open(path, encoding="utf-8") as fh:
         rows = list(csv.reader(fh))[1:]
-    return torch.tensor([[float(v) for v in r[1:]] for r in rows], dtype=torch.float32)
+    try:
+        values = [[float(v) for v in r[1:]] for r in rows]
+        matrix = torch.tensor(values, dtype=torch.float32)
+    except ValueError as err:  # a non-number, or rows of different lengths
+        msg = f"{path}: not a numeric matrix ({err}); rerun `dvc repro -f soft_labels`"
+        raise ValueError(msg) from None
+    return check_soft_labels(matrix, num_classes, str(path))

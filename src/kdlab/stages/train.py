@@ -66,7 +66,7 @@ def train_classifier(cfg: Config, role: str) -> None:
     metrics = evaluate_final_and_best(distiller, result, test)
     metrics.update(model=mc.model, params=n_params, train_time_s=round(result.wall_time_s, 2))
     target = paths.TEACHER if role == "teacher" else paths.STUDENT
-    save_model(target, model, mc, data.spec, metrics=metrics)
+    save_model(target, model, mc, data.spec)
     write_curve(role, result.history)
     write_metrics(role, metrics, t0)
     print(f"[train_{role}] test accuracy {metrics['test_acc']:.2f}% -> {target}", flush=True)
@@ -109,7 +109,7 @@ def train_cae(cfg: Config) -> None:
         "params": n_params,
         "train_time_s": round(result.wall_time_s, 2),
     }
-    save_model(paths.CAE, model, mc, data.spec, metrics=metrics)
+    save_model(paths.CAE, model, mc, data.spec)
     write_curve("cae", result.history)
     write_metrics("cae", metrics, t0)
     print(f"[train_cae] test MSE {metrics['test_mse']:.5f} -> {paths.CAE}", flush=True)
