@@ -16,129 +16,21 @@ from typing import Any
 
 import yaml
 
-OPTIMIZERS = ("sgd", "adam")
-SCHEDULES = ("step", "onecycle", "cosine", "constant")
-DEVICES = "auto | cpu | cuda | cuda:N"
-
-
-class ConfigError(ValueError):
-    """A bad value in params.yaml."""
-
-
-def _fail(key: str, value: Any, allowed: str) -> ConfigError:
-    return ConfigError(f"params.yaml: {key} = {value!r} is not allowed; allowed: {allowed}")
-
-
-_REQUIRED = object()
-
-
-def _number(
-    d: dict,
-    key: str,
-    prefix: str,
-    lo=None,
-    hi=None,
-    lo_open=False,
-    integer=False,
-    default=_REQUIRED,
-):
-    """``d[key]`` checked against a range; ``default`` (if given) stands in for a missing key."""
-    full = f"{prefix}{key}"
-    if key not in d:
-        if default is not _REQUIRED:
-            return default
-        raise ConfigError(f"params.yaml: {full} is missing")
-    v = d[key]
-    kind = "an integer" if integer else "a number"
-    ok_type = isinstance(v, int) if integer else isinstance(v, (int, float))
-    if isinstance(v, bool) or not ok_type:
-        raise _fail(full, v, _range_text(kind, lo, hi, lo_open))
-    if (lo is not None and (v <= lo if lo_open else v < lo)) or (hi is not None and v > hi):
-        raise _fail(full, v, _range_text(kind, lo, hi, lo_open))
-    return v if integer else float(v)
-
-
-def _range_text(kind: str, lo, hi, lo_open: bool) -> str:
-    if lo is not None and hi is not None:
-        return f"{kind} in {'(' if lo_open else '['}{lo}, {hi}]"
-    if lo is not None:
-        return f"{kind} {'>' if lo_open else '>='} {lo}"
-    return kind
-
-
-def _choice(d: dict, key: str, prefix: str, allowed) -> str:
-    v = d.get(key)
-    if v not in allowed:
-        raise _fail(f"{prefix}{key}", v, " | ".join(map(str, allowed)))
-    return v
-
-
-def _section(d: dict, key: str, prefix: str = "") -> dict:
-    v = d.get(key)
-    if not isinstance(v, dict):
-        raise _fail(f"{prefix}{key}", v, "a mapping (see the commented default params.yaml)")
-    return v
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Batch augmentation, applied to tensors on the training device."""
-
-    hflip: bool = False
-    rotation: float = 0.0  # max degrees, uniform in [-rotation, rotation]
-    crop_padding: int = 0  # random crop after zero-padding by this many pixels
-
-    @property
-    def finite_views(self) -> bool:
-        """True when every augmented image is one of a fixed set of views (identity, flip)."""
-        return self.rotation == 0 and self.crop_padding == 0
-
-    @staticmethod
-    def parse(d: dict, prefix: str) -> AugmentConfig:
-        hflip = d.get("hflip", False)
-        if not isinstance(hflip, bool):
-            raise _fail(f"{prefix}hflip", hflip, "true | false")
-        return AugmentConfig(
-            hflip=hflip,
-            rotation=_number(d, "rotation", prefix, lo=0, hi=180, default=0.0),
-            crop_padding=_number(d, "crop_padding", prefix, lo=0, integer=True, default=0),
-        )
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimiser, schedule and augmentation for one training stage."""
-
-    epochs: int
-    batch_size: int
-    optimizer: str
-    lr: float
-    momentum: float
-    weight_decay: float
-    schedule: str
-    milestones: tuple[int, ...]
-    lr_decay: float
-    augment: AugmentConfig
-
-    @staticmethod
-    def parse(d: dict, prefix: str) -> TrainConfig:
-        milestones = d.get("milestones", [])
-        if not isinstance(milestones, list) or not all(
-            isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in milestones
-        ):
-            raise _fail(f"{prefix}milestones", milestones, "a list of positive epoch numbers")
-        return TrainConfig(
-            epochs=_number(d, "epochs", prefix, lo=1, integer=True),
-            batch_size=_number(d, "batch_size", prefix, lo=1, integer=True),
-            optimizer=_choice(d, "optimizer", prefix, OPTIMIZERS),
-            lr=_number(d, "lr", prefix, lo=0, lo_open=True),
-            momentum=_number(d, "momentum", prefix, lo=0, hi=1, default=0.0),
-            weight_decay=_number(d, "weight_decay", prefix, lo=0),
-            schedule=_choice(d, "schedule", prefix, SCHEDULES),
-            milestones=tuple(milestones),
-            lr_decay=_number(d, "lr_decay", prefix, lo=0, hi=1, lo_open=True, default=0.1),
-            augment=AugmentConfig.parse(d.get("augment") or {}, f"{prefix}augment."),
-        )
+from kdlab.data import dataset_names
+from kdlab.errors import ConfigError
+from kdlab.methods import get_method, method_names
+from kdlab.models import UnknownModelError, get_spec
+from kdlab.schema import (  # noqa: F401 (re-exported: the config types live in schema.py)
+    DEVICES,
+    OPTIMIZERS,
+    SCHEDULES,
+    AugmentConfig,
+    TrainConfig,
+    _choice,
+    _fail,
+    _number,
+    _section,
+)
 
 
 @dataclass(frozen=True)
@@ -153,8 +45,6 @@ class ModelConfig:
 
     @staticmethod
     def parse(d: dict, prefix: str) -> ModelConfig:
-        from kdlab.models import UnknownModelError, get_spec
-
         name = d.get("model")
         try:
             get_spec(str(name))
@@ -189,8 +79,6 @@ class DataConfig:
 
     @staticmethod
     def parse(d: dict) -> DataConfig:
-        from kdlab.data import dataset_names
-
         p = "data."
         source_dir = d.get("source_dir")
         if source_dir is not None and not isinstance(source_dir, str):
@@ -266,8 +154,6 @@ def _methods(methods: Any) -> list[str]:
     each ``distill@<method>`` stage the knowledge folder ``data/<value>`` as its one dependency
     on upstream results, so a ReffAKD stage never reruns because the teacher changed.
     """
-    from kdlab.methods import get_method, method_names
-
     valid = [m for m in method_names() if get_method(m).knowledge() != "labels"]
     example = "{kd: teacher, reffakd: soft_labels}"
     if not isinstance(methods, dict) or not methods:
@@ -291,8 +177,6 @@ def _methods(methods: Any) -> list[str]:
 
 def parse_config(raw: dict[str, Any]) -> Config:
     """Validate a params mapping; raise :class:`ConfigError` naming the first bad value."""
-    from kdlab.methods import get_method, method_names
-
     if not isinstance(raw, dict):
         raise ConfigError("params.yaml must be a mapping of keys to values")
     _check_keys(raw, _reference_keys())

@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from kdlab.errors import UnsafeFileError
+
 
 def _atomic(path: str | Path, write: Callable[[str], None]) -> Path:
     """Write to a temporary file in the target folder, then rename it into place."""
@@ -65,10 +67,6 @@ def torch_save(path: str | Path, obj: Any) -> Path:
             fh.write(data)
 
     return _atomic(path, _w)
-
-
-class UnsafeFileError(ValueError):
-    """A ``.pt`` file that is corrupt or needs more than plain tensors, numbers and strings."""
 
 
 def torch_load(path: str | Path) -> Any:

@@ -26,9 +26,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from kdlab.config import TrainConfig
 from kdlab.data.pipeline import Batch, TensorLoader
 from kdlab.io import torch_load, torch_save
+from kdlab.schema import TrainConfig
 
 
 def seed_everything(seed: int) -> None:

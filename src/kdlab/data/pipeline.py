@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from kdlab.config import AugmentConfig
+from kdlab.schema import AugmentConfig
 
 
 @dataclass

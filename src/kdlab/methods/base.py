@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdlab.config import ConfigError
 from kdlab.data.pipeline import Batch, resize
+from kdlab.errors import ConfigError
 
 # A method's parameter schema: name -> (default, lowest allowed, highest allowed or None).
 ParamSchema = dict[str, tuple[float, float, float | None]]
