@@ -19,14 +19,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from kdlab.data.pipeline import Batch, TensorLoader
+from kdlab.data.pipeline import TensorLoader
 from kdlab.io import torch_load, torch_save
 from kdlab.schema import TrainConfig
 
@@ -62,34 +62,6 @@ def peak_rss_mib() -> float:
 def fingerprint(obj: Any) -> str:
     """Stable hash of a JSON-able description of a run (to refuse a mismatched checkpoint)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-class Objective(Protocol):
-    """What the loop trains: a Distiller, or the autoencoder's reconstruction objective."""
-
-    def forward_train(
-        self, batch: Batch, epoch: int
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...
-
-    def evaluate(self, loader: TensorLoader) -> dict[str, float]: ...
-
-    def parameters(self): ...
-
-    def state_dict(self): ...
-
-    def load_state_dict(self, state): ...
-
-    def train(self, mode: bool = True): ...
-
-
-@torch.no_grad()
-def accuracy(forward: Callable[[torch.Tensor], torch.Tensor], loader: TensorLoader) -> float:
-    """Top-1 accuracy in percent."""
-    correct = total = 0
-    for batch in loader:
-        correct += int((forward(batch.x).argmax(1) == batch.y).sum())
-        total += len(batch.y)
-    return 100.0 * correct / max(total, 1)
 
 
 def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
@@ -133,7 +105,25 @@ class FitResult:
     best_value: float
     wall_time_s: float
     resumed_from_epoch: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Progress:
+    """The loop's resumable state besides the weights, optimiser and schedule."""
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_value: float = -math.inf
+    best_epoch: int = -1
+    best_state: dict[str, Any] | None = None
+    start_epoch: int = 0
+    elapsed_before: float = 0.0
+
+    def update_best(self, row: dict[str, float], select: str, maximize: bool, objective) -> None:
+        """Keep a copy of the weights of the best epoch on the validation split."""
+        value = row[select]
+        if (value > self.best_value) if maximize else (value < self.best_value):
+            self.best_value, self.best_epoch = value, int(row["epoch"])
+            self.best_state = copy.deepcopy(objective.state_dict())
 
 
 def _read_checkpoint(
@@ -160,6 +150,93 @@ def _read_checkpoint(
     return state
 
 
+def _resume(state: dict[str, Any], objective, opt, sched) -> _Progress:
+    objective.load_state_dict(state["objective"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    return _Progress(
+        history=state["history"],
+        best_value=state["best_value"],
+        best_epoch=state["best_epoch"],
+        best_state=state["best_state"],
+        start_epoch=state["epoch"] + 1,
+        elapsed_before=state["elapsed"],
+    )
+
+
+def _save_checkpoint(ckpt: Path, run_id: str, epoch: int, objective, opt, sched, p, t0) -> None:
+    torch_save(
+        ckpt,
+        {
+            "run_id": run_id,
+            "epoch": epoch,
+            "objective": objective.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "history": p.history,
+            "best_value": p.best_value,
+            "best_epoch": p.best_epoch,
+            "best_state": p.best_state,
+            "elapsed": p.elapsed_before + time.time() - t0,
+        },
+    )
+
+
+def _train_epoch(
+    objective, loader, opt, sched, epoch: int, name: str, epochs: int
+) -> dict[str, float]:
+    """One pass over the training data; returns the epoch's mean loss terms and accuracy."""
+    objective.train()
+    loader.set_epoch(epoch)
+    sums: dict[str, float] = {}
+    correct = seen = 0
+    bar = tqdm(
+        loader,
+        desc=f"[{name}] epoch {epoch + 1}/{epochs}",
+        unit="batch",
+        leave=False,
+        dynamic_ncols=True,
+        mininterval=0.5 if sys.stderr.isatty() else 30.0,
+        disable=os.environ.get("KDLAB_PROGRESS", "1") == "0",
+    )
+    for batch in bar:
+        out, losses = objective.forward_train(batch, epoch)
+        loss = sum(losses.values())
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"[{name}] loss became {float(loss.detach())} at epoch {epoch + 1}; lower the lr"
+            )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        n = len(batch.y)
+        seen += n
+        for k, v in losses.items():
+            sums[k] = sums.get(k, 0.0) + float(v.detach()) * n
+        sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) * n
+        if out.ndim == 2:
+            correct += int((out.detach().argmax(1) == batch.y).sum())
+        bar.set_postfix(loss=f"{sums['loss'] / seen:.4f}", refresh=False)
+    bar.close()
+    row = {("train_loss" if k == "loss" else f"loss_{k}"): v / seen for k, v in sums.items()}
+    if correct:
+        row["train_acc"] = 100.0 * correct / seen
+    return row
+
+
+def _epoch_line(name: str, row: dict[str, float], epochs: int, eta: float) -> str:
+    shown = ", ".join(
+        f"{k} {v:.4f}" if "loss" in k or "mse" in k else f"{k} {v:.2f}"
+        for k, v in row.items()
+        if k not in ("epoch", "lr", "epoch_time_s")
+    )
+    return (
+        f"[{name}] epoch {int(row['epoch'])}/{epochs}: {shown}, lr {row['lr']:.4g}, "
+        f"{row['epoch_time_s']:.1f}s, ETA {eta:.0f}s"
+    )
+
+
 def fit(
     objective: nn.Module,
     train_loader: TensorLoader,
@@ -175,116 +252,45 @@ def fit(
     """Train ``objective`` for ``cfg.epochs`` epochs, checkpointing after every epoch.
 
     If ``checkpoint`` exists and was written by a run with the same ``run_id`` it is resumed;
-    a checkpoint of another run is ignored (and overwritten). The checkpoint is removed once
-    the run completes (its outputs are the stage's DVC outputs).
+    a checkpoint of another run, or a corrupt one, is ignored (and overwritten). The checkpoint
+    is removed once the run completes (its outputs are the stage's DVC outputs). The model
+    selected on the validation split (``select``) is kept as ``best_state``; the final-epoch
+    weights stay in ``objective``.
     """
     log = log or (lambda msg: print(msg, flush=True))
-    params = [p for p in objective.parameters() if p.requires_grad]
-    opt = make_optimizer(params, cfg)
+    opt = make_optimizer([p for p in objective.parameters() if p.requires_grad], cfg)
     steps = len(train_loader)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(cfg, s, steps))
-    history: list[dict[str, float]] = []
-    best_value, best_epoch, best_state = (-math.inf if maximize else math.inf), -1, None
-    start_epoch, elapsed_before = 0, 0.0
     ckpt = Path(checkpoint) if checkpoint else None
     state = _read_checkpoint(ckpt, run_id, name, log)
-    if state is not None:
-        objective.load_state_dict(state["objective"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        history = state["history"]
-        best_value, best_epoch = state["best_value"], state["best_epoch"]
-        best_state = state["best_state"]
-        start_epoch, elapsed_before = state["epoch"] + 1, state["elapsed"]
-        log(f"[{name}] resuming from checkpoint {ckpt} after epoch {start_epoch}")
-
+    if state:
+        p = _resume(state, objective, opt, sched)
+        log(f"[{name}] resuming from checkpoint {ckpt} after epoch {p.start_epoch}")
+    else:
+        p = _Progress(best_value=-math.inf if maximize else math.inf)
     t0 = time.time()
-    tty = sys.stderr.isatty()
-    for epoch in range(start_epoch, cfg.epochs):
-        objective.train()
-        train_loader.set_epoch(epoch)
-        sums: dict[str, float] = {}
-        correct = seen = 0
+    for epoch in range(p.start_epoch, cfg.epochs):
         t_epoch = time.time()
-        bar = tqdm(
-            train_loader,
-            desc=f"[{name}] epoch {epoch + 1}/{cfg.epochs}",
-            unit="batch",
-            leave=False,
-            dynamic_ncols=True,
-            mininterval=0.5 if tty else 30.0,
-            disable=os.environ.get("KDLAB_PROGRESS", "1") == "0",
-        )
-        for batch in bar:
-            out, losses = objective.forward_train(batch, epoch)
-            loss = sum(losses.values())
-            if not torch.isfinite(loss):
-                value = float(loss.detach())
-                raise FloatingPointError(
-                    f"[{name}] loss became {value} at epoch {epoch + 1}; lower the lr"
-                )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            n = len(batch.y)
-            seen += n
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach()) * n
-            sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) * n
-            if out.ndim == 2:
-                correct += int((out.detach().argmax(1) == batch.y).sum())
-            bar.set_postfix(loss=f"{sums['loss'] / seen:.4f}", refresh=False)
-        bar.close()
+        row: dict[str, float] = {"epoch": epoch + 1, "lr": 0.0}
+        row.update(_train_epoch(objective, train_loader, opt, sched, epoch, name, cfg.epochs))
+        row["lr"] = opt.param_groups[0]["lr"]  # after the epoch's schedule steps
         objective.eval()
-        row: dict[str, float] = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"]}
-        row.update(
-            {("train_loss" if k == "loss" else f"loss_{k}"): v / seen for k, v in sums.items()}
-        )
-        if correct:
-            row["train_acc"] = 100.0 * correct / seen
         row.update(objective.evaluate(val_loader))
         row["epoch_time_s"] = time.time() - t_epoch
-        history.append(row)
-        value = row[select]
-        if (value > best_value) if maximize else (value < best_value):
-            best_value, best_epoch = value, epoch + 1
-            best_state = copy.deepcopy(objective.state_dict())
-        done = epoch + 1 - start_epoch
-        eta = (time.time() - t0) / done * (cfg.epochs - epoch - 1)
-        shown = ", ".join(
-            f"{k} {v:.4f}" if "loss" in k or "mse" in k else f"{k} {v:.2f}"
-            for k, v in row.items()
-            if k not in ("epoch", "lr", "epoch_time_s")
-        )
-        log(
-            f"[{name}] epoch {epoch + 1}/{cfg.epochs}: {shown}, lr {row['lr']:.4g}, "
-            f"{row['epoch_time_s']:.1f}s, ETA {eta:.0f}s"
-        )
+        p.history.append(row)
+        p.update_best(row, select, maximize, objective)
+        eta = (time.time() - t0) / (epoch + 1 - p.start_epoch) * (cfg.epochs - epoch - 1)
+        log(_epoch_line(name, row, cfg.epochs, eta))
         if ckpt is not None and epoch + 1 < cfg.epochs:
-            torch_save(
-                ckpt,
-                {
-                    "run_id": run_id,
-                    "epoch": epoch,
-                    "objective": objective.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(),
-                    "history": history,
-                    "best_value": best_value,
-                    "best_epoch": best_epoch,
-                    "best_state": best_state,
-                    "elapsed": elapsed_before + time.time() - t0,
-                },
-            )
+            _save_checkpoint(ckpt, run_id, epoch, objective, opt, sched, p, t0)
     if ckpt is not None and ckpt.exists():
         ckpt.unlink()
     return FitResult(
-        history=history,
-        final=history[-1] if history else {},
-        best_state=best_state,
-        best_epoch=best_epoch,
-        best_value=best_value,
-        wall_time_s=elapsed_before + time.time() - t0,
-        resumed_from_epoch=start_epoch,
+        history=p.history,
+        final=p.history[-1] if p.history else {},
+        best_state=p.best_state,
+        best_epoch=p.best_epoch,
+        best_value=p.best_value,
+        wall_time_s=p.elapsed_before + time.time() - t0,
+        resumed_from_epoch=p.start_epoch,
     )

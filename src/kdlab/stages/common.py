@@ -45,10 +45,28 @@ def load_data(cfg: Config) -> Data:
     return Data(spec, images, split.labels, split, test_images, test_labels)
 
 
-def start(cfg: Config, offset: int = 0) -> torch.device:
-    """Seed, set threads and pick the device at the start of a stage."""
+# Batch size of every pass without gradients (validation, test, cached teacher logits): it
+# changes speed and memory only, never a result, so it is not a param.
+EVAL_BATCH_SIZE = 1024
+
+# Each stage draws its random numbers from its own stream, ``seed + offset``, so that changing
+# one stage (more teacher epochs, say) never shifts another stage's initialisation.
+SEED_STREAMS = {
+    "train_teacher": 0,
+    "train_student": 1,
+    "train_cae": 2,
+    "soft_labels": 3,
+    "teacher_logits": 4,
+    "distill": 10,  # every distill@<method> starts from the same student initialisation
+}
+
+
+def start(cfg: Config, stream: str) -> torch.device:
+    """Seed the stage's stream, set threads and pick the device at the start of a stage."""
+    if stream not in SEED_STREAMS:
+        raise ValueError(f"unknown seed stream {stream!r}; allowed: {', '.join(SEED_STREAMS)}")
     setup_threads(cfg.threads)
-    seed_everything(cfg.seed + offset)
+    seed_everything(cfg.seed + SEED_STREAMS[stream])
     return resolve_device(cfg.device)
 
 
@@ -88,9 +106,13 @@ def loaders(
         seed=cfg.seed,
         **common,
     )
-    val = TensorLoader(data.images, data.labels, data.split.val, 1024, **common)
+    val = TensorLoader(data.images, data.labels, data.split.val, EVAL_BATCH_SIZE, **common)
     test = TensorLoader(
-        data.test_images, data.test_labels, torch.arange(len(data.test_labels)), 1024, **common
+        data.test_images,
+        data.test_labels,
+        torch.arange(len(data.test_labels)),
+        EVAL_BATCH_SIZE,
+        **common,
     )
     return train, val, test
 

@@ -1,13 +1,14 @@
-"""``teacher_logits`` and ``distill@<method>`` stages."""
+"""``distill@<method>`` stages: a student trained with one method's knowledge."""
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import torch
 
 from kdlab import paths
-from kdlab.config import Config
+from kdlab.config import Config, ModelConfig
 from kdlab.io import torch_load
 from kdlab.methods import get_method
 from kdlab.methods.base import TeacherLogits
@@ -50,79 +51,87 @@ def read_teacher_logits(data: Data) -> torch.Tensor:
     return logits
 
 
-def distill(cfg: Config, method: str) -> None:
-    """Train the student with ``method``; save weights, metrics and per-term loss curves."""
-    t0 = time.time()
-    if method not in cfg.methods:
-        raise ValueError(f"method {method!r} is not in params.yaml methods {list(cfg.methods)}")
+def _teacher_outputs(data: Data, mc: ModelConfig, device: torch.device) -> tuple[dict, str]:
+    """Teacher logits: looked up in the cache when augmentation has finite views (flips)."""
+    if mc.train.augment.finite_views:
+        cached = read_teacher_logits(data).to(device)
+        return {
+            "teacher": TeacherLogits(cached=cached)
+        }, f"cached teacher logits ({paths.TEACHER_LOGITS})"
+    t_model, blob = load_model(paths.TEACHER, device)
+    teacher = TeacherLogits(model=t_model, input_size=blob["input_size"])
+    return {"teacher": teacher}, "live teacher (augmentation has unbounded views)"
+
+
+def _soft_labels(data: Data, mc: ModelConfig, device: torch.device) -> tuple[dict, str]:
+    soft = read_soft_labels(data.spec.num_classes).to(device)
+    return {"soft_labels": soft}, f"soft-label matrix ({paths.SOFT_LABELS}); no teacher"
+
+
+def _teacher_features(data: Data, mc: ModelConfig, device: torch.device) -> tuple[dict, str]:
+    """A live, frozen teacher whose features the method taps (never trained or saved)."""
+    t_model, blob = load_model(paths.TEACHER, device)
+    kwargs = dict(
+        teacher_model=t_model.eval(),
+        input_shape=(data.spec.shape[0], mc.input_size, mc.input_size),
+        teacher_input_size=blob["input_size"],
+        num_data=len(data.labels),
+    )
+    return kwargs, f"live teacher features ({paths.TEACHER})"
+
+
+# What a method declares -> how its knowledge is loaded (constructor keyword arguments).
+KNOWLEDGE_LOADERS = (
+    ("needs_teacher", _teacher_outputs),
+    ("needs_soft_labels", _soft_labels),
+    ("needs_teacher_features", _teacher_features),
+)
+
+
+def build_distiller(cfg: Config, method: str, data: Data, student, device) -> tuple[Any, str]:
+    """The method's Distiller around ``student`` with the knowledge it declares it needs."""
     cls = get_method(method)
-    mc = cfg.student
-    device = start(cfg, offset=10)
-    data = load_data(cfg)
-    student = make_model(mc, data.spec, device)
-    teacher = None
-    if cls.needs_teacher:
-        if mc.train.augment.finite_views:
-            cached = read_teacher_logits(data)
-            teacher = TeacherLogits(cached=cached.to(device))
-            source = f"cached teacher logits ({paths.TEACHER_LOGITS})"
-        else:
-            t_model, blob = load_model(paths.TEACHER, device)
-            teacher = TeacherLogits(model=t_model, input_size=blob["input_size"])
-            source = "live teacher (augmentation has unbounded views)"
-    soft = read_soft_labels(data.spec.num_classes).to(device) if cls.needs_soft_labels else None
-    feature_kwargs: dict = {}
-    if getattr(cls, "needs_teacher_features", False):
-        # Feature methods tap a live, frozen teacher (never trained, never saved with them).
-        t_model, blob = load_model(paths.TEACHER, device)
-        feature_kwargs = dict(
-            teacher_model=t_model.eval(),
-            input_shape=(data.spec.shape[0], mc.input_size, mc.input_size),
-            teacher_input_size=blob["input_size"],
-            num_data=len(data.labels),
-        )
-        source = f"live teacher features ({paths.TEACHER})"
-    if cls.needs_soft_labels:
-        source = f"soft-label matrix ({paths.SOFT_LABELS}); no teacher"
-    elif not cls.needs_teacher and not feature_kwargs:
-        source = "hard labels only"
+    kwargs: dict[str, Any] = {}
+    sources = []
+    for flag, load in KNOWLEDGE_LOADERS:
+        if getattr(cls, flag):
+            extra, text = load(data, cfg.student, device)
+            kwargs.update(extra)
+            sources.append(text)
     distiller = cls(
         student,
         cfg.method_params[method],
         cfg.alpha,
         cfg.temperature,
-        teacher=teacher,
-        soft_labels=soft,
-        epochs=mc.train.epochs,
-        **feature_kwargs,
+        epochs=cfg.student.train.epochs,
+        **kwargs,
     ).to(device)
+    return distiller, "; ".join(sources) or "hard labels only"
+
+
+def distill(cfg: Config, method: str) -> None:
+    """Train the student with ``method``; save weights, metrics and per-term loss curves."""
+    t0 = time.time()
+    if method not in cfg.methods:
+        raise ValueError(f"method {method!r} is not in params.yaml methods {list(cfg.methods)}")
+    mc = cfg.student
+    device = start(cfg, "distill")
+    data = load_data(cfg)
+    student = make_model(mc, data.spec, device)
+    distiller, source = build_distiller(cfg, method, data, student, device)
     print(
         f"[distill@{method}] {mc.model} student from {source}; alpha {cfg.alpha}, "
         f"T {cfg.temperature}, {mc.train.epochs} epochs on {device}",
         flush=True,
     )
     train, val, test = loaders(cfg, data, mc, device)
+    # Every param that shapes this run: a checkpoint written under others is never resumed.
     run_id = fingerprint(
-        [
-            method,
-            cfg.seed,
-            cfg.alpha,
-            cfg.temperature,
-            cfg.data.__dict__,
-            mc.__dict__,
-            cfg.method_params[method],
-            str(device),
-        ]
+        [method, cfg.seed, cfg.alpha, cfg.temperature, cfg.data.__dict__, mc.__dict__]
+        + [cfg.method_params[method], str(device)]
     )
-    result = fit(
-        distiller,
-        train,
-        val,
-        mc.train,
-        f"distill@{method}",
-        paths.CHECKPOINTS / f"distill_{method}.pt",
-        run_id,
-    )
+    ckpt = paths.CHECKPOINTS / f"distill_{method}.pt"
+    result = fit(distiller, train, val, mc.train, f"distill@{method}", ckpt, run_id)
     metrics = evaluate_final_and_best(distiller, result, test)
     metrics.update(
         method=method,
@@ -131,13 +140,8 @@ def distill(cfg: Config, method: str) -> None:
         params=count_params(student),
         train_time_s=round(result.wall_time_s, 2),
     )
-    save_model(
-        paths.distilled(method),
-        student,
-        mc,
-        data.spec,
-        extra_state=distiller.extra_state(),
-    )
+    extra = distiller.extra_state()
+    save_model(paths.distilled(method), student, mc, data.spec, extra_state=extra)
     write_curve(f"distill/{method}", result.history)
     write_metrics(f"distill/{method}", metrics, t0)
     print(f"[distill@{method}] test accuracy {metrics['test_acc']:.2f}%", flush=True)

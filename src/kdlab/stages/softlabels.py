@@ -23,12 +23,22 @@ from kdlab.softlabels import (
 from kdlab.stages.common import load_data, load_model, start, write_metrics
 
 
+def write_matrix(matrix: torch.Tensor, names: list[str], path=paths.SOFT_LABELS) -> None:
+    """The matrix as CSV: a header of class names, one row per class (its soft label)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["label", *names])
+    for i, name in enumerate(names):
+        w.writerow([name, *(f"{float(v):.8f}" for v in matrix[i])])
+    write_text(path, buf.getvalue())
+
+
 def build_soft_labels(cfg: Config) -> None:
     """Embed ``samples_per_class`` seeded, un-augmented training images per class, build the
     matrix, pick gamma (or use the given one) and save matrix, metrics and heatmap."""
     t0 = time.time()
     sl = cfg.soft_labels
-    device = start(cfg, offset=3)
+    device = start(cfg, "soft_labels")
     data = load_data(cfg)
     cae, blob = load_model(paths.CAE, device)
     c = data.spec.num_classes
@@ -51,12 +61,7 @@ def build_soft_labels(cfg: Config) -> None:
     gamma = search_gamma(z, sl.gamma_step, sl.gamma_max) if sl.gamma is None else sl.gamma
     matrix = soft_labels_from_similarity(z, gamma)
     names = list(data.spec.class_names) or [str(i) for i in range(c)]
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["label", *names])
-    for i in range(c):
-        w.writerow([names[i], *(f"{float(v):.8f}" for v in matrix[i])])
-    write_text(paths.SOFT_LABELS, buf.getvalue())
+    write_matrix(matrix, names)
     heatmap_png(
         matrix.numpy(),
         names,

@@ -10,7 +10,7 @@ from kdlab import paths
 from kdlab.config import Config
 from kdlab.data.pipeline import TensorLoader
 from kdlab.io import torch_save
-from kdlab.stages.common import load_data, load_model, start
+from kdlab.stages.common import EVAL_BATCH_SIZE, load_data, load_model, start
 
 
 def teacher_logits(cfg: Config) -> None:
@@ -22,7 +22,7 @@ def teacher_logits(cfg: Config) -> None:
     or left out by ``data.subset``) are never looked up and hold NaN.
     """
     t0 = time.time()
-    device = start(cfg, offset=4)
+    device = start(cfg, "teacher_logits")
     data = load_data(cfg)
     teacher, blob = load_model(paths.TEACHER, device)
     if blob.get("channels_last"):
@@ -32,7 +32,7 @@ def teacher_logits(cfg: Config) -> None:
         data.images,
         data.labels,
         train,
-        1024,
+        EVAL_BATCH_SIZE,
         blob["input_size"],
         data.spec.mean,
         data.spec.std,

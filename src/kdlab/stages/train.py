@@ -48,7 +48,7 @@ def train_classifier(cfg: Config, role: str) -> None:
         raise ValueError(f"unknown role {role!r}; allowed: {', '.join(ROLES)}")
     t0 = time.time()
     mc = cfg.teacher if role == "teacher" else cfg.student
-    device = start(cfg, offset=0 if role == "teacher" else 1)
+    device = start(cfg, f"train_{role}")
     data = load_data(cfg)
     model = make_model(mc, data.spec, device)
     n_params = count_params(model)
@@ -76,7 +76,7 @@ def train_cae(cfg: Config) -> None:
     """Train ReffAKD's autoencoder on un-normalised [0, 1] images (MSE)."""
     t0 = time.time()
     mc = cfg.cae
-    device = start(cfg, offset=2)
+    device = start(cfg, "train_cae")
     data = load_data(cfg)
     channels = data.spec.shape[0]
     model = build_model(mc.model, 0, channels, **mc.options).to(device)
