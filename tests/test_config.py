@@ -7,7 +7,7 @@ import torch
 import yaml
 
 from conftest import REPO
-from kdlab.config import ConfigError, load_config, parse_config
+from kdlab.config import ConfigError, load_config, load_preset, parse_config
 from kdlab.models import model_names
 
 
@@ -26,7 +26,7 @@ def test_default_params_are_valid_and_match_preset(default_params):
 
 
 def test_paper_preset_is_the_papers_recipe():
-    cfg = load_config(REPO / "src/kdlab/presets/paper.yaml")
+    cfg = load_preset("paper")
     t = cfg.student.train
     assert (cfg.teacher.model, cfg.student.model) == ("resnet18", "lenet5")
     assert cfg.teacher.options.get("width", 64) == 64
@@ -102,7 +102,7 @@ def test_cli_fails_before_any_work(tmp_path, default_params, stage):
 
 
 def test_hao_preset_is_the_alpha_study():
-    cfg = load_config(REPO / "src/kdlab/presets/hao.yaml")
+    cfg = load_preset("hao")
     assert (cfg.teacher.model, cfg.student.model) == ("hao_teacher", "hao_student")
     assert cfg.temperature == 3.0
     d = cfg.data
@@ -123,7 +123,7 @@ def test_reffakd_cifar_presets_are_the_papers_recipe(
     from kdlab.data import get_dataset
     from kdlab.models import build_model, count_params
 
-    cfg = load_config(REPO / f"src/kdlab/presets/{preset}.yaml")
+    cfg = load_preset(preset)
     assert cfg.raw["profile_name"] == preset and cfg.data.name == data
     assert (cfg.alpha, cfg.temperature, cfg.soft_labels.gamma) == (alpha, temperature, 0.0225)
     assert get_dataset(data).num_classes == classes
@@ -162,7 +162,7 @@ def test_paper_presets_build_and_step_every_method(preset):
     from kdlab.methods.base import TeacherLogits
     from kdlab.models import build_model
 
-    cfg = load_config(REPO / f"src/kdlab/presets/{preset}.yaml")
+    cfg = load_preset(preset)
     spec = get_dataset(cfg.data.name)
     c, k, size = spec.shape[0], spec.num_classes, cfg.student.input_size
     torch.manual_seed(0)
@@ -199,7 +199,7 @@ def test_srrl_preset_table1_position_rows_build():
     from kdlab.methods import get_method
     from kdlab.models import build_model
 
-    cfg = load_config(REPO / "src/kdlab/presets/srrl.yaml")
+    cfg = load_preset("srrl")
     teacher = build_model("wrn_40_4", 100, 3).eval()
     for extra in ({"stage": 0}, {"stage": 1}, {"all_stages": 1}):
         params = {**cfg.method_params["srrl"], **extra}
@@ -212,3 +212,55 @@ def test_srrl_preset_table1_position_rows_build():
             input_shape=(3, 32, 32),
         )
         assert d.positions == ([0, 1] if "all_stages" in extra else [extra["stage"]])
+
+
+def test_presets_are_overlays_of_the_default():
+    """Each preset stores only what differs from default.yaml, and resolves to a valid config."""
+    from kdlab import presets
+
+    default = yaml.safe_load(presets.read("default"))
+    for name in presets.names():
+        overlay = yaml.safe_load(presets.read(name))
+        full = yaml.safe_load(presets.resolve(name))
+        parse_config(full)
+        if name == "default":
+            continue
+        assert len(presets.read(name).splitlines()) < 80, name
+        diff = presets.differences(default, full)
+        # Every value the overlay writes is a real difference (nothing restated)...
+        assert presets.differences(default, overlay) == {
+            k: v for k, v in diff.items() if k in presets.differences(default, overlay)
+        }
+        # ... and every difference comes from the overlay.
+        assert set(diff) == set(presets.differences(default, overlay)), name
+        assert full["profile_name"] == name
+
+
+def test_overlay_methods_replace_the_default_list():
+    from kdlab import presets
+
+    srrl = yaml.safe_load(presets.resolve("srrl"))
+    assert list(srrl["methods"]) == ["kd", "at", "srrl"]
+
+
+def test_overlay_key_missing_from_the_default_is_an_error(monkeypatch):
+    from kdlab import presets
+
+    real = presets.read
+    monkeypatch.setattr(
+        presets, "read", lambda n: "student:\n  trian: {epochs: 3}\n" if n == "x" else real(n)
+    )
+    with pytest.raises(ConfigError, match="preset 'x': student.trian is not a key of the default"):
+        presets.resolve("x")
+
+
+def test_kdlab_preset_writes_the_resolved_file(tmp_path):
+    from kdlab import presets
+    from kdlab.cli import main
+
+    target = tmp_path / "params.yaml"
+    assert main(["--params", str(target), "preset", "paper"]) == 0
+    assert target.read_text() == presets.resolve("paper")
+    assert "# kdlab parameters: the `paper` preset" in target.read_text()
+    assert load_config(target).teacher.train.epochs == 200
+    assert main(["--params", str(target), "preset", "nosuch"]) == 2

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
-from importlib import resources
 from pathlib import Path
+
+import yaml
 
 from kdlab.config import ConfigError, load_config
 
@@ -157,17 +157,14 @@ def cmd_data(args) -> None:
 
 
 def cmd_preset(args) -> None:
-    presets = resources.files("kdlab.presets")
-    names = sorted(p.name[:-5] for p in presets.iterdir() if p.name.endswith(".yaml"))
-    if args.name not in names:
-        raise ConfigError(f"unknown preset {args.name!r}; allowed: {', '.join(names)}")
-    src = presets.joinpath(f"{args.name}.yaml")
-    target = Path(args.params)
-    with resources.as_file(src) as path:
-        from kdlab.config import load_config as validate
+    from kdlab import presets
+    from kdlab.config import parse_config
+    from kdlab.io import write_text
 
-        validate(path)
-        shutil.copyfile(path, target)
+    text = presets.resolve(args.name)
+    parse_config(yaml.safe_load(text))  # a preset that does not validate never lands
+    target = Path(args.params)
+    write_text(target, text)
     print(f"{target} now holds preset {args.name!r}; run `dvc repro` (or `dvc exp run`)")
 
 

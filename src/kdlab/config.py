@@ -264,6 +264,13 @@ def load_config(path: str | Path = "params.yaml") -> Config:
     return parse_config(read_params(path))
 
 
+def load_preset(name: str) -> Config:
+    """The validated config of a preset (the default with its overlay applied)."""
+    from kdlab import presets
+
+    return parse_config(yaml.safe_load(presets.resolve(name)))
+
+
 # Sub-trees whose keys are free (model builder arguments, file names, table rows) or checked
 # by their owner (each method validates its own block against its schema).
 _FREE_FORM = (
