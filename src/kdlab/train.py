@@ -26,6 +26,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from kdlab import distributed
+from kdlab.accel import AccelConfig, Accelerator
 from kdlab.config import TrainConfig
 from kdlab.data.pipeline import Batch, TensorLoader
 from kdlab.io import torch_load, torch_save
@@ -147,6 +149,8 @@ def fit(
     select: str = "val_acc",
     maximize: bool = True,
     log: Callable[[str], None] | None = None,
+    accel: AccelConfig | None = None,
+    dist_cfg: distributed.DistributedConfig | None = None,
 ) -> FitResult:
     """Train ``objective`` for ``cfg.epochs`` epochs, checkpointing after every epoch.
 
@@ -155,6 +159,17 @@ def fit(
     the run completes (its outputs are the stage's DVC outputs).
     """
     log = log or (lambda msg: print(msg, flush=True))
+    ctx = distributed.context()
+    if not ctx.is_main:  # rank 0 alone logs and writes
+        log = lambda msg: None  # noqa: E731
+    if ctx.enabled:
+        train_loader.shard(ctx.rank, ctx.world_size)
+    acc = Accelerator(accel, train_loader.device)
+    step_fn = acc.prepare(
+        distributed.wrap_objective(
+            objective, dist_cfg or distributed.DistributedConfig(), train_loader.device
+        )
+    )
     params = [p for p in objective.parameters() if p.requires_grad]
     opt = make_optimizer(params, cfg)
     steps = len(train_loader)
@@ -169,6 +184,7 @@ def fit(
             objective.load_state_dict(state["objective"])
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
+            acc.load_state_dict(state.get("scaler"))
             history = state["history"]
             best_value, best_epoch = state["best_value"], state["best_epoch"]
             best_state = state["best_state"]
@@ -195,16 +211,16 @@ def fit(
             disable=os.environ.get("KDLAB_PROGRESS", "1") == "0",
         )
         for batch in bar:
-            out, losses = objective.forward_train(batch, epoch)
-            loss = sum(losses.values())
+            with acc.autocast():
+                out, losses = step_fn(batch, epoch)
+                loss = sum(losses.values())
             if not torch.isfinite(loss):
                 value = float(loss.detach())
                 raise FloatingPointError(
                     f"[{name}] loss became {value} at epoch {epoch + 1}; lower the lr"
                 )
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            acc.backward_step(loss, opt)
             sched.step()
             n = len(batch.y)
             seen += n
@@ -215,6 +231,10 @@ def fit(
                 correct += int((out.detach().argmax(1) == batch.y).sum())
             bar.set_postfix(loss=f"{sums['loss'] / seen:.4f}", refresh=False)
         bar.close()
+        if ctx.enabled:  # every rank's totals, so the logged epoch is the global one
+            tot = distributed.all_reduce_sums({**sums, "_correct": correct, "_seen": seen})
+            correct, seen = int(tot.pop("_correct")), int(tot.pop("_seen"))
+            sums = tot
         objective.eval()
         row: dict[str, float] = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"]}
         row.update(
@@ -240,7 +260,7 @@ def fit(
             f"[{name}] epoch {epoch + 1}/{cfg.epochs}: {shown}, lr {row['lr']:.4g}, "
             f"{row['epoch_time_s']:.1f}s, ETA {eta:.0f}s"
         )
-        if ckpt is not None and epoch + 1 < cfg.epochs:
+        if ckpt is not None and epoch + 1 < cfg.epochs and ctx.is_main:
             torch_save(
                 ckpt,
                 {
@@ -249,6 +269,7 @@ def fit(
                     "objective": objective.state_dict(),
                     "optimizer": opt.state_dict(),
                     "scheduler": sched.state_dict(),
+                    "scaler": acc.state_dict(),
                     "history": history,
                     "best_value": best_value,
                     "best_epoch": best_epoch,
@@ -256,7 +277,8 @@ def fit(
                     "elapsed": elapsed_before + time.time() - t0,
                 },
             )
-    if ckpt is not None and ckpt.exists():
+    distributed.barrier()  # no rank may still be reading the checkpoint
+    if ckpt is not None and ckpt.exists() and ctx.is_main:
         ckpt.unlink()
     return FitResult(
         history=history,
