@@ -33,7 +33,9 @@ def setup(seed: int = 0):
     for i, c in enumerate(labels):
         images[i, 0, 4 + 5 * c : 7 + 5 * c, 4:24] = 250
     common = dict(input_size=28, mean=(0.2,), std=(0.3,))
-    train = TensorLoader(images, labels, torch.arange(128), BATCH, shuffle=True, seed=seed, **common)
+    train = TensorLoader(
+        images, labels, torch.arange(128), BATCH, shuffle=True, seed=seed, **common
+    )
     val = TensorLoader(images, labels, torch.arange(128, 160), 32, **common)
     model = build_model("lenet5", 4, 1, input_size=28)
     return get_method("ce")(model), train, val
@@ -63,8 +65,9 @@ def main(out: Path, nproc: int) -> None:
     ctx, device = distributed.init(cfg, torch.device("cpu"))
     objective, train, val = setup()
     lines: list[str] = []
-    result = fit(objective, train, val, train_cfg(), "ddp", out / "ckpt.pt", log=lines.append,
-                 dist_cfg=cfg)
+    result = fit(
+        objective, train, val, train_cfg(), "ddp", out / "ckpt.pt", log=lines.append, dist_cfg=cfg
+    )
     seen = {}
     for epoch in range(train_cfg().epochs):
         train.set_epoch(epoch)

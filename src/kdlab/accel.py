@@ -68,9 +68,7 @@ class Accelerator:
             torch.backends.cudnn.allow_tf32 = self.cfg.tf32
             torch.backends.cudnn.benchmark = self.cfg.cudnn_benchmark
         # fp16 overflows without loss scaling; bf16 has fp32's range and needs none.
-        self.scaler = torch.amp.GradScaler(
-            self.device.type, enabled=self.precision == "fp16"
-        )
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
 
     def prepare(self, step: Callable) -> Callable:
         """``torch.compile`` the training step when asked (the module's weights are shared)."""
