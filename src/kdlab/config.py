@@ -12,6 +12,9 @@ from typing import Any
 
 import yaml
 
+from kdlab.accel import AccelConfig
+from kdlab.distributed import DistributedConfig
+
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("step", "onecycle", "cosine", "constant")
 DEVICES = "auto | cpu | cuda | cuda:N"
@@ -253,6 +256,8 @@ class Config:
     soft_labels: SoftLabelConfig
     profile: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    accel: AccelConfig = field(default_factory=AccelConfig)  # h5: the fast GPU path
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)  # h5: DDP
 
 
 def parse_config(raw: dict[str, Any]) -> Config:
@@ -281,6 +286,11 @@ def parse_config(raw: dict[str, Any]) -> Config:
         or (isinstance(device, str) and device.startswith("cuda:") and device[5:].isdigit())
     ):
         raise _fail("device", device, DEVICES)
+    try:  # h5: accel/distributed validate themselves (kdlab/accel.py, kdlab/distributed.py)
+        accel = AccelConfig.parse(raw.get("accel"))
+        dist_cfg = DistributedConfig.parse(raw.get("distributed"))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     cfg = Config(
         seed=_number(raw, "seed", "", lo=0, integer=True),
         alpha=_number(raw, "alpha", "", lo=0, hi=1),
@@ -296,6 +306,8 @@ def parse_config(raw: dict[str, Any]) -> Config:
         soft_labels=SoftLabelConfig.parse(_section(raw, "soft_labels")),
         profile=dict(raw.get("profile") or {}),
         raw=raw,
+        accel=accel,
+        distributed=dist_cfg,
     )
     for m in methods:  # each method validates its own block
         get_method(m).validate_params(cfg.method_params[m], f"method_params.{m}.")

@@ -14,12 +14,14 @@ from kdlab.methods import get_method
 from kdlab.methods.base import TeacherLogits
 from kdlab.models import count_params
 from kdlab.stages.common import (
+    end_training,
     load_data,
     load_model,
     loaders,
     make_model,
     save_model,
     start,
+    start_training,
     write_curve,
     write_metrics,
 )
@@ -77,7 +79,7 @@ def distill(cfg: Config, method: str) -> None:
         raise ValueError(f"method {method!r} is not in params.yaml methods {list(cfg.methods)}")
     cls = get_method(method)
     mc = cfg.student
-    device = start(cfg, offset=10)
+    device = start_training(cfg, offset=10)
     data = load_data(cfg)
     student = make_model(mc, data.spec, device)
     teacher = None
@@ -142,7 +144,10 @@ def distill(cfg: Config, method: str) -> None:
         f"distill@{method}",
         paths.CHECKPOINTS / f"distill_{method}.pt",
         run_id,
+        accel=cfg.accel,
+        dist_cfg=cfg.distributed,
     )
+    end_training()
     metrics = evaluate_final_and_best(distiller, result, test)
     metrics.update(
         method=method,

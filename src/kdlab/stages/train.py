@@ -10,11 +10,12 @@ from kdlab.methods.ce import CrossEntropy
 from kdlab.models import build_model, check_input, count_params
 from kdlab.objectives import Reconstruction
 from kdlab.stages.common import (
+    end_training,
     load_data,
     loaders,
     make_model,
     save_model,
-    start,
+    start_training,
     write_curve,
     write_metrics,
 )
@@ -48,7 +49,7 @@ def train_classifier(cfg: Config, role: str) -> None:
         raise ValueError(f"unknown role {role!r}; allowed: {', '.join(ROLES)}")
     t0 = time.time()
     mc = cfg.teacher if role == "teacher" else cfg.student
-    device = start(cfg, offset=0 if role == "teacher" else 1)
+    device = start_training(cfg, offset=0 if role == "teacher" else 1)
     data = load_data(cfg)
     model = make_model(mc, data.spec, device)
     n_params = count_params(model)
@@ -61,8 +62,17 @@ def train_classifier(cfg: Config, role: str) -> None:
     train, val, test = loaders(cfg, data, mc, device)
     run_id = fingerprint([role, cfg.seed, cfg.data.__dict__, mc.__dict__, str(device)])
     result = fit(
-        distiller, train, val, mc.train, f"train_{role}", paths.CHECKPOINTS / f"{role}.pt", run_id
+        distiller,
+        train,
+        val,
+        mc.train,
+        f"train_{role}",
+        paths.CHECKPOINTS / f"{role}.pt",
+        run_id,
+        accel=cfg.accel,
+        dist_cfg=cfg.distributed,
     )
+    end_training()
     metrics = evaluate_final_and_best(distiller, result, test)
     metrics.update(model=mc.model, params=n_params, train_time_s=round(result.wall_time_s, 2))
     target = paths.TEACHER if role == "teacher" else paths.STUDENT
@@ -76,7 +86,7 @@ def train_cae(cfg: Config) -> None:
     """Train ReffAKD's autoencoder on un-normalised [0, 1] images (MSE)."""
     t0 = time.time()
     mc = cfg.cae
-    device = start(cfg, offset=2)
+    device = start_training(cfg, offset=2)
     data = load_data(cfg)
     channels = data.spec.shape[0]
     model = build_model(mc.model, 0, channels, **mc.options).to(device)
@@ -100,7 +110,10 @@ def train_cae(cfg: Config) -> None:
         run_id,
         select="val_mse",
         maximize=False,
+        accel=cfg.accel,
+        dist_cfg=cfg.distributed,
     )
+    end_training()
     metrics = {
         "val_mse": round(result.final["val_mse"], 6),
         "test_mse": round(objective.evaluate(test)["val_mse"], 6),
