@@ -1,9 +1,9 @@
 """A tiny training run for tests/test_distributed.py, started as a plain script.
 
-``python tests/ddp_worker.py OUT NPROC`` relaunches itself under torchrun when NPROC > 1 (the
-path a stage takes), trains LeNet5 through ``kdlab.train.fit`` and leaves in OUT: each rank's
-batch indices and final weight checksum (test instrumentation), and, from rank 0 only, the
-result and the log.
+``python tests/ddp_worker.py OUT NPROC [crash]`` relaunches itself under torchrun when
+NPROC > 1 (the path a stage takes), trains LeNet5 through ``kdlab.train.fit`` and leaves in
+OUT: each rank's batch indices and final weight checksum (test instrumentation), and, from
+rank 0 only, the result and the log. ``crash``: every rank fails in the third epoch.
 """
 
 from __future__ import annotations
@@ -58,12 +58,21 @@ def train_cfg() -> TrainConfig:
     )
 
 
-def main(out: Path, nproc: int) -> None:
+def main(out: Path, nproc: int, crash: bool = False) -> None:
     cfg = distributed.DistributedConfig(nproc_per_node=nproc)
     distributed.maybe_relaunch(cfg)
     torch.set_num_threads(1)
     ctx, device = distributed.init(cfg, torch.device("cpu"))
     objective, train, val = setup()
+    if crash:  # every rank fails in the third epoch, after the second epoch's checkpoint
+        original = objective.forward_train
+
+        def crash_in_epoch_3(batch, epoch):
+            if epoch == 2:
+                raise RuntimeError("simulated crash")
+            return original(batch, epoch)
+
+        objective.forward_train = crash_in_epoch_3
     lines: list[str] = []
     result = fit(
         objective, train, val, train_cfg(), "ddp", out / "ckpt.pt", log=lines.append, dist_cfg=cfg
@@ -83,4 +92,4 @@ def main(out: Path, nproc: int) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), int(sys.argv[2]))
+    main(Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3:] == ["crash"])

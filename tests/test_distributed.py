@@ -65,20 +65,20 @@ def test_relaunch_command_keeps_the_stage_command():
     assert "--no-python" not in distributed.relaunch_command(2, ["w.py", "x"])
 
 
-def _run(out: Path, nproc: int) -> None:
-    out.mkdir()
+def _run(out: Path, nproc: int, *extra: str, ok: bool = True) -> None:
+    out.mkdir(exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     env["PYTHONPATH"] = os.pathsep.join(
         [str(Path(__file__).parents[1] / "src"), env.get("PYTHONPATH", "")]
     )
     r = subprocess.run(
-        [sys.executable, str(WORKER), str(out), str(nproc)],
+        [sys.executable, str(WORKER), str(out), str(nproc), *extra],
         env=env,
         capture_output=True,
         text=True,
         timeout=300,
     )
-    assert r.returncode == 0, r.stdout + r.stderr
+    assert (r.returncode == 0) == ok, r.stdout + r.stderr
 
 
 def test_two_processes_match_one_process_and_only_rank0_writes(tmp_path):
@@ -113,3 +113,18 @@ def test_two_processes_match_one_process_and_only_rank0_writes(tmp_path):
         "result.json",
     ]
     assert (tmp_path / "two/log.txt").read_text().count("[ddp] epoch") == 3
+
+
+def test_interrupted_two_process_run_resumes_to_the_same_result(tmp_path):
+    _run(tmp_path / "ref", 2)
+    _run(tmp_path / "run", 2, "crash", ok=False)
+    assert (tmp_path / "run/ckpt.pt").exists() and not (tmp_path / "run/result.json").exists()
+    _run(tmp_path / "run", 2)
+    log = (tmp_path / "run/log.txt").read_text()
+    assert "resuming from checkpoint" in log and "after epoch 2" in log
+    ref = json.loads((tmp_path / "ref/result.json").read_text())["history"]
+    got = json.loads((tmp_path / "run/result.json").read_text())["history"]
+    for a, b in zip(ref, got, strict=True):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], abs=1e-6)
+        assert b["val_acc"] == a["val_acc"]
+    assert not (tmp_path / "run/ckpt.pt").exists()
