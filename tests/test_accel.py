@@ -69,3 +69,16 @@ def test_fp16_scaler_step_and_state_roundtrip():
     other = Accelerator(AccelConfig(precision="fp16"), "cpu")
     other.load_state_dict(acc.state_dict())
     assert other.scaler.get_scale() == acc.scaler.get_scale()
+
+
+@pytest.mark.e2e  # slow: torch.compile's CPU code generation takes ~20 s
+def test_compiled_bf16_step_trains_through_fit():
+    c = cfg(epochs=2, schedule="onecycle")
+    d, tr, va = _setup()
+    ref = fit(d, tr, va, c, "t", log=lambda _: None, accel=AccelConfig(precision="bf16"))
+    d, tr, va = _setup()
+    out = fit(
+        d, tr, va, c, "t", log=lambda _: None, accel=AccelConfig(precision="bf16", compile=True)
+    )
+    assert out.history[-1]["val_acc"] == ref.history[-1]["val_acc"] == 100.0
+    assert out.history[0]["train_loss"] == pytest.approx(ref.history[0]["train_loss"], rel=0.05)
