@@ -16,7 +16,9 @@ from typing import Any
 
 import yaml
 
+from kdlab.accel import AccelConfig
 from kdlab.data import dataset_names
+from kdlab.distributed import DistributedConfig
 from kdlab.errors import ConfigError
 from kdlab.methods import get_method, method_names
 from kdlab.models import UnknownModelError, get_spec
@@ -145,6 +147,8 @@ class Config:
     soft_labels: SoftLabelConfig
     profile: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    accel: AccelConfig = field(default_factory=AccelConfig)  # the fast GPU path
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)  # DDP
 
 
 def _methods(methods: Any) -> list[str]:
@@ -203,6 +207,11 @@ def parse_config(raw: dict[str, Any]) -> Config:
     ):
         raise _fail("device", device, DEVICES)
     _check_device(device)
+    try:  # accel/distributed validate themselves (kdlab/accel.py, kdlab/distributed.py)
+        accel = AccelConfig.parse(raw.get("accel"))
+        dist_cfg = DistributedConfig.parse(raw.get("distributed"))
+    except ValueError as err:
+        raise ConfigError(f"params.yaml: {err}") from None
     cfg = Config(
         seed=_number(raw, "seed", "", lo=0, integer=True),
         alpha=_number(raw, "alpha", "", lo=0, hi=1),
@@ -218,6 +227,8 @@ def parse_config(raw: dict[str, Any]) -> Config:
         soft_labels=SoftLabelConfig.parse(_section(raw, "soft_labels")),
         profile=dict(raw.get("profile") or {}),
         raw=raw,
+        accel=accel,
+        distributed=dist_cfg,
     )
     for m in methods:  # each method validates its own block
         get_method(m).validate_params(cfg.method_params[m], f"method_params.{m}.")

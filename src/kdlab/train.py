@@ -26,6 +26,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from kdlab import distributed
+from kdlab.accel import AccelConfig, Accelerator
 from kdlab.data.pipeline import TensorLoader
 from kdlab.io import torch_load, torch_save
 from kdlab.schema import TrainConfig
@@ -150,10 +152,11 @@ def _read_checkpoint(
     return state
 
 
-def _resume(state: dict[str, Any], objective, opt, sched) -> _Progress:
+def _resume(state: dict[str, Any], objective, opt, sched, acc: Accelerator) -> _Progress:
     objective.load_state_dict(state["objective"])
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
+    acc.load_state_dict(state.get("scaler"))
     return _Progress(
         history=state["history"],
         best_value=state["best_value"],
@@ -164,7 +167,7 @@ def _resume(state: dict[str, Any], objective, opt, sched) -> _Progress:
     )
 
 
-def _save_checkpoint(ckpt: Path, run_id: str, epoch: int, objective, opt, sched, p, t0) -> None:
+def _save_checkpoint(ckpt: Path, run_id: str, epoch: int, objective, opt, sched, acc, p, t0):
     torch_save(
         ckpt,
         {
@@ -173,6 +176,7 @@ def _save_checkpoint(ckpt: Path, run_id: str, epoch: int, objective, opt, sched,
             "objective": objective.state_dict(),
             "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(),
+            "scaler": acc.state_dict(),
             "history": p.history,
             "best_value": p.best_value,
             "best_epoch": p.best_epoch,
@@ -183,9 +187,10 @@ def _save_checkpoint(ckpt: Path, run_id: str, epoch: int, objective, opt, sched,
 
 
 def _train_epoch(
-    objective, loader, opt, sched, epoch: int, name: str, epochs: int
+    objective, step_fn, acc: Accelerator, loader, opt, sched, epoch: int, name: str, epochs: int
 ) -> dict[str, float]:
-    """One pass over the training data; returns the epoch's mean loss terms and accuracy."""
+    """One pass over the training data; returns the epoch's mean loss terms and accuracy
+    (summed over every DDP rank, so the logged epoch is the global one)."""
     objective.train()
     loader.set_epoch(epoch)
     sums: dict[str, float] = {}
@@ -200,15 +205,15 @@ def _train_epoch(
         disable=os.environ.get("KDLAB_PROGRESS", "1") == "0",
     )
     for batch in bar:
-        out, losses = objective.forward_train(batch, epoch)
-        loss = sum(losses.values())
+        with acc.autocast():
+            out, losses = step_fn(batch, epoch)
+            loss = sum(losses.values())
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"[{name}] loss became {float(loss.detach())} at epoch {epoch + 1}; lower the lr"
             )
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        acc.backward_step(loss, opt)
         sched.step()
         n = len(batch.y)
         seen += n
@@ -219,6 +224,10 @@ def _train_epoch(
             correct += int((out.detach().argmax(1) == batch.y).sum())
         bar.set_postfix(loss=f"{sums['loss'] / seen:.4f}", refresh=False)
     bar.close()
+    if distributed.context().enabled:
+        tot = distributed.all_reduce_sums({**sums, "_correct": correct, "_seen": seen})
+        correct, seen = int(tot.pop("_correct")), int(tot.pop("_seen"))
+        sums = tot
     row = {("train_loss" if k == "loss" else f"loss_{k}"): v / seen for k, v in sums.items()}
     if correct:
         row["train_acc"] = 100.0 * correct / seen
@@ -248,6 +257,8 @@ def fit(
     select: str = "val_acc",
     maximize: bool = True,
     log: Callable[[str], None] | None = None,
+    accel: AccelConfig | None = None,
+    dist_cfg: distributed.DistributedConfig | None = None,
 ) -> FitResult:
     """Train ``objective`` for ``cfg.epochs`` epochs, checkpointing after every epoch.
 
@@ -255,16 +266,24 @@ def fit(
     a checkpoint of another run, or a corrupt one, is ignored (and overwritten). The checkpoint
     is removed once the run completes (its outputs are the stage's DVC outputs). The model
     selected on the validation split (``select``) is kept as ``best_state``; the final-epoch
-    weights stay in ``objective``.
+    weights stay in ``objective``. ``accel`` picks mixed precision / compile; under torchrun
+    the loader is sharded by rank, the objective wrapped in DDP, and rank 0 alone logs and
+    writes the checkpoint.
     """
-    log = log or (lambda msg: print(msg, flush=True))
+    ctx = distributed.context()
+    log = (log or (lambda msg: print(msg, flush=True))) if ctx.is_main else (lambda msg: None)
+    if ctx.enabled:
+        train_loader.shard(ctx.rank, ctx.world_size)
+    acc = Accelerator(accel, train_loader.device)
+    dcfg = dist_cfg or distributed.DistributedConfig()
+    step_fn = acc.prepare(distributed.wrap_objective(objective, dcfg, train_loader.device))
     opt = make_optimizer([p for p in objective.parameters() if p.requires_grad], cfg)
     steps = len(train_loader)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(cfg, s, steps))
     ckpt = Path(checkpoint) if checkpoint else None
     state = _read_checkpoint(ckpt, run_id, name, log)
     if state:
-        p = _resume(state, objective, opt, sched)
+        p = _resume(state, objective, opt, sched, acc)
         log(f"[{name}] resuming from checkpoint {ckpt} after epoch {p.start_epoch}")
     else:
         p = _Progress(best_value=-math.inf if maximize else math.inf)
@@ -272,7 +291,9 @@ def fit(
     for epoch in range(p.start_epoch, cfg.epochs):
         t_epoch = time.time()
         row: dict[str, float] = {"epoch": epoch + 1, "lr": 0.0}
-        row.update(_train_epoch(objective, train_loader, opt, sched, epoch, name, cfg.epochs))
+        row.update(
+            _train_epoch(objective, step_fn, acc, train_loader, opt, sched, epoch, name, cfg.epochs)
+        )
         row["lr"] = opt.param_groups[0]["lr"]  # after the epoch's schedule steps
         objective.eval()
         row.update(objective.evaluate(val_loader))
@@ -281,9 +302,10 @@ def fit(
         p.update_best(row, select, maximize, objective)
         eta = (time.time() - t0) / (epoch + 1 - p.start_epoch) * (cfg.epochs - epoch - 1)
         log(_epoch_line(name, row, cfg.epochs, eta))
-        if ckpt is not None and epoch + 1 < cfg.epochs:
-            _save_checkpoint(ckpt, run_id, epoch, objective, opt, sched, p, t0)
-    if ckpt is not None and ckpt.exists():
+        if ckpt is not None and epoch + 1 < cfg.epochs and ctx.is_main:
+            _save_checkpoint(ckpt, run_id, epoch, objective, opt, sched, acc, p, t0)
+    distributed.barrier()  # no rank may still be reading the checkpoint
+    if ckpt is not None and ckpt.exists() and ctx.is_main:
         ckpt.unlink()
     return FitResult(
         history=p.history,

@@ -2,6 +2,9 @@
 training device); batches are sliced, augmented and normalised as tensors, seeded per epoch.
 
 Per-epoch seeds (seed, epoch) make a resumed run see exactly the batches it would have seen.
+Under data-parallel training (``shard``) every rank draws the same seeded permutation and
+takes a disjoint, interleaved share of each global batch, so the union over ranks of step k is
+exactly the one-process batch k (global batch = ranks x local batch).
 """
 
 from __future__ import annotations
@@ -104,9 +107,50 @@ class TensorLoader:
         self.mean = torch.tensor(mean, device=self.device).view(1, c, 1, 1)
         self.std = torch.tensor(std, device=self.device).view(1, c, 1, 1)
         self.epoch = 0
+        self.rank, self.world_size = 0, 1
+
+    def shard(self, rank: int, world_size: int) -> TensorLoader:
+        """Iterate only over this rank's share of every epoch; ``batch_size`` stays global.
+
+        Each rank's batches hold ``batch_size / world_size`` samples (it must divide), so the
+        learning rate and schedule of params.yaml keep their meaning. Global step k covers
+        ``order[k*B:(k+1)*B]``;
+        rank r takes positions r, r + world_size, ... of it. Every rank runs the same number
+        of steps (DDP needs it); when the last global batch has fewer samples than ranks, the
+        ranks left without one repeat its first sample (as torch's DistributedSampler pads).
+        """
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
+        if self.batch_size % world_size:
+            raise ValueError(
+                f"batch_size {self.batch_size} is not divisible by {world_size} processes; "
+                "choose a batch size that is a multiple of distributed.nproc_per_node"
+            )
+        self.batch_size //= world_size
+        self.rank, self.world_size = rank, world_size
+        return self
 
     def __len__(self) -> int:
-        return math.ceil(len(self.indices) / self.batch_size)
+        return math.ceil(len(self.indices) / (self.batch_size * self.world_size))
+
+    def epoch_order(self) -> torch.Tensor:
+        """The (unsharded) order of this epoch's samples: the seeded permutation if shuffling."""
+        return self._order(self._generator())
+
+    def _generator(self) -> torch.Generator:
+        return torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+
+    def _order(self, g: torch.Generator) -> torch.Tensor:
+        if self.shuffle:
+            return self.indices[torch.randperm(len(self.indices), generator=g)]
+        return self.indices
+
+    def _batches(self, order: torch.Tensor) -> Iterator[torch.Tensor]:
+        step = self.batch_size * self.world_size
+        for start in range(0, len(order), step):
+            chunk = order[start : start + step]
+            mine = chunk[self.rank :: self.world_size]
+            yield mine if len(mine) else chunk[:1]
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose shuffling and augmentation to replay."""
@@ -137,13 +181,15 @@ class TensorLoader:
         return x, flip
 
     def __iter__(self) -> Iterator[Batch]:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        order = self.indices
-        if self.shuffle:
-            order = order[torch.randperm(len(order), generator=g)]
+        g = self._generator()
+        order = self._order(g)
         aug_g = g if self.augment is not None else None
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
+        if self.world_size > 1 and aug_g is not None:
+            # Each rank augments its own samples: a per-rank stream, still seeded per epoch.
+            aug_g = torch.Generator().manual_seed(
+                (self.seed * 1_000_003 + self.epoch) * 1_009 + self.rank + 1
+            )
+        for idx in self._batches(order):
             idx_dev = idx.to(self.device)
             x, flip = self.transform(self.images[idx_dev], aug_g)
             yield Batch(x=x, y=self.labels[idx_dev], index=idx, flipped=flip.cpu())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from kdlab import paths
+from kdlab import distributed, paths
 from kdlab.config import Config, ModelConfig
 from kdlab.data import DatasetSpec, get_dataset, load
 from kdlab.data.pipeline import TensorLoader
@@ -68,6 +69,26 @@ def start(cfg: Config, stream: str) -> torch.device:
     setup_threads(cfg.threads)
     seed_everything(cfg.seed + SEED_STREAMS[stream])
     return resolve_device(cfg.device)
+
+
+def start_training(cfg: Config, stream: str) -> torch.device:
+    """:func:`start` for a training stage: relaunched under torchrun when
+    ``distributed.nproc_per_node`` > 1 (the dvc.yaml command is unchanged); each worker joins
+    the process group and returns its device (``cuda:<local_rank>`` on GPUs)."""
+    distributed.maybe_relaunch(cfg.distributed)
+    device = start(cfg, stream)
+    ctx, device = distributed.init(cfg.distributed, device)
+    if ctx.enabled and ctx.is_main:
+        print(f"[distributed] {ctx.world_size} processes (DDP), this is rank 0 on {device}")
+    return device
+
+
+def end_training() -> None:
+    """After ``fit``: every rank but 0 leaves, so rank 0 alone evaluates and writes outputs."""
+    ctx = distributed.context()
+    distributed.shutdown()
+    if not ctx.is_main:
+        sys.exit(0)
 
 
 def make_model(mc: ModelConfig, spec: DatasetSpec, device: torch.device) -> nn.Module:

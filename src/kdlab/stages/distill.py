@@ -15,17 +15,18 @@ from kdlab.methods.base import TeacherLogits
 from kdlab.models import count_params
 from kdlab.stages.common import (
     Data,
+    end_training,
     load_data,
     load_model,
     loaders,
     make_model,
     save_model,
-    start,
+    start_training,
     write_curve,
     write_metrics,
 )
 from kdlab.stages.softlabels import read_soft_labels
-from kdlab.stages.train import evaluate_final_and_best
+from kdlab.stages.train import _parallel, evaluate_final_and_best
 from kdlab.train import fingerprint, fit
 
 
@@ -115,7 +116,7 @@ def distill(cfg: Config, method: str) -> None:
     if method not in cfg.methods:
         raise ValueError(f"method {method!r} is not in params.yaml methods {list(cfg.methods)}")
     mc = cfg.student
-    device = start(cfg, "distill")
+    device = start_training(cfg, "distill")
     data = load_data(cfg)
     student = make_model(mc, data.spec, device)
     distiller, source = build_distiller(cfg, method, data, student, device)
@@ -131,7 +132,10 @@ def distill(cfg: Config, method: str) -> None:
         + [cfg.method_params[method], str(device)]
     )
     ckpt = paths.CHECKPOINTS / f"distill_{method}.pt"
-    result = fit(distiller, train, val, mc.train, f"distill@{method}", ckpt, run_id)
+    result = fit(
+        distiller, train, val, mc.train, f"distill@{method}", ckpt, run_id, **_parallel(cfg)
+    )
+    end_training()
     metrics = evaluate_final_and_best(distiller, result, test)
     metrics.update(
         method=method,

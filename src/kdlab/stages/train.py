@@ -10,17 +10,23 @@ from kdlab.methods.ce import CrossEntropy
 from kdlab.models import build_model, check_input, count_params
 from kdlab.objectives import Reconstruction
 from kdlab.stages.common import (
+    end_training,
     load_data,
     loaders,
     make_model,
     save_model,
-    start,
+    start_training,
     write_curve,
     write_metrics,
 )
 from kdlab.train import fingerprint, fit
 
 ROLES = ("teacher", "student")
+
+
+def _parallel(cfg: Config) -> dict:
+    """fit()'s keyword arguments for mixed precision and DDP (kdlab.accel, kdlab.distributed)."""
+    return {"accel": cfg.accel, "dist_cfg": cfg.distributed}
 
 
 def evaluate_final_and_best(distiller, result, test_loader) -> dict[str, float]:
@@ -48,7 +54,7 @@ def train_classifier(cfg: Config, role: str) -> None:
         raise ValueError(f"unknown role {role!r}; allowed: {', '.join(ROLES)}")
     t0 = time.time()
     mc = cfg.teacher if role == "teacher" else cfg.student
-    device = start(cfg, f"train_{role}")
+    device = start_training(cfg, f"train_{role}")
     data = load_data(cfg)
     model = make_model(mc, data.spec, device)
     n_params = count_params(model)
@@ -60,9 +66,9 @@ def train_classifier(cfg: Config, role: str) -> None:
     distiller = CrossEntropy(model).to(device)
     train, val, test = loaders(cfg, data, mc, device)
     run_id = fingerprint([role, cfg.seed, cfg.data.__dict__, mc.__dict__, str(device)])
-    result = fit(
-        distiller, train, val, mc.train, f"train_{role}", paths.CHECKPOINTS / f"{role}.pt", run_id
-    )
+    ckpt = paths.CHECKPOINTS / f"{role}.pt"
+    result = fit(distiller, train, val, mc.train, f"train_{role}", ckpt, run_id, **_parallel(cfg))
+    end_training()
     metrics = evaluate_final_and_best(distiller, result, test)
     metrics.update(model=mc.model, params=n_params, train_time_s=round(result.wall_time_s, 2))
     target = paths.TEACHER if role == "teacher" else paths.STUDENT
@@ -76,7 +82,7 @@ def train_cae(cfg: Config) -> None:
     """Train ReffAKD's autoencoder on un-normalised [0, 1] images (MSE)."""
     t0 = time.time()
     mc = cfg.cae
-    device = start(cfg, "train_cae")
+    device = start_training(cfg, "train_cae")
     data = load_data(cfg)
     channels = data.spec.shape[0]
     model = build_model(mc.model, 0, channels, **mc.options).to(device)
@@ -100,7 +106,9 @@ def train_cae(cfg: Config) -> None:
         run_id,
         select="val_mse",
         maximize=False,
+        **_parallel(cfg),
     )
+    end_training()
     metrics = {
         "val_mse": round(result.final["val_mse"], 6),
         "test_mse": round(objective.evaluate(test)["val_mse"], 6),
