@@ -4,7 +4,6 @@ the dvc.yaml command is unchanged, the stage relaunches itself under torchrun.""
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 
 import pytest
@@ -12,7 +11,7 @@ import yaml
 
 from conftest import REPO
 from fixtures import tiny_params, write_fashion_mnist
-from test_e2e import run, stages_run
+from test_e2e import copy_pipeline, run, stages_run
 
 pytestmark = pytest.mark.e2e
 
@@ -21,17 +20,17 @@ def test_train_student_under_torchrun_with_two_processes(tmp_path):
     md5 = write_fashion_mnist(tmp_path / "fixture", n_train=300, n_test=100)
     work = tmp_path / "repo"
     work.mkdir()
-    shutil.copy(REPO / "dvc.yaml", work / "dvc.yaml")
-    with open(REPO / "params.yaml", encoding="utf-8") as fh:
+    copy_pipeline(work)
+    with open(REPO / "src/kdlab/presets/default.yaml", encoding="utf-8") as fh:
         params = tiny_params(yaml.safe_load(fh), tmp_path / "fixture", md5)
     params["data"]["val_size"] = 60
     params["student"]["train"].update(epochs=2, batch_size=32)
-    params["distributed"] = {"nproc_per_node": 2}
+    params["distributed"]["nproc_per_node"] = 2
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q"], work)
     run([sys.executable, "-m", "dvc", "init", "-q"], work)
     out = run([sys.executable, "-m", "dvc", "repro", "train_student"], work)
-    assert stages_run(out) == {"download", "split", "train_student"}
+    assert stages_run(out) == {"check", "download", "split", "train_student"}
     assert "[distributed] 2 processes (DDP), this is rank 0 on cpu" in out
     # Rank 0 alone logs (each epoch once) and writes; the other rank left after training.
     assert out.count("[train_student] epoch 1/2:") == 1
@@ -40,4 +39,4 @@ def test_train_student_under_torchrun_with_two_processes(tmp_path):
     metrics = json.loads((work / "metrics/student.json").read_text())
     assert 0 <= metrics["test_acc"] <= 100 and metrics["epochs"] == 2
     assert (work / "plots/student.csv").read_text().count("\n") == 3  # header + 2 epochs
-    assert not (work / "checkpoints/student.pt").exists()
+    assert not (work / "data/checkpoints/student.pt").exists()

@@ -32,18 +32,22 @@ def stages_run(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
 
 
+def copy_pipeline(work: Path) -> None:
+    """dvc.yaml and the source its stages depend on (hashed there; the installed kdlab runs)."""
+    shutil.copy(REPO / "dvc.yaml", work / "dvc.yaml")
+    shutil.copy(REPO / ".dvcignore", work / ".dvcignore")
+    shutil.copytree(
+        REPO / "src/kdlab", work / "src/kdlab", ignore=shutil.ignore_patterns("__pycache__")
+    )
+
+
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("e2e")
     md5 = write_fashion_mnist(root / "fixture", n_train=600, n_test=200)
     work = root / "repo"
     work.mkdir()
-    shutil.copy(REPO / "dvc.yaml", work / "dvc.yaml")
-    shutil.copy(REPO / ".dvcignore", work / ".dvcignore")
-    # The stages depend on the source they run (hashed here; the installed kdlab runs it).
-    shutil.copytree(
-        REPO / "src/kdlab", work / "src/kdlab", ignore=shutil.ignore_patterns("__pycache__")
-    )
+    copy_pipeline(work)
     with open(REPO / "src/kdlab/presets/default.yaml", encoding="utf-8") as fh:
         params = tiny_params(yaml.safe_load(fh), root / "fixture", md5)
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
