@@ -175,6 +175,18 @@ def cmd_seeds(args) -> None:
     print(seeds.to_markdown(df, args.metric), end="")
 
 
+def cmd_papers(args) -> None:
+    from kdlab import catalogue
+
+    entries = catalogue.catalogue()
+    if args.json:
+        print(json.dumps(catalogue.as_dicts(entries), indent=2))
+    elif args.readme:
+        print(catalogue.readme_results(entries), end="")
+    else:
+        print(catalogue.to_text(entries), end="")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kdlab", description=__doc__)
     p.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
@@ -217,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--repo", default=".", help="DVC repository (default .)")
     sp.add_argument("--all-commits", action="store_true", help="every commit, not only HEAD")
     sp.add_argument("--out", help="also write this Markdown file and a CSV beside it")
+    sp = add("papers", cmd_papers, "catalogue of every seed table: cells, status, command")
+    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--readme", action="store_true", help="the README results section")
     sp = add("preset", cmd_preset, "replace params.yaml with a named preset")
     sp.add_argument("name")
     return p
