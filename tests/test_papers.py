@@ -125,7 +125,14 @@ def test_papers_command_json_and_readme(capsys, tmp_path, monkeypatch):
     assert not any(r["committed"] for r in rows)  # nothing under an empty directory
     (tmp_path / "tables").mkdir()
     (tmp_path / "tables/reffakd_table4.md").write_text("x")
-    assert main(["papers", "--readme"]) == 0
-    md = capsys.readouterr().out
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- papers:start -->\nold\n<!-- papers:end -->\nrest\n")
+    assert main(["papers", "--readme", str(readme)]) == 0
+    assert "updated" in capsys.readouterr().out
+    md = readme.read_text()
+    assert md.startswith("intro\n<!-- papers:start -->\n| paper |") and "old" not in md
+    assert md.endswith("<!-- papers:end -->\nrest\n")
+    assert main(["papers", "--readme", str(readme)]) == 0
+    assert "up to date" in capsys.readouterr().out
     assert "| reffakd | table4 | 4 | regenerated | [tables/reffakd_table4.md]" in md
     assert "| srrl | table7 | 32 | out_of_scope (ImageNet-1K" in md

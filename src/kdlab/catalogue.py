@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from kdlab.io import write_text
 from kdlab.tables import published
 
 PAPERS = ("reffakd", "simkd", "hao", "srrl", "patel")
@@ -131,3 +132,20 @@ def to_text(entries: list[Entry]) -> str:
         if e.reason:
             rows.append(f"{'':23s}reason: {e.reason}")
     return "\n".join(rows) + "\n"
+
+
+START, END = "<!-- papers:start -->", "<!-- papers:end -->"
+
+
+def update_readme(readme: Path, entries: list[Entry]) -> bool:
+    """Replace the text between ``<!-- papers:start -->`` and ``<!-- papers:end -->`` in
+    ``readme`` with :func:`readme_results`; True when the file changed."""
+    text = readme.read_text(encoding="utf-8")
+    if START not in text or END not in text:
+        raise ValueError(f"{readme}: needs the markers {START} ... {END}")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    new = f"{head}{START}\n{readme_results(entries)}{END}{tail}"
+    if new != text:
+        write_text(readme, new)
+    return new != text

@@ -182,7 +182,8 @@ def cmd_papers(args) -> None:
     if args.json:
         print(json.dumps(catalogue.as_dicts(entries), indent=2))
     elif args.readme:
-        print(catalogue.readme_results(entries), end="")
+        changed = catalogue.update_readme(Path(args.readme), entries)
+        print(f"{args.readme}: papers section {'updated' if changed else 'up to date'}")
     else:
         print(catalogue.to_text(entries), end="")
 
@@ -231,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", help="also write this Markdown file and a CSV beside it")
     sp = add("papers", cmd_papers, "catalogue of every seed table: cells, status, command")
     sp.add_argument("--json", action="store_true")
-    sp.add_argument("--readme", action="store_true", help="the README results section")
+    sp.add_argument("--readme", metavar="README", help="rewrite its papers section (markers)")
     sp = add("preset", cmd_preset, "replace params.yaml with a named preset")
     sp.add_argument("name")
     return p
