@@ -69,7 +69,7 @@ def cmd_distill(args) -> None:
 
 def cmd_profile(args) -> None:
     if args.model is None:
-        from kdlab.stages.tables import profile
+        from kdlab.stages.profile import profile
 
         profile(_cfg(args))
         return
