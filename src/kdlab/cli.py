@@ -188,6 +188,13 @@ def cmd_papers(args) -> None:
         print(catalogue.to_text(entries), end="")
 
 
+def cmd_report(args) -> None:
+    from kdlab import experiments
+
+    out = experiments.report(args.name, Path(args.repo), all_commits=args.all_commits)
+    print(out.read_text(), end="")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kdlab", description=__doc__)
     p.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
@@ -233,6 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("papers", cmd_papers, "catalogue of every seed table: cells, status, command")
     sp.add_argument("--json", action="store_true")
     sp.add_argument("--readme", metavar="README", help="rewrite its papers section (markers)")
+    sp = add("report", cmd_report, "a paper table from the finished DVC experiments (grids)")
+    sp.add_argument("name", help="e.g. reffakd_table10 (kdlab papers lists the commands)")
+    sp.add_argument("--repo", default=".", help="DVC repository (default .)")
+    sp.add_argument("--all-commits", action="store_true", help="every commit, not only HEAD")
     sp = add("preset", cmd_preset, "replace params.yaml with a named preset")
     sp.add_argument("name")
     return p

@@ -1,0 +1,129 @@
+"""Paper tables from DVC experiments: grouping, mean +- std, missing cells, a real DVC repo."""
+
+import shutil
+import statistics
+import subprocess
+import sys
+import textwrap
+
+import pandas as pd
+import pytest
+
+from kdlab import experiments
+from kdlab.seeds import exp_show, runs_from_exp_show
+
+
+def run(params, metrics, name="x"):
+    return {"name": name, "rev": name, "params": params, "metrics": metrics}
+
+
+def p(T, alpha, seed, profile="default", methods=("kd", "reffakd")):
+    return {
+        "profile_name": profile,
+        "temperature": T,
+        "alpha": alpha,
+        "seed": seed,
+        "methods": list(methods),
+    }
+
+
+def m(kd=None, reffakd=None):
+    out = {}
+    if kd is not None:
+        out["metrics/distill/kd.json"] = {"test_acc": kd}
+    if reffakd is not None:
+        out["metrics/distill/reffakd.json"] = {"test_acc": reffakd}
+    return out
+
+
+def _row(df, label):
+    return df[df["setting"] == label].iloc[0]
+
+
+def test_grid_mean_std_missing_and_other_presets_left_out():
+    runs = [
+        run(p(20.0, 0.6, 1), m(kd=90.0, reffakd=91.0)),
+        run(p(20.0, 0.6, 2), m(kd=92.0, reffakd=91.5)),
+        run(p(5.0, 0.8, 1, methods=("kd",)), m(kd=88.0, reffakd=10.0)),  # stale reffakd file
+        run(p(1.0, 0.9, 1, profile="srrl"), m(kd=50.0, reffakd=50.0)),  # another preset
+    ]
+    df = experiments.build(runs, "reffakd_table10")
+    assert len(df) == 16
+    r = _row(df, "T=20, alpha=0.6")
+    assert r["vanilla_kd ours"] == f"91.00 ± {statistics.stdev([90.0, 92.0]):.2f}"
+    assert r["vanilla_kd n"] == 2 and r["reffakd n"] == 2
+    assert r["reffakd ours"] == "91.25 ± 0.35" and r["reffakd paper"] == 92.37
+    assert r["reffakd ours - paper"] == round(91.25 - 92.37, 2)
+    assert pd.isna(r["vanilla_kd ours - paper"])  # the paper's cell is garbled in the seed
+    r = _row(df, "T=5, alpha=0.8")
+    assert r["vanilla_kd ours"] == "88.00" and r["vanilla_kd n"] == 1
+    assert r["reffakd ours"] == "—" and r["reffakd n"] == 0  # stale file not read
+    r = _row(df, "T=1, alpha=0.9")
+    assert r["vanilla_kd ours"] == "—" and r["reffakd paper"] == 89.78
+
+
+def test_unknown_report_is_named():
+    with pytest.raises(ValueError, match="unknown report 'nope'; known: reffakd_table5"):
+        experiments.build([], "nope")
+
+
+STAGE = textwrap.dedent(
+    """
+    import json, os, yaml
+    p = yaml.safe_load(open("params.yaml"))
+    os.makedirs("metrics/distill", exist_ok=True)
+    for k, base in (("kd", 80.0), ("reffakd", 81.0)):
+        acc = base + p["temperature"] + 10 * p["alpha"] + p["seed"]
+        json.dump({"test_acc": acc}, open(f"metrics/distill/{k}.json", "w"))
+    """
+)
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git needed")
+def test_report_from_a_real_dvc_repo(tmp_path):
+    def sh(*cmd):
+        proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    dvc = (sys.executable, "-m", "dvc")
+    sh("git", "init", "-q")
+    sh("git", "config", "user.email", "t@t")
+    sh("git", "config", "user.name", "t")
+    sh(*dvc, "init", "-q")
+    (tmp_path / "stage.py").write_text(STAGE)
+    (tmp_path / "params.yaml").write_text(
+        "profile_name: default\ntemperature: 20.0\nalpha: 0.6\nseed: 1\nmethods: [kd, reffakd]\n"
+    )
+    (tmp_path / "dvc.yaml").write_text(
+        textwrap.dedent(
+            f"""
+            stages:
+              distill:
+                cmd: {sys.executable} stage.py
+                deps: [stage.py]
+                params: [temperature, alpha, seed, profile_name, methods]
+                metrics:
+                  - metrics/distill/kd.json: {{cache: false}}
+                  - metrics/distill/reffakd.json: {{cache: false}}
+            """
+        )
+    )
+    sh(*dvc, "repro", "-q")
+    sh("git", "add", "-A")
+    sh("git", "commit", "-qm", "base")
+    sh(*dvc, "exp", "run", "-q", "-S", "seed=2")
+    # (dvc exp run leaves the last experiment applied: name every param that matters)
+    sh(*dvc, "exp", "run", "-q", "-S", "temperature=5", "-S", "alpha=0.8", "-S", "seed=1")
+    runs = runs_from_exp_show(exp_show(tmp_path))
+    assert len(runs) == 3
+    df = experiments.build(runs, "reffakd_table10")
+    r = _row(df, "T=20, alpha=0.6")  # seeds 1 (baseline commit) and 2 (experiment)
+    assert r["reffakd ours"] == f"{81 + 20 + 6 + 1.5:.2f} ± {statistics.stdev([108, 109]):.2f}"
+    assert _row(df, "T=5, alpha=0.8")["vanilla_kd ours"] == f"{80 + 5 + 8 + 1:.2f}"
+    assert _row(df, "T=10, alpha=0.6")["vanilla_kd ours"] == "—"
+    out = experiments.report("reffakd_table10", tmp_path)
+    md = out.read_text()
+    assert out == tmp_path / "tables/reffakd_table10.md"
+    assert "From 3 finished DVC runs" in md and "3 of 32 cells have a run" in md
+    assert (tmp_path / "tables/reffakd_table10.csv").exists()
