@@ -189,9 +189,12 @@ def cmd_papers(args) -> None:
 
 
 def cmd_report(args) -> None:
-    from kdlab import experiments
+    from kdlab import experiments, figures
 
-    out = experiments.report(args.name, Path(args.repo), all_commits=args.all_commits)
+    if args.name == "hao_figure3":
+        out = figures.report_hao_figure3(Path(args.repo))
+    else:
+        out = experiments.report(args.name, Path(args.repo), all_commits=args.all_commits)
     print(out.read_text(), end="")
 
 
