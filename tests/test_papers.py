@@ -121,6 +121,7 @@ def test_papers_command_json_and_readme(capsys, tmp_path, monkeypatch):
         "output",
         "reason",
         "committed",
+        "report_ready",
     }
     assert not any(r["committed"] for r in rows)  # nothing under an empty directory
     (tmp_path / "tables").mkdir()
@@ -135,4 +136,12 @@ def test_papers_command_json_and_readme(capsys, tmp_path, monkeypatch):
     assert main(["papers", "--readme", str(readme)]) == 0
     assert "up to date" in capsys.readouterr().out
     assert "| reffakd | table4 | 4 | regenerated | [tables/reffakd_table4.md]" in md
+    assert "| reffakd | table10 | 31 | regenerated | tables/reffakd_table10.md | ready |" in md
+    assert "| srrl | table1 | 16 | needs_gpu | tables/srrl_table1.md | to do |" in md
     assert "| srrl | table7 | 32 | out_of_scope (ImageNet-1K" in md
+
+
+def test_report_names_match_the_implemented_reports():
+    from kdlab import experiments
+
+    assert set(catalogue.REPORTS) == {*experiments.GRIDS, "hao_figure3"}

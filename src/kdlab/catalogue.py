@@ -17,6 +17,9 @@ from kdlab.tables import published
 
 PAPERS = ("reffakd", "simkd", "hao", "srrl", "patel")
 STATUSES = ("regenerated", "needs_gpu", "needs_data", "out_of_scope")
+_REPORT = re.compile(r"kdlab report (\w+)")
+# `kdlab report` names implemented so far (kdlab.experiments.GRIDS + the Hao figure).
+REPORTS = ("reffakd_table5", "reffakd_table9", "reffakd_table10", "hao_figure3")
 _TIME = re.compile(r"^(?:(\d+)h\s*)?(\d+)m\s*(\d+)s$")
 
 
@@ -33,6 +36,7 @@ class Entry:
     output: str
     reason: str
     committed: bool  # the output file exists in this checkout
+    report_ready: bool  # every `kdlab report NAME` in command is implemented
 
 
 def seconds(text: str) -> int:
@@ -91,6 +95,7 @@ def catalogue(root: Path | None = None) -> list[Entry]:
                     output=output,
                     reason=t.get("reason") or "",
                     committed=bool(output) and (root / output).exists(),
+                    report_ready=all(n in REPORTS for n in _REPORT.findall(t.get("command") or "")),
                 )
             )
     return out
@@ -105,13 +110,14 @@ def readme_results(entries: list[Entry]) -> str:
     """The README's results section (between ``<!-- papers:start/end -->``): per paper, what is
     regenerated here, what needs a GPU or data, and what is out of scope."""
     lines = [
-        "| paper | table | cells | status | output |",
-        "|---|---|---|---|---|",
+        "| paper | table | cells | status | output | report |",
+        "|---|---|---|---|---|---|",
     ]
     for e in entries:
         shown = f"[{e.output}]({e.output})" if e.committed else (e.output or "—")
         status = e.status + (f" ({e.reason})" if e.reason else "")
-        lines.append(f"| {e.paper} | {e.table} | {e.cells} | {status} | {shown} |")
+        ready = "ready" if e.report_ready else "to do"
+        lines.append(f"| {e.paper} | {e.table} | {e.cells} | {status} | {shown} | {ready} |")
     total = sum(e.cells for e in entries)
     regen = sum(e.cells for e in entries if e.status == "regenerated")
     lines.append("")
@@ -126,7 +132,8 @@ def to_text(entries: list[Entry]) -> str:
     """Plain listing for ``kdlab papers``."""
     rows = []
     for e in entries:
-        rows.append(f"{e.paper:8s} {e.table:8s} {e.cells:4d}  {e.status:13s} {e.title}")
+        todo = "" if e.report_ready else "  [report writer to do]"
+        rows.append(f"{e.paper:8s} {e.table:8s} {e.cells:4d}  {e.status:13s} {e.title}{todo}")
         if e.command:
             rows.append(f"{'':23s}$ {e.command}")
         if e.reason:
