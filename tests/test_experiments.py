@@ -127,3 +127,60 @@ def test_report_from_a_real_dvc_repo(tmp_path):
     assert out == tmp_path / "tables/reffakd_table10.md"
     assert "From 3 finished DVC runs" in md and "4 of 32 cells have a run" in md
     assert (tmp_path / "tables/reffakd_table10.csv").exists()
+
+
+def simkd_run(proj, gated, loss, lr, seed, acc, methods=("simkd",)):
+    params = {
+        "profile_name": "simkd",
+        "seed": seed,
+        "methods": list(methods),
+        "student": {"train": {"lr": lr}},
+        "method_params": {"simkd": {"projectors": proj, "label_gated": gated, "loss": loss}},
+    }
+    return run(
+        params, {"metrics/distill/simkd.json": {"test_acc": acc}, "metrics/student.json": {}}
+    )
+
+
+def test_rows_table_keeps_the_best_lr_and_matches_params():
+    runs = [
+        simkd_run("two_thirds", 0, "l2", 0.01, 1, 70.0),
+        simkd_run("two_thirds", 0, "l2", 0.01, 2, 72.0),
+        simkd_run("two_thirds", 0, "l2", 0.05, 1, 60.0),  # worse lr: not shown
+        simkd_run("all", 0, "kl", 0.01, 1, 65.0),
+        simkd_run("end", 1, "l2", 0.01, 1, 99.0, methods=("kd",)),  # stale simkd file
+    ]
+    df = experiments.build_rows(runs, "simkd_study")
+    r = df[df["projector/loss"] == "multiple_projector_bias/l2"].iloc[0]
+    assert r["lr_best ours"] == 0.01 and r["lr_best paper"] == 0.01
+    assert r["test_acc ours"] == f"71.00 ± {statistics.stdev([70.0, 72.0]):.2f}"
+    assert r["test_acc paper"] == "75.52 ± 0.18" and r["test_acc ours - paper"] == -4.52
+    r = df[df["projector/loss"] == "all_layers_unbiased/kl"].iloc[0]
+    assert r["test_acc ours"] == "65.00" and r["test_acc n"] == 1
+    r = df[df["projector/loss"] == "ground_truth_labels/l2"].iloc[0]
+    assert r["test_acc ours"] == "—" and r["test_acc n"] == 0
+
+
+def test_srrl_table1_rows_and_missing_top5():
+    base = {"profile_name": "srrl", "seed": 0, "methods": ["srrl"]}
+    srrl = {"fm_weight": 1.0, "sr_weight": 2.0, "stage": -1, "all_stages": 0}
+    runs = [
+        run(
+            {**base, "method_params": {"srrl": {**srrl, "sr_weight": 0}}},
+            {
+                "metrics/distill/srrl.json": {"test_acc": 60.0},
+                "metrics/student.json": {"test_acc": 55.0},
+            },
+        ),
+        run(
+            {**base, "method_params": {"srrl": {**srrl, "stage": 1}}},
+            {"metrics/distill/srrl.json": {"test_acc": 58.0, "test_top5": 80.0}},
+        ),
+    ]
+    df = experiments.build_rows(runs, "srrl_table1").set_index("method")
+    assert (
+        df.loc["fm@conv4", "top1 ours"] == "60.00" and df.loc["fm@conv4", "top1 paper"] == "78.05"
+    )
+    assert df.loc["fm@conv4", "top5 ours"] == "—"  # no top-5 metric in that run
+    assert df.loc["fm+sr@conv3", "top5 ours"] == "80.00"
+    assert df.loc["student", "top1 ours"] == "55.00" and df.loc["sr@conv4", "top1 n"] == 0

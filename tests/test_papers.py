@@ -137,11 +137,12 @@ def test_papers_command_json_and_readme(capsys, tmp_path, monkeypatch):
     assert "up to date" in capsys.readouterr().out
     assert "| reffakd | table4 | 4 | regenerated | [tables/reffakd_table4.md]" in md
     assert "| reffakd | table10 | 31 | regenerated | tables/reffakd_table10.md | ready |" in md
-    assert "| srrl | table1 | 16 | needs_gpu | tables/srrl_table1.md | to do |" in md
+    assert "| srrl | table1 | 16 | needs_gpu | tables/srrl_table1.md | ready |" in md
+    assert "| srrl | table2 | 18 | needs_gpu | tables/srrl_table2.md | to do |" in md
     assert "| srrl | table7 | 32 | out_of_scope (ImageNet-1K" in md
 
 
 def test_report_names_match_the_implemented_reports():
     from kdlab import experiments
 
-    assert set(catalogue.REPORTS) == {*experiments.GRIDS, "hao_figure3"}
+    assert set(catalogue.REPORTS) == {*experiments.GRIDS, *experiments.ROWS, "hao_figure3"}

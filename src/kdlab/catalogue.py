@@ -18,8 +18,15 @@ from kdlab.tables import published
 PAPERS = ("reffakd", "simkd", "hao", "srrl", "patel")
 STATUSES = ("regenerated", "needs_gpu", "needs_data", "out_of_scope")
 _REPORT = re.compile(r"kdlab report (\w+)")
-# `kdlab report` names implemented so far (kdlab.experiments.GRIDS + the Hao figure).
-REPORTS = ("reffakd_table5", "reffakd_table9", "reffakd_table10", "hao_figure3")
+# `kdlab report` names implemented so far (kdlab.experiments GRIDS + ROWS, the Hao figure).
+REPORTS = (
+    "reffakd_table5",
+    "reffakd_table9",
+    "reffakd_table10",
+    "simkd_study",
+    "srrl_table1",
+    "hao_figure3",
+)
 _TIME = re.compile(r"^(?:(\d+)h\s*)?(\d+)m\s*(\d+)s$")
 
 

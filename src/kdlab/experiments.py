@@ -10,6 +10,7 @@ published cell beside ours. A cell with no finished run is missing, never anothe
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,17 +142,146 @@ def build(runs: list[dict[str, Any]], name: str) -> pd.DataFrame:
 
 def report(name: str, repo: Path, out_dir: Path | None = None, all_commits: bool = False) -> Path:
     """Write ``tables/<name>.md`` (+ .csv) from the finished experiments of ``repo``."""
+    if name not in GRIDS and name not in ROWS:
+        raise ValueError(f"unknown report {name!r}; known: {', '.join([*GRIDS, *ROWS])}")
     runs = runs_from_exp_show(exp_show(repo, all_commits))
-    df = build(runs, name)
-    spec = GRIDS[name]
+    spec = GRIDS.get(name) or ROWS[name]
+    df = build(runs, name) if name in GRIDS else build_rows(runs, name)
     title = paper_tables(spec.paper)[spec.table]["title"]
-    filled = sum(int(df[f"{c} n"].gt(0).sum()) for c, _ in spec.models)
+    cols = [c for c in df.columns if c.endswith(" n")]
+    filled = sum(int(df[c].gt(0).sum()) for c in cols)
     notes = [
         f"From {len(runs)} finished DVC runs of `dvc exp show` (presets "
-        f"{', '.join(spec.profiles)}); {filled} of {len(df) * len(spec.models)} cells have a run.",
+        f"{', '.join(spec.profiles)}); {filled} of {len(df) * len(cols)} cells have a run.",
         "ours = mean ± sample std (n - 1) over seeds when n > 1; — = no finished run.",
         "Our scale is the preset's (see its params), not the paper's 200-epoch GPU runs.",
     ]
     stem = (out_dir or repo / paths.TABLES) / name
     write_table(df, stem, title + " (ours from DVC experiments)", notes)
     return stem.with_suffix(".md")
+
+
+@dataclass(frozen=True)
+class RowsSpec:
+    """A table whose rows are named experiment settings (ablations, variants)."""
+
+    paper: str
+    table: str
+    rows: tuple[tuple[str, str, tuple[tuple[str, Any], ...]], ...]  # (row, our model, params)
+    columns: tuple[tuple[str, str], ...]  # (paper column, our metric key)
+    profiles: tuple[str, ...]
+    best_of: str | None = None  # a swept param: keep its value with the best mean (SimKD's lr)
+    best_column: str | None = None  # the paper column that reports best_of
+
+
+_SIMKD = "method_params.simkd."
+_SRRL = "method_params.srrl."
+_SRRL_END = ((_SRRL + "stage", -1), (_SRRL + "all_stages", 0))
+ROWS: dict[str, RowsSpec] = {
+    "simkd_study": RowsSpec(
+        "simkd",
+        "study",
+        tuple(
+            (
+                f"{name}/{loss}",
+                "simkd",
+                (
+                    (_SIMKD + "projectors", proj),
+                    (_SIMKD + "label_gated", gated),
+                    (_SIMKD + "loss", loss),
+                ),
+            )
+            for name, proj, gated in (
+                ("multiple_projector_bias", "two_thirds", 0),
+                ("all_layers_unbiased", "all", 0),
+                ("ground_truth_labels", "end", 1),
+            )
+            for loss in ("l2", "kl")
+        ),
+        (("test_acc", "test_acc"),),
+        ("simkd",),
+        best_of="student.train.lr",
+        best_column="lr_best",
+    ),
+    "srrl_table1": RowsSpec(
+        "srrl",
+        "table1",
+        (
+            ("student", "ce", ()),
+            ("teacher", "teacher", ()),
+            ("fm@conv4", "srrl", ((_SRRL + "sr_weight", 0), *_SRRL_END)),
+            ("sr@conv4", "srrl", ((_SRRL + "fm_weight", 0), *_SRRL_END)),
+            (
+                "fm+sr@conv4",
+                "srrl",
+                ((_SRRL + "fm_weight", 1.0), (_SRRL + "sr_weight", 2.0), *_SRRL_END),
+            ),
+            ("fm+sr@conv2", "srrl", ((_SRRL + "stage", 0), (_SRRL + "all_stages", 0))),
+            ("fm+sr@conv3", "srrl", ((_SRRL + "stage", 1), (_SRRL + "all_stages", 0))),
+            ("fm+sr@conv2+3+4", "srrl", ((_SRRL + "all_stages", 1),)),
+        ),
+        (("top1", "test_acc"), ("top5", "test_top5")),
+        ("srrl",),
+    ),
+}
+
+
+def _matches(flat: dict[str, Any], want: tuple[tuple[str, Any], ...]) -> bool:
+    return all(k in flat and flat[k] == v for k, v in want)
+
+
+def _paper_cell(v: Any) -> tuple[str, float | None]:
+    if isinstance(v, list):  # [mean, std]
+        return f"{v[0]:.2f} ± {v[1]:.2f}", v[0]
+    return ("—", None) if v is None else (f"{v:.2f}" if isinstance(v, float) else str(v), v)
+
+
+def build_rows(runs: list[dict[str, Any]], name: str) -> pd.DataFrame:
+    """The table ``name`` of :data:`ROWS`: per paper row, the runs matching its params (and
+    listing its method), mean ± std (n - 1) over seeds; with ``best_of``, the swept value with
+    the best mean of the first column."""
+    spec = ROWS[name]
+    published = paper_tables(spec.paper)[spec.table]
+    pcols = published["columns"]
+    flats = [
+        ({k: json.loads(v) for k, v in flatten(r["params"]).items()}, r["metrics"]) for r in runs
+    ]
+    flats = [(f, m) for f, m in flats if f.get("profile_name", "default") in spec.profiles]
+    out = []
+    for (label, model, want), prow in zip(spec.rows, published["rows"]):
+        if prow[0] != label:
+            raise ValueError(f"{name}: row {label!r} does not match the paper's {prow[0]!r}")
+        # {best_of value: {metric: {seed: value}}}
+        groups: dict[Any, dict[str, dict[int, float]]] = {}
+        for flat, metrics in flats:
+            listed = model in ("ce", "teacher") or model in (flat.get("methods") or [])
+            if not listed or not _matches(flat, want):
+                continue
+            values = next((v for p, v in metrics.items() if _model_of(p) == model), None) or {}
+            g = groups.setdefault(flat.get(spec.best_of) if spec.best_of else None, {})
+            for _, key in spec.columns:
+                if isinstance(values.get(key), (int, float)):
+                    g.setdefault(key, {})[int(flat.get("seed", 0))] = values[key]
+        first = spec.columns[0][1]
+        best = max(
+            groups,
+            key=lambda b: mean_std(list(groups[b].get(first, {}).values()))[0] or -math.inf,
+            default=None,
+        )
+        chosen = groups.get(best, {})
+        row: dict[str, Any] = {pcols[0]: label}
+        if spec.best_of:
+            row[f"{spec.best_column} ours"] = best
+            row[f"{spec.best_column} paper"] = prow[pcols.index(spec.best_column)]
+        for col, key in spec.columns:
+            by_seed = chosen.get(key, {})
+            mean, std = mean_std(list(by_seed.values()))
+            shown, paper = _paper_cell(prow[pcols.index(col)])
+            row[f"{col} ours"] = _cell(mean, std)
+            row[f"{col} n"] = len(by_seed)
+            row[f"{col} paper"] = shown
+            row[f"{col} ours - paper"] = (
+                None if mean is None or paper is None else round(mean - paper, 2)
+            )
+        out.append(row)
+    return pd.DataFrame(out)
