@@ -23,7 +23,7 @@ def test_markdown_and_missing_values():
     assert diff(91.0, 92.14) == -1.1400000000000006 and diff(None, 1.0) is None
 
 
-def _run_tables(tmp_path, monkeypatch, data_name):
+def _run_tables(tmp_path, monkeypatch, data_name, profile_name="default", methods=None):
     import json
 
     import yaml
@@ -31,8 +31,11 @@ def _run_tables(tmp_path, monkeypatch, data_name):
     from kdlab.config import parse_config
     from kdlab.stages.tables import tables
 
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw = yaml.safe_load((REPO / "src/kdlab/presets/default.yaml").read_text())
     raw["data"]["name"] = data_name
+    raw["profile_name"] = profile_name
+    if methods is not None:
+        raw["methods"] = {m: "teacher" for m in methods}
     cfg = parse_config(raw)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "metrics/distill").mkdir(parents=True)
@@ -52,16 +55,40 @@ def test_accuracy_table_follows_the_data_set(tmp_path, monkeypatch):
     out = _run_tables(tmp_path, monkeypatch, "cifar100")
     t2 = (out / "reffakd_table2.md").read_text()
     assert "ReffAKD Table 2: top-1 accuracy (%) on CIFAR-100" in t2
-    assert "| ResNet18 (baseline) | 76.08 | 70.00 | -6.08 | default |" in t2
-    assert "| ReffAKD (T=5, alpha=0.8) | 77.97 | 72.25 | -5.72 | default |" in t2
+    head = "| model | paper's setting | our setting | paper | ours | ours - paper ("
+    assert head in t2 and " vs 200 epochs) |" in t2
+    assert "| ResNet18 | baseline | lenet5, " in t2 and "| 76.08 | 70.00 | -6.08 |" in t2
+    assert "| ReffAKD | T=5, alpha=0.8 | T=20, alpha=0.6, " in t2
+    assert "| 77.97 | 72.25 | -5.72 |" in t2
+    assert "paper's alpha = our alpha" in t2
     assert not (out / "reffakd_table4.md").exists()
     comparison = (out / "comparison.md").read_text()
     assert "| reffakd | 72.25 | 92.37 | 77.03 | 63.57 |" in comparison
+
+
+def test_a_preset_writes_only_its_papers_tables(tmp_path, monkeypatch):
+    # The srrl preset on CIFAR-100 must not write ReffAKD's Table 2, nor read kd/reffakd
+    # results left by a previous default run (the files exist in metrics/distill/).
+    out = _run_tables(tmp_path, monkeypatch, "cifar100", "srrl", methods=["kd"])
+    names = sorted(p.name for p in out.glob("*.md"))
+    assert names == ["accuracy.md"]
+    acc = (out / "accuracy.md").read_text()
+    assert "| kd (lenet5) | 71.50 |" in acc and "reffakd" not in acc
+    assert "72.25" not in acc
+
+
+def test_unlisted_method_is_missing_not_stale(tmp_path, monkeypatch):
+    out = _run_tables(tmp_path, monkeypatch, "fashion_mnist", methods=["kd"])
+    t4 = (out / "reffakd_table4.md").read_text()
+    assert "| ReffAKD | T=20, alpha=0.6 | T=20, alpha=0.6, " in t4
+    reffakd_row = next(ln for ln in t4.splitlines() if ln.startswith("| ReffAKD |"))
+    assert reffakd_row.endswith("| 92.37 | — | — |") and "72.25" not in t4
+    assert "| reffakd |" not in (out / "comparison.md").read_text()
 
 
 def test_data_set_without_a_paper_table(tmp_path, monkeypatch):
     out = _run_tables(tmp_path, monkeypatch, "mnist")
     acc = (out / "accuracy.md").read_text()
     assert "The ReffAKD paper has no accuracy table for mnist" in acc
-    assert "| teacher (resnet18) | — | 80.00 | — | default |" in acc
-    assert "| kd (lenet5) | — | 71.50 | — | default |" in acc  # the distilled student
+    assert "| teacher (resnet18) | 80.00 |" in acc
+    assert "| kd (lenet5) | 71.50 |" in acc  # the distilled student

@@ -178,6 +178,29 @@ def cmd_seeds(args) -> None:
     print(seeds.to_markdown(df, args.metric), end="")
 
 
+def cmd_papers(args) -> None:
+    from kdlab import catalogue
+
+    entries = catalogue.catalogue()
+    if args.json:
+        print(json.dumps(catalogue.as_dicts(entries), indent=2))
+    elif args.readme:
+        changed = catalogue.update_readme(Path(args.readme), entries)
+        print(f"{args.readme}: papers section {'updated' if changed else 'up to date'}")
+    else:
+        print(catalogue.to_text(entries), end="")
+
+
+def cmd_report(args) -> None:
+    from kdlab import experiments, figures
+
+    if args.name == "hao_figure3":
+        out = figures.report_hao_figure3(Path(args.repo))
+    else:
+        out = experiments.report(args.name, Path(args.repo), all_commits=args.all_commits)
+    print(out.read_text(), end="")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kdlab", description=__doc__)
     p.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
@@ -221,6 +244,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--repo", default=".", help="DVC repository (default .)")
     sp.add_argument("--all-commits", action="store_true", help="every commit, not only HEAD")
     sp.add_argument("--out", help="also write this Markdown file and a CSV beside it")
+    sp = add("papers", cmd_papers, "catalogue of every seed table: cells, status, command")
+    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--readme", metavar="README", help="rewrite its papers section (markers)")
+    sp = add("report", cmd_report, "a paper table from the finished DVC experiments (grids)")
+    sp.add_argument("name", help="e.g. reffakd_table10 (kdlab papers lists the commands)")
+    sp.add_argument("--repo", default=".", help="DVC repository (default .)")
+    sp.add_argument("--all-commits", action="store_true", help="every commit, not only HEAD")
     sp = add("preset", cmd_preset, "replace params.yaml with a named preset")
     sp.add_argument("name")
     return p

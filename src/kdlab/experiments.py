@@ -1,0 +1,287 @@
+"""Paper tables from finished DVC experiments (``dvc exp show --json``).
+
+A grid is a queue of experiments (``dvc exp run --queue -S temperature=5 -S alpha=0.8`` ...,
+then ``dvc queue start``); :func:`report` groups the finished runs by the params that define the
+table's rows (e.g. ``temperature`` x ``alpha``), keeps only runs of the table's preset
+(``profile_name``), reports mean +- sample std (n - 1) where seeds repeat, and puts the paper's
+published cell beside ours. A cell with no finished run is missing, never another run's number.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from kdlab import paths
+from kdlab.catalogue import paper_tables
+from kdlab.seeds import exp_show, flatten, runs_from_exp_show
+from kdlab.tables import write_table
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """How one paper table maps onto experiments."""
+
+    paper: str
+    table: str
+    row_params: tuple[str, ...]  # params whose values name a row, in the paper's row label
+    models: tuple[tuple[str, str], ...]  # (paper column, our metrics model) pairs
+    profiles: tuple[str, ...]  # presets (profile_name) whose runs belong to the table
+    metric: str = "test_acc"
+
+
+GRIDS: dict[str, GridSpec] = {
+    "reffakd_table5": GridSpec(
+        "reffakd",
+        "table5",
+        ("temperature", "alpha"),
+        (("reffakd", "reffakd"), ("vanilla_kd", "kd")),
+        ("reffakd_cifar100",),
+    ),
+    "reffakd_table9": GridSpec(
+        "reffakd",
+        "table9",
+        ("temperature", "alpha"),
+        (("reffakd", "reffakd"), ("vanilla_kd", "kd")),
+        ("reffakd_tiny",),
+    ),
+    "reffakd_table10": GridSpec(
+        "reffakd",
+        "table10",
+        ("temperature", "alpha"),
+        (("reffakd", "reffakd"), ("vanilla_kd", "kd")),
+        ("default", "paper"),
+    ),
+}
+
+
+def _model_of(path: str) -> str | None:
+    if path == paths.metrics("teacher").as_posix():
+        return "teacher"
+    if path == paths.metrics("student").as_posix():
+        return "ce"
+    prefix = (paths.METRICS / "distill").as_posix() + "/"
+    if path.startswith(prefix) and path.endswith(".json"):
+        return path[len(prefix) : -len(".json")]
+    return None
+
+
+def _row_label(values: dict[str, Any]) -> str:
+    """``"T=20, alpha=0.6"``: the paper's own row labels in papers/*.yaml."""
+    names = {"temperature": "T"}
+    return ", ".join(f"{names.get(k, k)}={v:g}" for k, v in values.items())
+
+
+def collect(runs: list[dict[str, Any]], spec: GridSpec) -> dict[str, dict[str, dict[int, float]]]:
+    """``{row label: {our model: {seed: value}}}`` of the runs of ``spec.profiles``."""
+    cells: dict[str, dict[str, dict[int, float]]] = {}
+    for run in runs:
+        flat = {k: json.loads(v) for k, v in flatten(run["params"]).items()}
+        if flat.get("profile_name", "default") not in spec.profiles:
+            continue
+        if any(flat.get(p) is None for p in spec.row_params):
+            continue
+        label = _row_label({p: float(flat[p]) for p in spec.row_params})
+        methods = set(flat.get("methods") or [])
+        for path, values in run["metrics"].items():
+            model = _model_of(path)
+            value = values.get(spec.metric)
+            # Only the methods this run lists: a stale file of another run is not this run's.
+            if model is None or (model not in ("teacher", "ce") and model not in methods):
+                continue
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                cells.setdefault(label, {}).setdefault(model, {})[int(flat.get("seed", 0))] = value
+    return cells
+
+
+def mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    """Mean and sample std (n - 1); std None for one value, both None for none."""
+    if not values:
+        return None, None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def _cell(mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return "—"
+    return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
+
+
+def build(runs: list[dict[str, Any]], name: str) -> pd.DataFrame:
+    """The table ``name`` of :data:`GRIDS` in the paper's layout: per row and column, ours
+    (mean ± std), n, the paper's number and ours - paper."""
+    if name not in GRIDS:
+        raise ValueError(f"unknown report {name!r}; known: {', '.join(GRIDS)}")
+    spec = GRIDS[name]
+    published = paper_tables(spec.paper)[spec.table]
+    cols = published["columns"]
+    cells = collect(runs, spec)
+    rows = []
+    for prow in published["rows"]:
+        label = prow[0]
+        row: dict[str, Any] = {cols[0]: label}
+        for col, model in spec.models:
+            paper = prow[cols.index(col)]
+            by_seed = cells.get(label, {}).get(model, {})
+            mean, std = mean_std(list(by_seed.values()))
+            row[f"{col} ours"] = _cell(mean, std)
+            row[f"{col} n"] = len(by_seed)
+            row[f"{col} paper"] = paper
+            row[f"{col} ours - paper"] = (
+                None if mean is None or paper is None else round(mean - paper, 2)
+            )
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def report(name: str, repo: Path, out_dir: Path | None = None, all_commits: bool = False) -> Path:
+    """Write ``tables/<name>.md`` (+ .csv) from the finished experiments of ``repo``."""
+    if name not in GRIDS and name not in ROWS:
+        raise ValueError(f"unknown report {name!r}; known: {', '.join([*GRIDS, *ROWS])}")
+    runs = runs_from_exp_show(exp_show(repo, all_commits))
+    spec = GRIDS.get(name) or ROWS[name]
+    df = build(runs, name) if name in GRIDS else build_rows(runs, name)
+    title = paper_tables(spec.paper)[spec.table]["title"]
+    cols = [c for c in df.columns if c.endswith(" n")]
+    filled = sum(int(df[c].gt(0).sum()) for c in cols)
+    notes = [
+        f"From {len(runs)} finished DVC runs of `dvc exp show` (presets "
+        f"{', '.join(spec.profiles)}); {filled} of {len(df) * len(cols)} cells have a run.",
+        "ours = mean ± sample std (n - 1) over seeds when n > 1; — = no finished run.",
+        "Our scale is the preset's (see its params), not the paper's 200-epoch GPU runs.",
+    ]
+    stem = (out_dir or repo / paths.TABLES) / name
+    write_table(df, stem, title + " (ours from DVC experiments)", notes)
+    return stem.with_suffix(".md")
+
+
+@dataclass(frozen=True)
+class RowsSpec:
+    """A table whose rows are named experiment settings (ablations, variants)."""
+
+    paper: str
+    table: str
+    rows: tuple[tuple[str, str, tuple[tuple[str, Any], ...]], ...]  # (row, our model, params)
+    columns: tuple[tuple[str, str], ...]  # (paper column, our metric key)
+    profiles: tuple[str, ...]
+    best_of: str | None = None  # a swept param: keep its value with the best mean (SimKD's lr)
+    best_column: str | None = None  # the paper column that reports best_of
+
+
+_SIMKD = "method_params.simkd."
+_SRRL = "method_params.srrl."
+_SRRL_END = ((_SRRL + "stage", -1), (_SRRL + "all_stages", 0))
+ROWS: dict[str, RowsSpec] = {
+    "simkd_study": RowsSpec(
+        "simkd",
+        "study",
+        tuple(
+            (
+                f"{name}/{loss}",
+                "simkd",
+                (
+                    (_SIMKD + "projectors", proj),
+                    (_SIMKD + "label_gated", gated),
+                    (_SIMKD + "loss", loss),
+                ),
+            )
+            for name, proj, gated in (
+                ("multiple_projector_bias", "two_thirds", 0),
+                ("all_layers_unbiased", "all", 0),
+                ("ground_truth_labels", "end", 1),
+            )
+            for loss in ("l2", "kl")
+        ),
+        (("test_acc", "test_acc"),),
+        ("simkd",),
+        best_of="student.train.lr",
+        best_column="lr_best",
+    ),
+    "srrl_table1": RowsSpec(
+        "srrl",
+        "table1",
+        (
+            ("student", "ce", ()),
+            ("teacher", "teacher", ()),
+            ("fm@conv4", "srrl", ((_SRRL + "sr_weight", 0), *_SRRL_END)),
+            ("sr@conv4", "srrl", ((_SRRL + "fm_weight", 0), *_SRRL_END)),
+            (
+                "fm+sr@conv4",
+                "srrl",
+                ((_SRRL + "fm_weight", 1.0), (_SRRL + "sr_weight", 2.0), *_SRRL_END),
+            ),
+            ("fm+sr@conv2", "srrl", ((_SRRL + "stage", 0), (_SRRL + "all_stages", 0))),
+            ("fm+sr@conv3", "srrl", ((_SRRL + "stage", 1), (_SRRL + "all_stages", 0))),
+            ("fm+sr@conv2+3+4", "srrl", ((_SRRL + "all_stages", 1),)),
+        ),
+        (("top1", "test_acc"), ("top5", "test_top5")),
+        ("srrl",),
+    ),
+}
+
+
+def _matches(flat: dict[str, Any], want: tuple[tuple[str, Any], ...]) -> bool:
+    return all(k in flat and flat[k] == v for k, v in want)
+
+
+def _paper_cell(v: Any) -> tuple[str, float | None]:
+    if isinstance(v, list):  # [mean, std]
+        return f"{v[0]:.2f} ± {v[1]:.2f}", v[0]
+    return ("—", None) if v is None else (f"{v:.2f}" if isinstance(v, float) else str(v), v)
+
+
+def build_rows(runs: list[dict[str, Any]], name: str) -> pd.DataFrame:
+    """The table ``name`` of :data:`ROWS`: per paper row, the runs matching its params (and
+    listing its method), mean ± std (n - 1) over seeds; with ``best_of``, the swept value with
+    the best mean of the first column."""
+    spec = ROWS[name]
+    published = paper_tables(spec.paper)[spec.table]
+    pcols = published["columns"]
+    flats = [
+        ({k: json.loads(v) for k, v in flatten(r["params"]).items()}, r["metrics"]) for r in runs
+    ]
+    flats = [(f, m) for f, m in flats if f.get("profile_name", "default") in spec.profiles]
+    out = []
+    for (label, model, want), prow in zip(spec.rows, published["rows"]):
+        if prow[0] != label:
+            raise ValueError(f"{name}: row {label!r} does not match the paper's {prow[0]!r}")
+        # {best_of value: {metric: {seed: value}}}
+        groups: dict[Any, dict[str, dict[int, float]]] = {}
+        for flat, metrics in flats:
+            listed = model in ("ce", "teacher") or model in (flat.get("methods") or [])
+            if not listed or not _matches(flat, want):
+                continue
+            values = next((v for p, v in metrics.items() if _model_of(p) == model), None) or {}
+            g = groups.setdefault(flat.get(spec.best_of) if spec.best_of else None, {})
+            for _, key in spec.columns:
+                if isinstance(values.get(key), (int, float)):
+                    g.setdefault(key, {})[int(flat.get("seed", 0))] = values[key]
+        first = spec.columns[0][1]
+        best = max(
+            groups,
+            key=lambda b: mean_std(list(groups[b].get(first, {}).values()))[0] or -math.inf,
+            default=None,
+        )
+        chosen = groups.get(best, {})
+        row: dict[str, Any] = {pcols[0]: label}
+        if spec.best_of:
+            row[f"{spec.best_column} ours"] = best
+            row[f"{spec.best_column} paper"] = prow[pcols.index(spec.best_column)]
+        for col, key in spec.columns:
+            by_seed = chosen.get(key, {})
+            mean, std = mean_std(list(by_seed.values()))
+            shown, paper = _paper_cell(prow[pcols.index(col)])
+            row[f"{col} ours"] = _cell(mean, std)
+            row[f"{col} n"] = len(by_seed)
+            row[f"{col} paper"] = shown
+            row[f"{col} ours - paper"] = (
+                None if mean is None or paper is None else round(mean - paper, 2)
+            )
+        out.append(row)
+    return pd.DataFrame(out)

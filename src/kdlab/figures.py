@@ -1,0 +1,107 @@
+"""Hao et al. Figure 3 (student accuracy over alpha x epochs) from one long run per alpha.
+
+With a constant learning rate (the hao preset: Adam, lr 1e-3, ``schedule: constant``), epoch k of
+a 1,000-epoch run *is* the k-epoch run (tests/test_figures.py checks the equality on a tiny run),
+so the 10 x 4 grid costs 10 runs: ``-S alpha=...`` per alpha with ``student.train.epochs=1000``,
+then the per-epoch history (``plots/distill/<method>.csv`` of each experiment) is read at epochs
+100/300/500/1000.
+
+Alpha convention: Hao's alpha weighs the student's cross-entropy (Keras Distiller), ours weighs the
+distillation term, so the paper's alpha = 1 - our alpha; the figure is labelled with the paper's.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+
+from kdlab import paths
+from kdlab.seeds import exp_show, flatten, runs_from_exp_show
+from kdlab.tables import write_table
+
+EPOCHS = (100, 300, 500, 1000)
+
+
+def alpha_epochs(
+    histories: dict[float, pd.DataFrame], epochs=EPOCHS, column: str = "val_acc"
+) -> pd.DataFrame:
+    """Rows: the paper's alpha (= 1 - ours); columns: epochs; cells: ``column`` of the history
+    row of that epoch (None where the run is shorter)."""
+    rows = []
+    for our_alpha in sorted(histories, reverse=True):
+        h = histories[our_alpha].set_index("epoch")
+        row = {"paper alpha": round(1.0 - our_alpha, 4), "our alpha": our_alpha}
+        for e in epochs:
+            row[str(e)] = float(h.loc[e, column]) if e in h.index else None
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def histories_from_experiments(
+    repo: Path, method: str = "kd", profile: str = "hao"
+) -> dict[float, pd.DataFrame]:
+    """Per-epoch history of ``method`` in each finished experiment of preset ``profile``, keyed
+    by our alpha (the last run wins when an alpha repeats). Reads the committed plot file of
+    each experiment's revision (``git show REV:plots/distill/<method>.csv``)."""
+    out: dict[float, pd.DataFrame] = {}
+    csv = (paths.PLOTS / "distill" / f"{method}.csv").as_posix()
+    for run in runs_from_exp_show(exp_show(repo)):
+        flat = {k: json.loads(v) for k, v in flatten(run["params"]).items()}
+        if flat.get("profile_name") != profile or method not in (flat.get("methods") or []):
+            continue
+        proc = subprocess.run(
+            ["git", "show", f"{run['rev']}:{csv}"], cwd=repo, capture_output=True, text=True
+        )
+        if proc.returncode == 0:
+            out[float(flat["alpha"])] = pd.read_csv(io.StringIO(proc.stdout))
+    return out
+
+
+def plot(df: pd.DataFrame, path: Path, ylabel: str) -> None:
+    """Hao Figure 3's layout: accuracy over the paper's alpha, one line per epoch count."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    epochs = [c for c in df.columns if c.isdigit()]
+    long = df.melt(id_vars=["paper alpha"], value_vars=epochs, var_name="epochs", value_name="acc")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    sns.lineplot(data=long.dropna(), x="paper alpha", y="acc", hue="epochs", marker="o", ax=ax)
+    ax.set_xlabel("alpha (Hao: weight of the student's cross-entropy)")
+    ax.set_ylabel(ylabel)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(path)  # atomic
+
+
+def report_hao_figure3(repo: Path, method: str = "kd", column: str = "val_acc") -> Path:
+    """``tables/hao_figure3.md`` (+ .csv, .png) from the hao preset's experiments."""
+    histories = histories_from_experiments(repo, method)
+    if not histories:
+        raise ValueError(
+            "no finished hao experiments with per-epoch history; queue them with "
+            "`kdlab papers` (hao figure3 command) first"
+        )
+    df = alpha_epochs(histories, column=column)
+    stem = repo / paths.TABLES / "hao_figure3"
+    write_table(
+        df,
+        stem,
+        "Hao Figure 3: student accuracy (%) over alpha x epochs (ours; the paper prints none)",
+        [
+            f"{column} of the {method} student at each epoch of one run per alpha (constant lr: "
+            "epoch k of the long run equals a k-epoch run).",
+            "paper alpha = 1 - our alpha (Hao weighs the student's cross-entropy by alpha).",
+            "The paper's figure is an image without printed points: no difference column.",
+        ],
+    )
+    plot(df, stem.with_suffix(".png"), f"{column} (%)")
+    return stem.with_suffix(".md")

@@ -1,0 +1,186 @@
+"""Paper tables from DVC experiments: grouping, mean +- std, missing cells, a real DVC repo."""
+
+import shutil
+import statistics
+import subprocess
+import sys
+import textwrap
+
+import pandas as pd
+import pytest
+
+from kdlab import experiments
+from kdlab.seeds import exp_show, runs_from_exp_show
+
+
+def run(params, metrics, name="x"):
+    return {"name": name, "rev": name, "params": params, "metrics": metrics}
+
+
+def p(T, alpha, seed, profile="default", methods=("kd", "reffakd")):
+    return {
+        "profile_name": profile,
+        "temperature": T,
+        "alpha": alpha,
+        "seed": seed,
+        "methods": list(methods),
+    }
+
+
+def m(kd=None, reffakd=None):
+    out = {}
+    if kd is not None:
+        out["metrics/distill/kd.json"] = {"test_acc": kd}
+    if reffakd is not None:
+        out["metrics/distill/reffakd.json"] = {"test_acc": reffakd}
+    return out
+
+
+def _row(df, label):
+    return df[df["setting"] == label].iloc[0]
+
+
+def test_grid_mean_std_missing_and_other_presets_left_out():
+    runs = [
+        run(p(20.0, 0.6, 1), m(kd=90.0, reffakd=91.0)),
+        run(p(20.0, 0.6, 2), m(kd=92.0, reffakd=91.5)),
+        run(p(5.0, 0.8, 1, methods=("kd",)), m(kd=88.0, reffakd=10.0)),  # stale reffakd file
+        run(p(1.0, 0.9, 1, profile="srrl"), m(kd=50.0, reffakd=50.0)),  # another preset
+    ]
+    df = experiments.build(runs, "reffakd_table10")
+    assert len(df) == 16
+    r = _row(df, "T=20, alpha=0.6")
+    assert r["vanilla_kd ours"] == f"91.00 ± {statistics.stdev([90.0, 92.0]):.2f}"
+    assert r["vanilla_kd n"] == 2 and r["reffakd n"] == 2
+    assert r["reffakd ours"] == "91.25 ± 0.35" and r["reffakd paper"] == 92.37
+    assert r["reffakd ours - paper"] == round(91.25 - 92.37, 2)
+    assert pd.isna(r["vanilla_kd ours - paper"])  # the paper's cell is garbled in the seed
+    r = _row(df, "T=5, alpha=0.8")
+    assert r["vanilla_kd ours"] == "88.00" and r["vanilla_kd n"] == 1
+    assert r["reffakd ours"] == "—" and r["reffakd n"] == 0  # stale file not read
+    r = _row(df, "T=1, alpha=0.9")
+    assert r["vanilla_kd ours"] == "—" and r["reffakd paper"] == 89.78
+
+
+def test_unknown_report_is_named():
+    with pytest.raises(ValueError, match="unknown report 'nope'; known: reffakd_table5"):
+        experiments.build([], "nope")
+
+
+STAGE = textwrap.dedent(
+    """
+    import json, os, yaml
+    p = yaml.safe_load(open("params.yaml"))
+    os.makedirs("metrics/distill", exist_ok=True)
+    for k, base in (("kd", 80.0), ("reffakd", 81.0)):
+        acc = base + p["temperature"] + 10 * p["alpha"] + p["seed"]
+        json.dump({"test_acc": acc}, open(f"metrics/distill/{k}.json", "w"))
+    """
+)
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git needed")
+def test_report_from_a_real_dvc_repo(tmp_path):
+    def sh(*cmd):
+        proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    dvc = (sys.executable, "-m", "dvc")
+    sh("git", "init", "-q")
+    sh("git", "config", "user.email", "t@t")
+    sh("git", "config", "user.name", "t")
+    sh(*dvc, "init", "-q")
+    (tmp_path / "stage.py").write_text(STAGE)
+    (tmp_path / "params.yaml").write_text(
+        "profile_name: default\ntemperature: 20.0\nalpha: 0.6\nseed: 1\nmethods: [kd, reffakd]\n"
+    )
+    (tmp_path / "dvc.yaml").write_text(
+        textwrap.dedent(
+            f"""
+            stages:
+              distill:
+                cmd: {sys.executable} stage.py
+                deps: [stage.py]
+                params: [temperature, alpha, seed, profile_name, methods]
+                metrics:
+                  - metrics/distill/kd.json: {{cache: false}}
+                  - metrics/distill/reffakd.json: {{cache: false}}
+            """
+        )
+    )
+    sh(*dvc, "repro", "-q")
+    sh("git", "add", "-A")
+    sh("git", "commit", "-qm", "base")
+    sh(*dvc, "exp", "run", "-q", "-S", "seed=2")
+    # (dvc exp run leaves the last experiment applied: name every param that matters)
+    sh(*dvc, "exp", "run", "-q", "-S", "temperature=5", "-S", "alpha=0.8", "-S", "seed=1")
+    runs = runs_from_exp_show(exp_show(tmp_path))
+    assert len(runs) == 3
+    df = experiments.build(runs, "reffakd_table10")
+    r = _row(df, "T=20, alpha=0.6")  # seeds 1 (baseline commit) and 2 (experiment)
+    assert r["reffakd ours"] == f"{81 + 20 + 6 + 1.5:.2f} ± {statistics.stdev([108, 109]):.2f}"
+    assert _row(df, "T=5, alpha=0.8")["vanilla_kd ours"] == f"{80 + 5 + 8 + 1:.2f}"
+    assert _row(df, "T=10, alpha=0.6")["vanilla_kd ours"] == "—"
+    out = experiments.report("reffakd_table10", tmp_path)
+    md = out.read_text()
+    assert out == tmp_path / "tables/reffakd_table10.md"
+    assert "From 3 finished DVC runs" in md and "4 of 32 cells have a run" in md
+    assert (tmp_path / "tables/reffakd_table10.csv").exists()
+
+
+def simkd_run(proj, gated, loss, lr, seed, acc, methods=("simkd",)):
+    params = {
+        "profile_name": "simkd",
+        "seed": seed,
+        "methods": list(methods),
+        "student": {"train": {"lr": lr}},
+        "method_params": {"simkd": {"projectors": proj, "label_gated": gated, "loss": loss}},
+    }
+    return run(
+        params, {"metrics/distill/simkd.json": {"test_acc": acc}, "metrics/student.json": {}}
+    )
+
+
+def test_rows_table_keeps_the_best_lr_and_matches_params():
+    runs = [
+        simkd_run("two_thirds", 0, "l2", 0.01, 1, 70.0),
+        simkd_run("two_thirds", 0, "l2", 0.01, 2, 72.0),
+        simkd_run("two_thirds", 0, "l2", 0.05, 1, 60.0),  # worse lr: not shown
+        simkd_run("all", 0, "kl", 0.01, 1, 65.0),
+        simkd_run("end", 1, "l2", 0.01, 1, 99.0, methods=("kd",)),  # stale simkd file
+    ]
+    df = experiments.build_rows(runs, "simkd_study")
+    r = df[df["projector/loss"] == "multiple_projector_bias/l2"].iloc[0]
+    assert r["lr_best ours"] == 0.01 and r["lr_best paper"] == 0.01
+    assert r["test_acc ours"] == f"71.00 ± {statistics.stdev([70.0, 72.0]):.2f}"
+    assert r["test_acc paper"] == "75.52 ± 0.18" and r["test_acc ours - paper"] == -4.52
+    r = df[df["projector/loss"] == "all_layers_unbiased/kl"].iloc[0]
+    assert r["test_acc ours"] == "65.00" and r["test_acc n"] == 1
+    r = df[df["projector/loss"] == "ground_truth_labels/l2"].iloc[0]
+    assert r["test_acc ours"] == "—" and r["test_acc n"] == 0
+
+
+def test_srrl_table1_rows_and_missing_top5():
+    base = {"profile_name": "srrl", "seed": 0, "methods": ["srrl"]}
+    srrl = {"fm_weight": 1.0, "sr_weight": 2.0, "stage": -1, "all_stages": 0}
+    runs = [
+        run(
+            {**base, "method_params": {"srrl": {**srrl, "sr_weight": 0}}},
+            {
+                "metrics/distill/srrl.json": {"test_acc": 60.0},
+                "metrics/student.json": {"test_acc": 55.0},
+            },
+        ),
+        run(
+            {**base, "method_params": {"srrl": {**srrl, "stage": 1}}},
+            {"metrics/distill/srrl.json": {"test_acc": 58.0, "test_top5": 80.0}},
+        ),
+    ]
+    df = experiments.build_rows(runs, "srrl_table1").set_index("method")
+    assert (
+        df.loc["fm@conv4", "top1 ours"] == "60.00" and df.loc["fm@conv4", "top1 paper"] == "78.05"
+    )
+    assert df.loc["fm@conv4", "top5 ours"] == "—"  # no top-5 metric in that run
+    assert df.loc["fm+sr@conv3", "top5 ours"] == "80.00"
+    assert df.loc["student", "top1 ours"] == "55.00" and df.loc["sr@conv4", "top1 n"] == 0
