@@ -163,3 +163,97 @@ def test_rkd_distance_term_matches_loops():
 
     expected = huber(dist(s.numpy()), dist(t.numpy()))
     assert float(rkd_loss(s, t, 1.0, 0.0)) == pytest.approx(expected, rel=1e-6)
+
+
+# --- Reductions and the official codes' formulas (issue 10), numpy float64 ---------------
+
+
+def np_log_softmax(z):
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def np_kldiv_default(log_q, p):
+    """``nn.KLDivLoss()(log_q, p)`` at its default reduction, written out: the pointwise
+    ``p (log p - log q)`` (0 where p = 0) averaged over every element."""
+    safe = np.where(p > 0, p, 1.0)
+    return np.where(p > 0, p * (np.log(safe) - log_q), 0.0).mean()
+
+
+@pytest.mark.parametrize("T", [1.0, 4.0, 20.0])
+def test_kd_mean_reduction_is_the_fmnist_notebook_formula(logits, T):
+    # fashion_mnist/large_model_distillation.ipynb cell 14:
+    # nn.KLDivLoss()(log_softmax(s/T), softmax(t/T)) * T * T
+    s, t = (x.double() for x in logits)
+    sn, tn = s.numpy(), t.numpy()
+    expected = np_kldiv_default(np_log_softmax(sn / T), np_softmax(tn / T)) * T * T
+    assert float(kd_loss(s, t, T, reduction="mean")) == pytest.approx(expected, rel=1e-10)
+    # mean = batchmean / classes
+    batchmean = float(kd_loss(s, t, T, reduction="batchmean"))
+    assert batchmean == pytest.approx(expected * s.shape[1], rel=1e-10)
+
+
+@pytest.mark.parametrize("T", [1.0, 5.0, 20.0])
+def test_soft_target_mean_reduction_is_the_tinyslg_notebook_formula(logits, T):
+    # fashion_mnist/tinySLG_distillation.ipynb cell 13 (tiny_imagenet/... cell 15):
+    # nn.KLDivLoss()(log_softmax(s/T), soft_labels) * T * T, soft labels untempered.
+    s, _ = (x.double() for x in logits)
+    g = torch.Generator().manual_seed(3)
+    targets = torch.softmax(torch.randn(6, 5, generator=g, dtype=torch.double), dim=1)
+    targets[0] = torch.tensor([0.0, 0.5, 0.5, 0.0, 0.0], dtype=torch.double)  # zeros too
+    expected = np_kldiv_default(np_log_softmax(s.numpy() / T), targets.numpy()) * T * T
+    got = soft_target_kd_loss(s, targets, T, reduction="mean")
+    assert float(got) == pytest.approx(expected, rel=1e-10)
+
+
+@pytest.mark.parametrize("T", [1.0, 4.0])
+def test_soft_target_batchmean_has_the_cifar100_notebook_gradient(logits, T):
+    # cifar100/tinySLG_distillation.ipynb cell 11: F.cross_entropy(s/T, soft_labels) * T * T
+    # (soft-target CE, mean over the batch) = batchmean KL + the targets' entropy: same gradient.
+    s, _ = (x.double() for x in logits)
+    s.requires_grad_(True)
+    g = torch.Generator().manual_seed(4)
+    targets = torch.softmax(torch.randn(6, 5, generator=g, dtype=torch.double), dim=1)
+    soft_target_kd_loss(s, targets, T, reduction="batchmean").backward()
+    # d/ds of T^2 * mean_i(-sum_j p_ij log softmax(s_i/T)_j) = T (softmax(s/T) - p) / N
+    sn, p = s.detach().numpy(), targets.numpy()
+    expected = T * (np_softmax(sn / T) - p) / len(sn)
+    np.testing.assert_allclose(s.grad.numpy(), expected, rtol=1e-10, atol=1e-14)
+
+
+def test_bad_reduction_names_the_allowed_values(logits):
+    s, t = logits
+    with pytest.raises(ValueError, match="'sum'.*batchmean \\| mean"):
+        kd_loss(s, t, 2.0, reduction="sum")
+
+
+def np_dkd_mdistiller(s, t, y, a, b, T):
+    """mdistiller/distillers/DKD.py dkd_loss in float64: binary (target, sum of the others)
+    probabilities with no clamp; NCKD on the logits with the target pushed down by 1000."""
+    ps, pt = np_softmax(s / T), np_softmax(t / T)
+    gt = np.eye(s.shape[1], dtype=bool)[y]
+    bs = np.stack([ps[gt], np.where(gt, 0, ps).sum(1)], 1)
+    bt = np.stack([pt[gt], np.where(gt, 0, pt).sum(1)], 1)
+    tckd = (bt * (np.log(bt) - np.log(bs))).sum() / len(s)
+    qs = np_log_softmax(s / T - 1000.0 * gt)
+    qt = np_softmax(t / T - 1000.0 * gt)
+    # F.kl_div counts 0 where the target probability is 0 (the target class, e^-1000)
+    nckd = np.where(qt > 0, qt * (np.log(np.where(qt > 0, qt, 1.0)) - qs), 0.0).sum() / len(s)
+    return T * T * (a * tckd + b * nckd)
+
+
+@pytest.mark.parametrize("T", [1.0, 2.0, 4.0])
+def test_dkd_matches_mdistiller_with_confident_logits(T):
+    # Confident teacher and student (rest mass ~1e-8 at T = 1): the old clamp of p_target at
+    # 1 - 1e-7 shifted TCKD by a few percent here.
+    g = torch.Generator().manual_seed(5)
+    y = torch.tensor([0, 1, 2, 3])
+    s = torch.randn(4, 10, generator=g, dtype=torch.float64) + 18.0 * torch.eye(10)[y].double()
+    t = torch.randn(4, 10, generator=g, dtype=torch.float64) + 21.0 * torch.eye(10)[y].double()
+    expected = np_dkd_mdistiller(s.numpy(), t.numpy(), y.numpy(), 1.0, 8.0, T)
+    assert float(dkd_loss(s.float(), t.float(), y, 1.0, 8.0, T)) == pytest.approx(
+        expected, rel=1e-3
+    )
+    assert float(dkd_loss(s, t, y, 1.0, 8.0, T)) == pytest.approx(expected, rel=1e-9)
+    tckd_only = np_dkd_mdistiller(s.numpy(), t.numpy(), y.numpy(), 1.0, 0.0, T)
+    assert float(dkd_loss(s, t, y, 1.0, 0.0, T)) == pytest.approx(tckd_only, rel=1e-7)

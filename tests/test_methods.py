@@ -89,3 +89,33 @@ def test_live_teacher_resizes_input():
     out = tl(b)
     ref = teacher(F.interpolate(b.x, size=(32, 32), mode="bilinear", align_corners=False))
     assert torch.allclose(out, ref)
+
+
+@pytest.mark.parametrize("name", ["kd", "reffakd", "dkd", "reffakd_dkd"])
+def test_reduction_param_defaults_to_batchmean_and_is_validated(name):
+    from kdlab.config import ConfigError
+
+    cls = get_method(name)
+    assert cls.resolve_params({})["reduction"] == "batchmean"
+    cls.validate_params({"reduction": "mean"}, f"method_params.{name}.")
+    with pytest.raises(ConfigError) as err:
+        cls.validate_params({"reduction": "sum"}, f"method_params.{name}.")
+    assert str(err.value) == (
+        f"params.yaml: method_params.{name}.reduction = 'sum' is not allowed; "
+        "allowed: batchmean | mean"
+    )
+
+
+def test_mean_reduction_divides_the_term_by_the_classes():
+    # nn.KLDivLoss()'s default (the ReffAKD notebooks) is batchmean / classes, for both the
+    # teacher (kd) and the soft-label (reffakd) sources.
+    b = batch()
+    soft = torch.softmax(torch.randn(10, 10), 1)
+    cached = TeacherLogits(cached=torch.randn(2, 6, 10))
+    for name, kw in (("kd", {"teacher": cached}), ("reffakd", {"soft_labels": soft})):
+        cls = get_method(name)
+        terms = []
+        for reduction in ("batchmean", "mean"):
+            d = cls(student(), {"reduction": reduction}, alpha=0.5, temperature=4.0, **kw)
+            terms.append(d.forward_train(b, 0)[1]["kd"])
+        assert float(terms[1]) == pytest.approx(float(terms[0]) / 10, rel=1e-6)

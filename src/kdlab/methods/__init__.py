@@ -40,6 +40,7 @@ from kdlab.methods import (  # noqa: E402,F401
     kd,
     kd_l2,
     reffakd,
+    reffakd_dkd,
     relations,
     simkd,
     srrl,

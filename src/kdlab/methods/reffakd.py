@@ -1,23 +1,25 @@
-"""``reffakd``: distillation from the autoencoder soft-label matrix; no teacher at all."""
+"""``reffakd``: distillation from the autoencoder soft-label matrix; no teacher at all.
+
+The forward is :class:`~kdlab.methods.kd.KD`'s; only the target distribution differs.
+"""
 
 from __future__ import annotations
+
+import torch
 
 from kdlab.data.pipeline import Batch
 from kdlab.losses import soft_target_kd_loss
 from kdlab.methods import register
-from kdlab.methods.base import Distiller
+from kdlab.methods.kd import KD
 
 
 @register
-class ReffAKD(Distiller):
+class ReffAKD(KD):
     name = "reffakd"
+    needs_teacher = False
     needs_soft_labels = True
     description = "(1-alpha) CE + alpha T^2 KL(soft_labels[y] || student_T) (seed 000 eq. 2)"
 
-    def forward_train(self, batch: Batch, epoch: int):
-        logits = self.student(batch.x)
+    def distill_term(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
         targets = self.soft_labels[batch.y]
-        return logits, {
-            "ce": self.ce_term(logits, batch.y),
-            "kd": self.alpha * soft_target_kd_loss(logits, targets, self.temperature),
-        }
+        return soft_target_kd_loss(logits, targets, self.temperature, self.params["reduction"])
