@@ -275,15 +275,20 @@ def ab_loss(source: torch.Tensor, target: torch.Tensor, margin: float = 1.0) -> 
     return loss.sum() / source.shape[0]
 
 
-def ft_loss(student_factor: torch.Tensor, teacher_factor: torch.Tensor, p: int = 1):
-    """Factor transfer (Kim et al. 2018): the L2-normalised flattened factors compared by the
-    mean of ``|f_s - f_t|^p`` (p = 1 in the paper). Maps of different sizes are pooled to the
-    smaller one."""
+def ft_factor(feature: torch.Tensor, p1: int = 2) -> torch.Tensor:
+    """Factor transfer's normalised factor: the spatial map ``mean_c f^p1`` of each sample,
+    flattened and L2-normalised over space (RepDistiller distiller_zoo/FT.py ``factor``)."""
+    return F.normalize(feature.pow(p1).mean(1).flatten(1), dim=1)
+
+
+def ft_loss(
+    student_factor: torch.Tensor, teacher_factor: torch.Tensor, p: int = 1, p1: int = 2
+) -> torch.Tensor:
+    """Factor transfer (Kim et al. 2018) as RepDistiller's ``FactorTransfer(p1=2, p2=1)``:
+    the factors' spatial maps :func:`ft_factor` compared by the mean of ``|a - b|^p``
+    (p = 1 in the paper). Maps of different sizes are pooled to the smaller one."""
     student_factor, teacher_factor = match_spatial(student_factor, teacher_factor)
-    b = student_factor.shape[0]
-    diff = F.normalize(student_factor.reshape(b, -1), dim=1) - F.normalize(
-        teacher_factor.reshape(b, -1), dim=1
-    )
+    diff = ft_factor(student_factor, p1) - ft_factor(teacher_factor, p1)
     return diff.abs().pow(p).mean()
 
 

@@ -57,7 +57,10 @@ class FeatureDistiller(Distiller):
             method's extra modules.
         teacher_input_size: the teacher's input size when it differs from the student's
             (batches are resized bilinearly, as for a live logit teacher).
-        num_data: number of training images (``batch.index`` < num_data); CRD's memory size.
+        num_data: number of data-set positions (``batch.index`` < num_data); CRD's memory size.
+        train_labels: optional, ``num_data`` labels with -1 at every position outside the
+            training split (validation, left out by ``data.subset``); CRD draws its negatives
+            from the training positions of other classes only (as RepDistiller).
     """
 
     needs_teacher_features: ClassVar[bool] = True
@@ -81,6 +84,7 @@ class FeatureDistiller(Distiller):
         input_shape: tuple[int, int, int] | None = None,
         teacher_input_size: int | None = None,
         num_data: int | None = None,
+        train_labels: torch.Tensor | None = None,
     ) -> None:
         super().__init__(student, params, alpha, temperature, teacher, soft_labels, epochs)
         if teacher_model is None:
@@ -108,6 +112,7 @@ class FeatureDistiller(Distiller):
         self.teacher_input_size = teacher_input_size
         self.input_shape = tuple(int(v) for v in input_shape)
         self.num_data = num_data
+        self.train_labels = train_labels
         s_out, t_out = self._probe()
         self.s_shapes = [tuple(f.shape[1:]) for f in s_out["stages"]]
         self.t_shapes = [tuple(f.shape[1:]) for f in t_out["stages"]]

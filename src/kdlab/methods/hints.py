@@ -51,14 +51,26 @@ def _init_phase(d: FeatureDistiller, epoch: int) -> tuple[float, float]:
     return (0.0, 1.0) if epoch < n else (1.0, 0.0)
 
 
+def _conv_chain(channels: list[int], bn: bool, conv: type = nn.Conv2d) -> nn.Sequential:
+    """3x3 (transposed) conv (+ BN) + LeakyReLU(0.1) blocks through ``channels`` (FT)."""
+    layers: list[nn.Module] = []
+    for cin, cout in zip(channels[:-1], channels[1:]):
+        layers.append(conv(cin, cout, 3, padding=1))
+        layers += [nn.BatchNorm2d(cout)] if bn else []
+        layers.append(nn.LeakyReLU(0.1))
+    return nn.Sequential(*layers)
+
+
 @register
 class FitNet(FeatureDistiller):
     """FitNets (Romero et al. 2015): a hint from one stage of the teacher, regressed from the
     paired student stage by a ConvReg (3x3 conv + BN + ReLU), MSE.
 
     Reference weight: RepDistiller ``-b 100`` -> ``hint_weight: 100``. ``hint_layer`` indexes
-    the stage pairs (-1: the middle pair, ``k // 2``, as RepDistiller's ``hint_layer = 2`` of
-    3 CIFAR stages). RepDistiller's optional separate hint pre-training stage is not run.
+    the stage pairs; -1 is the pair ``(k - 1) // 2``, RepDistiller's default ``--hint_layer 2``
+    (train_student.py line 88), whose feature list starts with the stem: index 2 is the second
+    stage's output for its 3-stage CIFAR ResNets/WRNs and 4-stage ResNets alike (pair 1 here;
+    pair 0 of a 2-stage LeNet5). RepDistiller's optional hint pre-training stage is not run.
     """
 
     name = "fitnet"
@@ -70,7 +82,7 @@ class FitNet(FeatureDistiller):
         layer, k = int(self.params["hint_layer"]), len(self.pairs)
         if layer >= k:
             raise ValueError(f"method 'fitnet': hint_layer {layer} but only {k} stage pairs")
-        self.hint = self.pairs[k // 2 if layer < 0 else layer]
+        self.hint = self.pairs[(k - 1) // 2 if layer < 0 else layer]
         si, ti = self.hint
         self.regressor = conv_bn(self.s_shapes[si][0], self.t_shapes[ti][0], 3)
 
@@ -197,33 +209,34 @@ class AB(FeatureDistiller):
 
 @register
 class FT(FeatureDistiller):
-    """Factor transfer (Kim et al. 2018) on the last stage pair. A paraphraser (encoder: 3x3
-    conv-BN-LeakyReLU x2 to ``rate * C_t`` channels; decoder back) is trained to reconstruct
-    the teacher's map (term ``ft_rec``, MSE; it reaches only the paraphraser), a translator
-    (3x3 conv-BN-LeakyReLU x2) maps the student's map to factor space, and the L1 distance of
-    the normalised factors is the transfer term.
+    """Factor transfer (Kim et al. 2018) on the last stage pair, RepDistiller's modules
+    (models/util.py ``Paraphraser``, ``Translator``): the paraphraser encoder is three 3x3
+    conv-LeakyReLU(0.1) blocks ``C_t -> C_t -> int(rate C_t) -> int(rate C_t)`` (no BN, its
+    ``use_bn=False`` default), the decoder three 3x3 transposed conv-LeakyReLU blocks back to
+    ``C_t``; it is trained to reconstruct the teacher's map (term ``ft_rec``, MSE; it reaches
+    only the paraphraser). The translator is three conv-BN-LeakyReLU blocks
+    ``C_s -> C_s -> int(rate C_t) -> int(rate C_t)``. The transfer term is
+    :func:`kdlab.losses.ft_loss` (RepDistiller's ``FactorTransfer``: L1 between the
+    L2-normalised spatial maps ``mean_c f^2``).
 
-    Reference: RepDistiller ``-b 200``, rate 0.5, p = 1 -> ``ft_weight: 200``, ``rate: 0.5``.
-    Deviation: RepDistiller pre-trains the paraphraser for 30 epochs and freezes it; here it
-    trains jointly from the start (the teacher factors are detached from the transfer term).
+    Reference: RepDistiller ``-b 200``, rate 0.5, p1 = 2, p2 = 1 -> ``ft_weight: 200``,
+    ``rate: 0.5``. Deviation: RepDistiller pre-trains the paraphraser for 30 epochs and
+    freezes it; here it trains jointly from the start (the teacher factors are detached from
+    the transfer term).
     """
 
     name = "ft"
-    description = "(1-alpha) CE + alpha w |norm(T(F_s)) - norm(P(F_t))|_1 (+ paraphraser MSE)"
+    description = "(1-alpha) CE + alpha w |factor(T(F_s)) - factor(P(F_t))|_1 (+ paraphraser MSE)"
     schema = {"ft_weight": (200.0, 0.0, None), "rate": (0.5, 0.01, None)}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         i, j = self.pairs[-1]
         cs, ct = self.s_shapes[i][0], self.t_shapes[j][0]
-        k = max(1, round(ct * self.params["rate"]))
-
-        def block(cin: int, cout: int) -> list[nn.Module]:
-            return [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.LeakyReLU(0.1)]
-
-        self.paraphraser_encoder = nn.Sequential(*block(ct, ct), *block(ct, k))
-        self.paraphraser_decoder = nn.Sequential(*block(k, ct), nn.Conv2d(ct, ct, 3, padding=1))
-        self.translator = nn.Sequential(*block(cs, cs), *block(cs, k))
+        k = max(1, int(ct * self.params["rate"]))
+        self.paraphraser_encoder = _conv_chain([ct, ct, k, k], bn=False)
+        self.paraphraser_decoder = _conv_chain([k, k, ct, ct], bn=False, conv=nn.ConvTranspose2d)
+        self.translator = _conv_chain([cs, cs, k, k], bn=True)
 
     def distill_terms(self, s, t, batch: Batch, epoch: int):
         i, j = self.pairs[-1]

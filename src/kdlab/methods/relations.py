@@ -85,14 +85,18 @@ class CRD(FeatureDistiller):
     """Contrastive representation distillation (Tian et al. 2020), the NCE form.
 
     Linear embeddings (student and teacher, both trained) to ``feat_dim`` on the unit sphere;
-    two memory banks of every training image's embedding (updated with momentum ``nce_m``);
-    ``nce_k`` negatives drawn uniformly per sample; scores ``exp(v . m / nce_t) / Z`` with Z
-    fixed on the first batch; the NCE loss of the student anchor against the teacher memory
-    plus the teacher anchor against the student memory.
+    two memory banks of every data-set position's embedding (updated with momentum ``nce_m``,
+    only ever read at training positions); per anchor ``nce_k`` negatives drawn uniformly,
+    with replacement, from the training positions of the other classes (RepDistiller
+    dataset/cifar100.py ``CIFAR100InstanceSample``, mode ``exact``: never the anchor, its
+    class, or a validation image); scores ``exp(v . m / nce_t) / Z`` with Z fixed on the first
+    batch; the NCE loss (noise probability ``1 / n_train``, crd/criterion.py) of the student
+    anchor against the teacher memory plus the teacher anchor against the student memory.
 
     Reference: RepDistiller ``-b 0.8``, 128-d, 16384 negatives, T = 0.07, momentum 0.5 ->
     ``crd_weight: 0.8``, ``feat_dim: 128``, ``nce_k: 16384``, ``nce_t: 0.07``, ``nce_m: 0.5``.
-    Needs ``num_data`` (training images; ``batch.index`` addresses the memory).
+    Needs ``num_data`` and ``train_labels`` (see :class:`FeatureDistiller`). Deviation: the
+    reference draws without replacement when ``nce_k`` does not exceed the negatives.
     """
 
     name = "crd"
@@ -107,11 +111,21 @@ class CRD(FeatureDistiller):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if not self.num_data or self.num_data < 2:
+        labels = self.train_labels
+        if not self.num_data or labels is None or labels.shape != (self.num_data,):
             raise ValueError(
-                "method 'crd' needs num_data (the number of training images, 2 or more) "
-                "to size its memory banks"
+                "method 'crd' needs num_data (the number of data-set positions) and "
+                "train_labels (one label per position, -1 outside the training split) to size "
+                "its memory banks and draw its negatives"
             )
+        labels = labels.long()
+        train = torch.nonzero(labels >= 0).squeeze(1)
+        # Training positions sorted by class: class c's block is order[start[c]:start[c + 1]].
+        order = train[torch.argsort(labels[train], stable=True)]
+        counts = torch.bincount(labels[train], minlength=int(labels.max()) + 1)
+        if len(train) < 2 or int((counts > 0).sum()) < 2:
+            raise ValueError("method 'crd' needs training images of two or more classes")
+        self.n_train = len(train)
         d = int(self.params["feat_dim"])
         self.embed_s = nn.Linear(self.s_dim, d)
         self.embed_t = nn.Linear(self.t_dim, d)
@@ -122,23 +136,39 @@ class CRD(FeatureDistiller):
             self.register_buffer(key, bank)
         self.register_buffer("z_s", torch.tensor(-1.0))
         self.register_buffer("z_t", torch.tensor(-1.0))
+        # Sampling tables: not state (rebuilt from the labels), so not in extra_state().
+        self.register_buffer("_label_of", labels.to(device), persistent=False)
+        self.register_buffer("_order", order.to(device), persistent=False)
+        self.register_buffer("_start", (torch.cumsum(counts, 0) - counts).to(device), False)
+        self.register_buffer("_count", counts.to(device), persistent=False)
+
+    def sample_negatives(self, index: torch.Tensor, k: int) -> torch.Tensor:
+        """``len(index) x k`` training positions drawn uniformly, with replacement, from the
+        classes other than each anchor's: a uniform draw over the other classes' blocks of
+        the class-sorted training positions (the anchor's block is skipped)."""
+        y = self._label_of[index]
+        if bool((y < 0).any()):
+            raise ValueError("method 'crd': a batch holds a position outside the training split")
+        start, count = self._start[y][:, None], self._count[y][:, None]
+        u = torch.rand(len(index), k, device=index.device) * (self.n_train - count)
+        u = u.long().clamp_max(self.n_train - count - 1)
+        u = u + count * (u >= start)
+        return self._order[u]
 
     def distill_terms(self, s, t, batch: Batch, epoch: int):
         p = self.params
         v_s = F.normalize(self.embed_s(s["pooled"]), dim=1)
         v_t = F.normalize(self.embed_t(t["pooled"]), dim=1)
         idx = batch.index.to(v_s.device)
-        n, k = len(idx), min(int(p["nce_k"]), self.num_data - 1)
-        neg = torch.randint(0, self.num_data, (n, k), device=v_s.device)
-        rows = torch.cat([idx[:, None], neg], dim=1)
+        rows = torch.cat([idx[:, None], self.sample_negatives(idx, int(p["nce_k"]))], dim=1)
         out_s = torch.exp(torch.bmm(self.memory_t[rows], v_s[:, :, None]).squeeze(2) / p["nce_t"])
         out_t = torch.exp(torch.bmm(self.memory_s[rows], v_t[:, :, None]).squeeze(2) / p["nce_t"])
         with torch.no_grad():
             if self.z_s < 0:  # the normalisation constants, estimated once (as the reference)
-                self.z_s.fill_(float(out_s.mean() * self.num_data))
-                self.z_t.fill_(float(out_t.mean() * self.num_data))
-        loss = crd_nce_loss(out_s / self.z_s, self.num_data) + crd_nce_loss(
-            out_t / self.z_t, self.num_data
+                self.z_s.fill_(float(out_s.mean() * self.n_train))
+                self.z_t.fill_(float(out_t.mean() * self.n_train))
+        loss = crd_nce_loss(out_s / self.z_s, self.n_train) + crd_nce_loss(
+            out_t / self.z_t, self.n_train
         )
         if self.training:
             with torch.no_grad():

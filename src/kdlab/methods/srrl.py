@@ -16,8 +16,13 @@
 Ablations (seed 003 Table 1, first three rows): ``sr_weight: 0`` is L_FM alone,
 ``fm_weight: 0`` is L_SR alone. Mapping of the paper's eq. 8 ``CE + a L_FM + b L_SR``:
 alpha = 0.5, ``fm_weight = a``, ``sr_weight = b`` (up to a global factor 1/2). The paper does not
-print a and b; ``fm_weight: 1``, ``sr_weight: 2`` are our defaults (L_SR is the stronger term
-in its Table 1).
+print a and b; the official code (jingyang2017/KD_SRRL train_imagenet_distillation.py lines
+113-120, ``--weight`` default 1 at line 23) trains ``CE + L_FM + 1 * L_SR``: ``fm_weight: 1``,
+``sr_weight: 1``.
+
+Deviation (documented, docs/methods.md): the official connector (distiller_zoo/AIN.py
+``transfer_conv``: 1x1 conv + BN + ReLU) runs on the student's last feature *map* and L_FM
+(``statm_loss``) compares the spatial means; here it runs on the pooled feature.
 
 Position (Table 1, last three rows): ``stage: k`` applies both losses at stage pair ``k``
 (0-based; ``pair_stages`` pairs the student's and teacher's stages; for WRN-16-4 -> WRN-40-4,
@@ -70,7 +75,7 @@ class SRRL(FeatureDistiller):
     teacher_modules = ("classifier",)
     schema = {
         "fm_weight": (1.0, 0.0, None),
-        "sr_weight": (2.0, 0.0, None),
+        "sr_weight": (1.0, 0.0, None),
         "stage": (-1.0, -1.0, None),
         "all_stages": (0.0, 0.0, 1.0),
     }

@@ -100,6 +100,10 @@ def distill(cfg: Config, method: str) -> None:
             input_shape=(data.spec.shape[0], mc.input_size, mc.input_size),
             teacher_input_size=blob["input_size"],
             num_data=len(data.labels),
+            # CRD draws negatives from the training positions of other classes only.
+            train_labels=torch.full_like(data.labels, -1).index_copy_(
+                0, data.split.train, data.labels[data.split.train]
+            ),
         )
         source = f"live teacher features ({paths.TEACHER})"
     if cls.needs_soft_labels:
