@@ -683,3 +683,27 @@ def test_fitnet_default_hint_is_repdistillers_second_stage(student_name, teacher
     student = build_model(student_name, 10, 1, input_size=28, **kw)
     d = get_method("fitnet")(student, {}, 0.5, 4.0, teacher_model=teacher, input_shape=(1, 28, 28))
     assert d.hint == expected
+
+
+def test_ab_taps_the_students_pre_activation_when_the_model_gives_it():
+    d, teacher, student = make("ab")
+    b = batch()
+    plain = d.forward_train(b, 0)[1]["ab"]
+    base = student.forward_features
+
+    def with_preact(x):
+        out = base(x)
+        return {**out, "preact_stages": [-f for f in out["stages"]]}
+
+    student.forward_features = with_preact
+    shifted = d.forward_train(b, 0)[1]["ab"]
+    s = with_preact(b.x)
+    t = teacher.forward_features(b.x)
+    k = len(d.pairs)
+    expected = sum(
+        2.0 ** (n - k + 1)
+        * ab_loss(*match_spatial(conn(s["preact_stages"][i]), t["stages"][j]), 1.0)
+        for n, ((i, j), conn) in enumerate(zip(d.pairs, d.connectors))
+    )
+    assert torch.allclose(shifted, 0.6 * 0.003 * expected, rtol=1e-5)
+    assert not torch.allclose(shifted, plain)

@@ -173,6 +173,13 @@ class AB(FeatureDistiller):
     teacher's side of each neuron's activation boundary with ``margin``. Deeper pairs weigh more
     (``2^(i - k + 1)``, as the reference).
 
+    Taps: RepDistiller (train_student.py, ``preact = opt.distill == 'abound'``) feeds the
+    student's *pre-activation* stage outputs to the connectors. A model whose
+    ``forward_features`` gives ``"preact_stages"`` (the stage outputs before their final ReLU)
+    is tapped there; the zoo's models give only post-ReLU ``"stages"`` today, which are used
+    instead (a documented deviation; the teacher side is unaffected: the sign of a post-ReLU
+    map is the on/off state of its pre-activation).
+
     Reference: RepDistiller scales the summed loss by 3/1000 per sample and uses it only in a
     separate initialisation phase (then plain CE/KD). Here ``ab_weight: 0.003`` carries the
     3/1000 and the term is on throughout; ``init_epochs: n > 0`` reproduces the two phases
@@ -195,9 +202,10 @@ class AB(FeatureDistiller):
 
     def distill_terms(self, s, t, batch: Batch, epoch: int):
         k = len(self.pairs)
+        taps = s.get("preact_stages") or s["stages"]
         total = 0.0
         for n, ((i, j), conn) in enumerate(zip(self.pairs, self.connectors)):
-            fs, ft = match_spatial(conn(s["stages"][i]), t["stages"][j])
+            fs, ft = match_spatial(conn(taps[i]), t["stages"][j])
             total = total + 2.0 ** (n - k + 1) * ab_loss(fs, ft, self.params["margin"])
         return {"ab": self.params["ab_weight"] * total}
 
