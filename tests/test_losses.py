@@ -257,3 +257,46 @@ def test_dkd_matches_mdistiller_with_confident_logits(T):
     assert float(dkd_loss(s, t, y, 1.0, 8.0, T)) == pytest.approx(expected, rel=1e-9)
     tckd_only = np_dkd_mdistiller(s.numpy(), t.numpy(), y.numpy(), 1.0, 0.0, T)
     assert float(dkd_loss(s, t, y, 1.0, 0.0, T)) == pytest.approx(tckd_only, rel=1e-7)
+
+
+def np_dkd_from_probs(ps, pt, y, a, b, T, reduction):
+    """DKD from the paper's definitions on given student/target probabilities (float64);
+    ``mean`` averages each KL over its elements (N x 2, N x C) as nn.KLDivLoss() would."""
+    n, c = ps.shape
+    tckd = nckd = 0.0
+    for i in range(n):
+        bs, bt = [ps[i, y[i]], 1 - ps[i, y[i]]], [pt[i, y[i]], 1 - pt[i, y[i]]]
+        others = [j for j in range(c) if j != y[i]]
+        qs = ps[i, others] / ps[i, others].sum()
+        qt = pt[i, others] / pt[i, others].sum()
+        tckd += np_kl(bt, bs)
+        nckd += np_kl(qt, qs)
+    scale = (1 / n, 1 / n) if reduction == "batchmean" else (1 / (2 * n), 1 / (c * n))
+    return T * T * (a * tckd * scale[0] + b * nckd * scale[1])
+
+
+@pytest.mark.parametrize("T", [1.0, 3.0, 8.0])
+@pytest.mark.parametrize("reduction", ["batchmean", "mean"])
+def test_dkd_and_soft_target_dkd_match_numpy(logits, T, reduction):
+    s, t = (x.double() for x in logits)
+    y = torch.tensor([0, 1, 2, 3, 4, 2])
+    ps = np_softmax(s.numpy() / T)
+    expected = np_dkd_from_probs(ps, np_softmax(t.numpy() / T), y.numpy(), 1.0, 8.0, T, reduction)
+    got = dkd_loss(s, t, y, 1.0, 8.0, T, reduction)
+    assert float(got) == pytest.approx(expected, rel=1e-9)
+    # Soft-label targets are not tempered.
+    g = torch.Generator().manual_seed(6)
+    probs = torch.softmax(torch.randn(6, 5, generator=g, dtype=torch.double), dim=1)
+    expected = np_dkd_from_probs(ps, probs.numpy(), y.numpy(), 0.5, 2.0, T, reduction)
+    got = soft_target_dkd_loss(s, probs, y, 0.5, 2.0, T, reduction)
+    assert float(got) == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("T", [1.0, 4.0, 20.0])
+def test_soft_target_kd_batchmean_matches_numpy(logits, T):
+    s, _ = (x.double() for x in logits)
+    g = torch.Generator().manual_seed(8)
+    targets = torch.softmax(torch.randn(6, 5, generator=g, dtype=torch.double) * 2, dim=1)
+    ps = np_softmax(s.numpy() / T)
+    expected = T * T * np.mean([np_kl(targets[i].numpy(), ps[i]) for i in range(6)])
+    assert float(soft_target_kd_loss(s, targets, T)) == pytest.approx(expected, rel=1e-10)
