@@ -1,9 +1,6 @@
-"""Relation and embedding methods on the penultimate (pooled) features: ``cc``, ``rkd``,
-``pkt``, ``crd``.
+"""``crd``: Contrastive representation distillation (Tian et al. 2020).
 
-Every method trains ``(1 - alpha) CE + alpha * L`` with ``L`` carrying the method's own
-weight(s) from ``method_params`` (RepDistiller's ``beta``; its CE weight is 1, see
-:mod:`kdlab.methods.hints` for the mapping).
+Reference code, line numbers and remaining deviations: docs/methods.md.
 """
 
 from __future__ import annotations
@@ -16,68 +13,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdlab.data.pipeline import Batch
-from kdlab.losses import cc_loss, crd_nce_loss, pkt_loss, rkd_loss
+from kdlab.losses import (
+    crd_nce_loss,
+)
 from kdlab.methods import register
 from kdlab.methods.features import FeatureDistiller
-
-
-@register
-class CC(FeatureDistiller):
-    """Correlation congruence (Peng et al. 2019), the paper's form: the batch correlation
-    matrices of the L2-normalised penultimate features under a Gaussian RBF kernel (Taylor
-    expansion to ``order``, ``gamma``), MSE.
-
-    Weights: the paper's gamma 0.4 and order 2. RepDistiller's ``-b 0.02`` belongs to its
-    different element-wise variant on 128-d embeddings and does not transfer; ``cc_weight: 1``
-    is our (untuned) default.
-    """
-
-    name = "cc"
-    description = "(1-alpha) CE + alpha w ||C(f_s) - C(f_t)||^2, C = Taylor-RBF correlation"
-    schema = {
-        "cc_weight": (1.0, 0.0, None),
-        "gamma": (0.4, 0.0, None),
-        "order": (2.0, 0.0, 10.0),
-    }
-
-    def distill_terms(self, s, t, batch: Batch, epoch: int):
-        p = self.params
-        loss = cc_loss(s["pooled"], t["pooled"], p["gamma"], int(p["order"]))
-        return {"cc": p["cc_weight"] * loss}
-
-
-@register
-class RKD(FeatureDistiller):
-    """Relational KD (Park et al. 2019): distance and angle relations of the penultimate
-    features (the existing :func:`kdlab.losses.rkd_loss`).
-
-    Reference: RepDistiller ``-b 1`` with distance 25 and angle 50 ->
-    ``distance_weight: 25``, ``angle_weight: 50``.
-    """
-
-    name = "rkd"
-    description = "(1-alpha) CE + alpha (w_d Huber(psi_D) + w_a Huber(psi_A))"
-    schema = {"distance_weight": (25.0, 0.0, None), "angle_weight": (50.0, 0.0, None)}
-
-    def distill_terms(self, s, t, batch: Batch, epoch: int):
-        p = self.params
-        loss = rkd_loss(s["pooled"], t["pooled"], p["distance_weight"], p["angle_weight"])
-        return {"rkd": loss}
-
-
-@register
-class PKT(FeatureDistiller):
-    """Probabilistic knowledge transfer (Passalis & Tefas 2018) on the penultimate features.
-
-    Reference: RepDistiller ``-b 30000`` -> ``pkt_weight: 30000``.
-    """
-
-    name = "pkt"
-    description = "(1-alpha) CE + alpha w KL(P_t || P_s), P = normalised cosine affinities"
-    schema = {"pkt_weight": (30000.0, 0.0, None)}
-
-    def distill_terms(self, s, t, batch: Batch, epoch: int):
-        return {"pkt": self.params["pkt_weight"] * pkt_loss(s["pooled"], t["pooled"])}
 
 
 @register
