@@ -662,6 +662,21 @@ def test_crd_negatives_are_other_class_training_positions():
     assert d.n_train == 10
     with pytest.raises(ValueError, match="outside the training split"):
         d.sample_negatives(torch.tensor([6]), 3)
+    # k <= every anchor's negatives: exact draws without replacement (RepDistiller), the
+    # option with_replacement draws with.
+    for negatives, distinct in (("exact", True), ("with_replacement", False)):
+        d, _, _ = make(
+            "crd", {"nce_k": 5, "negatives": negatives}, num_data=12, train_labels=labels
+        )
+        rows = [d.sample_negatives(anchors, 5) for _ in range(30)]
+        for neg in rows:
+            assert (labels[neg] >= 0).all() and (labels[neg] != labels[anchors][:, None]).all()
+        repeats = any(len(set(r.tolist())) < 5 for neg in rows for r in neg)
+        assert repeats != distinct
+    d, _, _ = make("crd", {"nce_k": 1}, num_data=12, train_labels=labels)
+    draws = d.sample_negatives(torch.zeros(2000, dtype=torch.long), 1)[:, 0]
+    counts = torch.bincount(draws, minlength=12).float() / 2000
+    assert torch.allclose(counts[allowed], torch.full((7,), 1 / 7), atol=0.03)
 
 
 def test_srrl_defaults_are_the_official_codes():

@@ -27,7 +27,7 @@ class CRD(FeatureDistiller):
     Linear embeddings (student and teacher, both trained) to ``feat_dim`` on the unit sphere;
     two memory banks of every data-set position's embedding (updated with momentum ``nce_m``,
     only ever read at training positions); per anchor ``nce_k`` negatives drawn uniformly,
-    with replacement, from the training positions of the other classes (RepDistiller
+    from the training positions of the other classes (RepDistiller
     dataset/cifar100.py ``CIFAR100InstanceSample``, mode ``exact``: never the anchor, its
     class, or a validation image); scores ``exp(v . m / nce_t) / Z`` with Z fixed on the first
     batch; the NCE loss (noise probability ``1 / n_train``, crd/criterion.py) of the student
@@ -35,8 +35,10 @@ class CRD(FeatureDistiller):
 
     Reference: RepDistiller ``-b 0.8``, 128-d, 16384 negatives, T = 0.07, momentum 0.5 ->
     ``crd_weight: 0.8``, ``feat_dim: 128``, ``nce_k: 16384``, ``nce_t: 0.07``, ``nce_m: 0.5``.
-    Needs ``num_data`` and ``train_labels`` (see :class:`FeatureDistiller`). Deviation: the
-    reference draws without replacement when ``nce_k`` does not exceed the negatives.
+    Needs ``num_data`` and ``train_labels`` (see :class:`FeatureDistiller`). ``negatives:
+    exact`` draws as the reference (without replacement when ``nce_k`` does not exceed any
+    anchor's negatives); ``with_replacement`` is a cheaper option (~0.3 s less per batch of
+    128 at 16384 of 45,000 on a CPU).
     """
 
     name = "crd"
@@ -48,6 +50,7 @@ class CRD(FeatureDistiller):
         "nce_t": (0.07, 1e-4, None),
         "nce_m": (0.5, 0.0, 1.0),
     }
+    choices = {"negatives": ("exact", "with_replacement")}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -83,15 +86,26 @@ class CRD(FeatureDistiller):
         self.register_buffer("_count", counts.to(device), persistent=False)
 
     def sample_negatives(self, index: torch.Tensor, k: int) -> torch.Tensor:
-        """``len(index) x k`` training positions drawn uniformly, with replacement, from the
-        classes other than each anchor's: a uniform draw over the other classes' blocks of
-        the class-sorted training positions (the anchor's block is skipped)."""
+        """``len(index) x k`` training positions drawn uniformly from the classes other than
+        each anchor's. ``negatives: exact`` (RepDistiller ``np.random.choice(cls_negative,
+        k, replace=k > len(cls_negative))``): without replacement when every anchor has ``k``
+        or more negatives, else with; ``with_replacement``: always with (cheaper on a CPU)."""
         y = self._label_of[index]
         if bool((y < 0).any()):
             raise ValueError("method 'crd': a batch holds a position outside the training split")
-        start, count = self._start[y][:, None], self._count[y][:, None]
-        u = torch.rand(len(index), k, device=index.device) * (self.n_train - count)
-        u = u.long().clamp_max(self.n_train - count - 1)
+        count = self._count[y][:, None]
+        n_other = self.n_train - count
+        if self.params["negatives"] == "exact" and k <= int(n_other.min()):
+            # A uniform k-subset of the other classes: the k largest of random keys, with
+            # the anchor's class keyed below every other.
+            keys = torch.rand(len(index), self.n_train, device=index.device)
+            keys = keys.masked_fill(self._label_of[self._order][None, :] == y[:, None], -1.0)
+            return self._order[keys.topk(k, dim=1).indices]
+        # With replacement: a uniform draw over the class-sorted training positions with the
+        # anchor's class block skipped.
+        start = self._start[y][:, None]
+        u = (torch.rand(len(index), k, device=index.device) * n_other).long()
+        u = u.clamp_max(n_other - 1)
         u = u + count * (u >= start)
         return self._order[u]
 
