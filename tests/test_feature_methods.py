@@ -441,7 +441,8 @@ def test_simkd_label_gated_learns_only_where_teacher_is_right():
 
 @pytest.mark.parametrize("sr", ["l2", "kl", "ce"])
 def test_srrl_sr_variants(sr):
-    d, teacher, _ = make("srrl", {"sr_loss": sr, "fm_weight": 0.0, "sr_weight": 1.0}, alpha=1.0)
+    params = {"sr_loss": sr, "fm_weight": 0.0, "sr_weight": 1.0, "connector": "pooled"}
+    d, teacher, _ = make("srrl", params, alpha=1.0)
     d.eval()  # connector BN in eval mode: deterministic
     b = batch()
     _, losses = d.forward_train(b, 0)
@@ -506,7 +507,8 @@ def test_srrl_at_an_earlier_stage_uses_adain_through_the_rest_of_the_teacher():
 
 
 def test_srrl_all_stages_sums_every_pair_and_the_end():
-    d, teacher, student = make("srrl", {"all_stages": 1, "sr_weight": 0.0}, alpha=1.0)
+    params = {"all_stages": 1, "sr_weight": 0.0, "connector": "pooled"}
+    d, teacher, student = make("srrl", params, alpha=1.0)
     assert d.positions == [0] and d.at_end  # 2 pairs: one earlier stage, then the end
     d.eval()
     b = batch()
@@ -722,3 +724,24 @@ def test_ab_taps_the_students_pre_activation_when_the_model_gives_it():
     )
     assert torch.allclose(shifted, 0.6 * 0.003 * expected, rtol=1e-5)
     assert not torch.allclose(shifted, plain)
+
+
+def test_srrl_map_connector_is_the_official_codes():
+    # KD_SRRL train_imagenet_distillation.py 113-117: transfer_conv on the student's last map,
+    # statm_loss (squared gap of the spatial means, mean over channels and batch), and the
+    # teacher's avgpool + fc on the connected map, MSE to the teacher's logits.
+    d, teacher, student = make("srrl", {}, alpha=1.0)
+    assert d.params["connector"] == "map" and d.params["sr_weight"] == 1.0
+    assert isinstance(d.connector[0], torch.nn.Conv2d) and d.connector[0].kernel_size == (1, 1)
+    d.eval()
+    b = batch()
+    _, losses = d.forward_train(b, 0)
+    f_t = teacher.forward_features(b.x)["stages"][-1]
+    f_s = student.forward_features(b.x)["stages"][-1]
+    g = d.connector(F.adaptive_avg_pool2d(f_s, f_t.shape[-2:]))
+    gs = g.detach().double().numpy().mean(axis=(2, 3))
+    gt = f_t.double().numpy().mean(axis=(2, 3))
+    statm = ((gs - gt) ** 2).mean(axis=1).mean()
+    assert float(losses["fm"]) == pytest.approx(statm, rel=1e-5)
+    q = teacher.classifier(torch.flatten(F.adaptive_avg_pool2d(g, 1), 1))  # ResNet: GAP + fc
+    assert torch.allclose(losses["sr"], F.mse_loss(q, teacher(b.x)), rtol=1e-5)
