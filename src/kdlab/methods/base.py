@@ -67,7 +67,8 @@ class Distiller(nn.Module):
     needs_teacher: ClassVar[bool] = False
     needs_soft_labels: ClassVar[bool] = False
     # Methods that tap the features of a live teacher model take the keyword arguments
-    # ``teacher_model`` and ``input_shape`` (see kdlab.methods.features.FeatureDistiller).
+    # ``teacher_model``, ``input_shape``, ``teacher_input_size``, ``num_data`` and
+    # ``train_labels`` (see kdlab.methods.features.FeatureDistiller).
     needs_teacher_features: ClassVar[bool] = False
     schema: ClassVar[ParamSchema] = {}
     choices: ClassVar[ChoiceSchema] = {}
