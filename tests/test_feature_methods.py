@@ -130,14 +130,37 @@ def test_ab_loss_matches_loops_and_is_zero_beyond_margin():
     assert float(ab_loss(beyond, tgt, 1.0)) == 0.0
 
 
-def test_ft_loss_matches_numpy_and_ignores_scale():
-    s, t = rand(4, 3, 2, 2, seed=1), rand(4, 3, 2, 2, seed=2)
-    a = s.reshape(4, -1).numpy().astype(np.float64)
-    b = t.reshape(4, -1).numpy().astype(np.float64)
-    a, b = (x / np.linalg.norm(x, axis=1, keepdims=True) for x in (a, b))
+def np_ft_factor(f):
+    """RepDistiller distiller_zoo/FT.py factor(), p1 = 2: per sample, the channel mean of the
+    squared map, flattened over space and L2-normalised."""
+    a = (f.astype(np.float64) ** 2).mean(axis=1).reshape(len(f), -1)
+    return a / np.linalg.norm(a, axis=1, keepdims=True)
+
+
+def test_ft_loss_matches_the_reference_factor():
+    # Channel counts differ (translator vs paraphraser factors may), so no whole-map formula.
+    s, t = rand(4, 3, 5, 5, seed=1), rand(4, 6, 5, 5, seed=2)
+    a, b = np_ft_factor(s.numpy()), np_ft_factor(t.numpy())
     assert float(ft_loss(s, t)) == pytest.approx(np.abs(a - b).mean(), rel=1e-5)
     assert float(ft_loss(s, t, p=2)) == pytest.approx(((a - b) ** 2).mean(), rel=1e-5)
+    # Larger maps are average-pooled to the smaller first (FactorTransfer.factor_loss).
+    big = rand(4, 3, 10, 10, seed=3)
+    pooled = big.numpy().reshape(4, 3, 5, 2, 5, 2).mean(axis=(3, 5))
+    expected = np.abs(np_ft_factor(pooled) - b).mean()
+    assert float(ft_loss(big, t)) == pytest.approx(expected, rel=1e-5)
     assert float(ft_loss(3 * s, s)) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_ft_modules_follow_repdistiller():
+    d, _, _ = make("ft")
+    convs = [m for m in d.paraphraser_encoder if isinstance(m, torch.nn.Conv2d)]
+    assert [(m.in_channels, m.out_channels) for m in convs] == [(64, 64), (64, 32), (32, 32)]
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in d.paraphraser_encoder)
+    deconvs = [m for m in d.paraphraser_decoder if isinstance(m, torch.nn.ConvTranspose2d)]
+    assert [(m.in_channels, m.out_channels) for m in deconvs] == [(32, 32), (32, 64), (64, 64)]
+    tr = [m for m in d.translator if isinstance(m, torch.nn.Conv2d)]
+    assert [(m.in_channels, m.out_channels) for m in tr] == [(16, 16), (16, 32), (32, 32)]
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in d.translator) == 3
 
 
 def test_fsp_matrix_and_loss():
@@ -312,8 +335,7 @@ def make(name, params=None, alpha=0.6, **kw):
         temperature=4.0,
         teacher_model=teacher,
         input_shape=(1, 28, 28),
-        num_data=10,
-        **kw,
+        **{"num_data": 10, "train_labels": torch.arange(10) % 10, **kw},
     )
     return d, teacher, student
 
@@ -392,7 +414,9 @@ def test_simkd_forward_test_uses_teacher_classifier():
         teacher.classifier.bias.add_(torch.arange(10.0))
     shifted = d.forward_test(x)
     assert torch.allclose(shifted, out + torch.arange(10.0), atol=1e-5)
-    assert "teacher_classifier" in d.extra_state() and "projector" in d.extra_state()
+    extra = d.extra_state()
+    assert "projector" in extra
+    assert set(extra["teacher_head"]) == {"classifier.weight", "classifier.bias"}
 
 
 @pytest.mark.parametrize("projectors, n_extra", [("end", 0), ("two_thirds", 1), ("all", 1)])
@@ -417,7 +441,8 @@ def test_simkd_label_gated_learns_only_where_teacher_is_right():
 
 @pytest.mark.parametrize("sr", ["l2", "kl", "ce"])
 def test_srrl_sr_variants(sr):
-    d, teacher, _ = make("srrl", {"sr_loss": sr, "fm_weight": 0.0, "sr_weight": 1.0}, alpha=1.0)
+    params = {"sr_loss": sr, "fm_weight": 0.0, "sr_weight": 1.0, "connector": "pooled"}
+    d, teacher, _ = make("srrl", params, alpha=1.0)
     d.eval()  # connector BN in eval mode: deterministic
     b = batch()
     _, losses = d.forward_train(b, 0)
@@ -482,7 +507,8 @@ def test_srrl_at_an_earlier_stage_uses_adain_through_the_rest_of_the_teacher():
 
 
 def test_srrl_all_stages_sums_every_pair_and_the_end():
-    d, teacher, student = make("srrl", {"all_stages": 1, "sr_weight": 0.0}, alpha=1.0)
+    params = {"all_stages": 1, "sr_weight": 0.0, "connector": "pooled"}
+    d, teacher, student = make("srrl", params, alpha=1.0)
     assert d.positions == [0] and d.at_end  # 2 pairs: one earlier stage, then the end
     d.eval()
     b = batch()
@@ -588,3 +614,134 @@ def test_choice_params_are_validated():
     with pytest.raises(ConfigError, match="allowed: simkd_weight, factor, label_gated, loss"):
         get_method("simkd").validate_params({"nope": 1}, "method_params.simkd.")
     assert cls.resolve_params({})["sr_loss"] == "l2"
+
+
+def test_simkd_student_file_rebuilds_and_predicts_identically():
+    # A LeNet5 teacher's head (pool) holds fc1 and fc2: the student file must carry them.
+    torch.manual_seed(1)
+    teacher = build_model("lenet5", 10, 1, input_size=28).eval()
+    student = build_model("lenet5", 10, 1, input_size=28)
+    kw = dict(teacher_model=teacher, input_shape=(1, 28, 28), num_data=10)
+    d = get_method("simkd")(student, {}, 1.0, 4.0, **kw)
+    d.train()
+    opt = torch.optim.SGD(d.parameters(), lr=0.1)
+    sum(d.forward_train(batch(), 0)[1].values()).backward()
+    opt.step()
+    d.eval()
+    saved = {"state_dict": dict(student.state_dict()), "extra": d.extra_state()}
+    assert {k.split(".")[0] for k in saved["extra"]["teacher_head"]} == {"fc1", "fc2", "classifier"}
+    # Rebuild from the file alone plus a teacher of the same architecture, freshly initialised.
+    torch.manual_seed(7)
+    skeleton = build_model("lenet5", 10, 1, input_size=28).eval()
+    student2 = build_model("lenet5", 10, 1, input_size=28)
+    student2.load_state_dict(saved["state_dict"])
+    d2 = get_method("simkd")(student2, {}, 1.0, 4.0, **{**kw, "teacher_model": skeleton})
+    d2.load_extra_state(saved["extra"])
+    d2.eval()
+    x = batch().x
+    assert torch.equal(d2.forward_test(x), d.forward_test(x))
+    with pytest.raises(ValueError, match="no 'teacher_head'"):
+        d2.load_extra_state({"projector": saved["extra"]["projector"]})
+
+
+def test_crd_negatives_are_other_class_training_positions():
+    torch.manual_seed(0)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, -1, -1, 0, 1, 2, 1])  # -1: validation positions
+    d, _, _ = make("crd", {"nce_k": 50}, num_data=12, train_labels=labels)
+    anchors = torch.tensor([0, 1, 2, 3, 4, 5, 8, 9, 10, 11])
+    for _ in range(20):
+        neg = d.sample_negatives(anchors, 50)
+        assert neg.shape == (10, 50)
+        assert (labels[neg] >= 0).all()  # never a non-training position
+        assert (labels[neg] != labels[anchors][:, None]).all()  # never the anchor's class
+        assert (neg != anchors[:, None]).all()  # never the anchor itself
+    # Uniform over the other classes' training positions: anchor 0 (class 0) draws 1, 2, 4,
+    # 5, 9, 10, 11 each about 1/7 of the time.
+    draws = d.sample_negatives(torch.zeros(1, dtype=torch.long), 70000)[0]
+    counts = torch.bincount(draws, minlength=12).float() / 70000
+    allowed = torch.tensor([1, 2, 4, 5, 9, 10, 11])
+    assert torch.allclose(counts[allowed], torch.full((7,), 1 / 7), atol=0.01)
+    assert d.n_train == 10
+    with pytest.raises(ValueError, match="outside the training split"):
+        d.sample_negatives(torch.tensor([6]), 3)
+    # k <= every anchor's negatives: exact draws without replacement (RepDistiller), the
+    # option with_replacement draws with.
+    for negatives, distinct in (("exact", True), ("with_replacement", False)):
+        d, _, _ = make(
+            "crd", {"nce_k": 5, "negatives": negatives}, num_data=12, train_labels=labels
+        )
+        rows = [d.sample_negatives(anchors, 5) for _ in range(30)]
+        for neg in rows:
+            assert (labels[neg] >= 0).all() and (labels[neg] != labels[anchors][:, None]).all()
+        repeats = any(len(set(r.tolist())) < 5 for neg in rows for r in neg)
+        assert repeats != distinct
+    d, _, _ = make("crd", {"nce_k": 1}, num_data=12, train_labels=labels)
+    draws = d.sample_negatives(torch.zeros(2000, dtype=torch.long), 1)[:, 0]
+    counts = torch.bincount(draws, minlength=12).float() / 2000
+    assert torch.allclose(counts[allowed], torch.full((7,), 1 / 7), atol=0.03)
+
+
+def test_srrl_defaults_are_the_official_codes():
+    # KD_SRRL train_imagenet_distillation.py: loss = CE + statm(L_FM) + args.weight * MSE,
+    # --weight default 1.
+    p = get_method("srrl").resolve_params({})
+    assert (p["fm_weight"], p["sr_weight"], p["sr_loss"]) == (1.0, 1.0, "l2")
+
+
+@pytest.mark.parametrize(
+    "student_name, teacher_name, expected",
+    [("lenet5", "resnet18", (0, 1)), ("resnet18", "resnet18", (1, 1))],
+)
+def test_fitnet_default_hint_is_repdistillers_second_stage(student_name, teacher_name, expected):
+    # RepDistiller --hint_layer 2 indexes [stem, stage1, stage2, ...]: the second stage.
+    torch.manual_seed(0)
+    teacher = build_model(teacher_name, 10, 1, width=8, input_size=28).eval()
+    kw = {"width": 8} if student_name == "resnet18" else {}
+    student = build_model(student_name, 10, 1, input_size=28, **kw)
+    d = get_method("fitnet")(student, {}, 0.5, 4.0, teacher_model=teacher, input_shape=(1, 28, 28))
+    assert d.hint == expected
+
+
+def test_ab_taps_the_students_pre_activation_when_the_model_gives_it():
+    d, teacher, student = make("ab")
+    b = batch()
+    plain = d.forward_train(b, 0)[1]["ab"]
+    base = student.forward_features
+
+    def with_preact(x):
+        out = base(x)
+        return {**out, "preact_stages": [-f for f in out["stages"]]}
+
+    student.forward_features = with_preact
+    shifted = d.forward_train(b, 0)[1]["ab"]
+    s = with_preact(b.x)
+    t = teacher.forward_features(b.x)
+    k = len(d.pairs)
+    expected = sum(
+        2.0 ** (n - k + 1)
+        * ab_loss(*match_spatial(conn(s["preact_stages"][i]), t["stages"][j]), 1.0)
+        for n, ((i, j), conn) in enumerate(zip(d.pairs, d.connectors))
+    )
+    assert torch.allclose(shifted, 0.6 * 0.003 * expected, rtol=1e-5)
+    assert not torch.allclose(shifted, plain)
+
+
+def test_srrl_map_connector_is_the_official_codes():
+    # KD_SRRL train_imagenet_distillation.py 113-117: transfer_conv on the student's last map,
+    # statm_loss (squared gap of the spatial means, mean over channels and batch), and the
+    # teacher's avgpool + fc on the connected map, MSE to the teacher's logits.
+    d, teacher, student = make("srrl", {}, alpha=1.0)
+    assert d.params["connector"] == "map" and d.params["sr_weight"] == 1.0
+    assert isinstance(d.connector[0], torch.nn.Conv2d) and d.connector[0].kernel_size == (1, 1)
+    d.eval()
+    b = batch()
+    _, losses = d.forward_train(b, 0)
+    f_t = teacher.forward_features(b.x)["stages"][-1]
+    f_s = student.forward_features(b.x)["stages"][-1]
+    g = d.connector(F.adaptive_avg_pool2d(f_s, f_t.shape[-2:]))
+    gs = g.detach().double().numpy().mean(axis=(2, 3))
+    gt = f_t.double().numpy().mean(axis=(2, 3))
+    statm = ((gs - gt) ** 2).mean(axis=1).mean()
+    assert float(losses["fm"].detach()) == pytest.approx(statm, rel=1e-5)
+    q = teacher.classifier(torch.flatten(F.adaptive_avg_pool2d(g, 1), 1))  # ResNet: GAP + fc
+    assert torch.allclose(losses["sr"], F.mse_loss(q, teacher(b.x)), rtol=1e-5)

@@ -91,36 +91,57 @@ def test_live_teacher_resizes_input():
     assert torch.allclose(out, ref)
 
 
-@pytest.mark.parametrize("method", ["kd", "reffakd"])
-def test_reduction_param_reaches_the_loss(method):
-    """method_params.<kd|reffakd>.reduction: "mean" makes the term exactly C (10) times weaker."""
+@pytest.mark.parametrize("name", ["kd", "reffakd", "dkd", "reffakd_dkd"])
+def test_reduction_param_defaults_to_batchmean_and_is_validated(name):
+    from kdlab.config import ConfigError
+
+    cls = get_method(name)
+    assert cls.resolve_params({})["reduction"] == "batchmean"
+    cls.validate_params({"reduction": "mean"}, f"method_params.{name}.")
+    with pytest.raises(ConfigError) as err:
+        cls.validate_params({"reduction": "sum"}, f"method_params.{name}.")
+    assert str(err.value) == (
+        f"params.yaml: method_params.{name}.reduction = 'sum' is not allowed; "
+        "allowed: batchmean | mean"
+    )
+
+
+def test_mean_reduction_divides_the_term_by_the_classes():
+    # nn.KLDivLoss()'s default (the ReffAKD notebooks) is batchmean / classes, for both the
+    # teacher (kd) and the soft-label (reffakd) sources.
     b = batch()
     soft = torch.softmax(torch.randn(10, 10), 1)
     cached = TeacherLogits(cached=torch.randn(2, 6, 10))
-    terms = {}
-    for reduction in ("batchmean", "mean"):
-        d = get_method(method)(
-            student(),
-            {"reduction": reduction},
-            alpha=0.6,
-            temperature=4.0,
-            teacher=cached,
-            soft_labels=soft,
-        )
-        terms[reduction] = d.forward_train(b, 0)[1]["kd"]
-    assert torch.allclose(terms["mean"] * 10, terms["batchmean"])
-    cls = get_method(method)
-    assert cls.resolve_params({})["reduction"] == "batchmean"
-    with pytest.raises(Exception, match=rf"method_params.{method}.reduction = 'sum'.*batchmean"):
-        cls.validate_params({"reduction": "sum"}, f"method_params.{method}.")
-
-
-def test_srrl_defaults_are_the_official_weights():
-    """jingyang2017/KD_SRRL weighs CE + L_FM + 1 * L_SR."""
-    p = get_method("srrl").resolve_params({})
-    assert p["fm_weight"] == 1.0 and p["sr_weight"] == 1.0 and p["sr_loss"] == "l2"
+    for name, kw in (("kd", {"teacher": cached}), ("reffakd", {"soft_labels": soft})):
+        cls = get_method(name)
+        terms = []
+        for reduction in ("batchmean", "mean"):
+            d = cls(student(), {"reduction": reduction}, alpha=0.5, temperature=4.0, **kw)
+            terms.append(d.forward_train(b, 0)[1]["kd"])
+        assert float(terms[1]) == pytest.approx(float(terms[0]) / 10, rel=1e-6)
 
 
 def test_default_profile_uses_the_fmnist_notebooks_reduction(default_params):
     mp = default_params["method_params"]
     assert mp["kd"]["reduction"] == mp["reffakd"]["reduction"] == "mean"
+    assert mp["dkd"]["reduction"] == mp["reffakd_dkd"]["reduction"] == "batchmean"
+
+
+def test_paper_presets_use_each_notebooks_reduction():
+    from kdlab.config import load_preset
+
+    for preset, kd, reffakd in (
+        ("paper", "mean", "mean"),
+        ("reffakd_tiny", "mean", "mean"),
+        ("reffakd_cifar100", "mean", "batchmean"),
+    ):
+        mp = load_preset(preset).method_params
+        assert (mp["kd"]["reduction"], mp["reffakd"]["reduction"]) == (kd, reffakd), preset
+
+
+def test_knowledge_source_follows_the_declared_needs():
+    assert get_method("kd").knowledge() == "teacher"
+    assert get_method("fitnet").knowledge() == "teacher"
+    assert get_method("reffakd").knowledge() == get_method("reffakd_dkd").knowledge()
+    assert get_method("reffakd").knowledge() == "soft_labels"
+    assert get_method("ce").knowledge() == "labels"

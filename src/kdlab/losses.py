@@ -1,9 +1,10 @@
 """Pure loss functions: tensors in, a scalar tensor out (mean over the batch).
 
-Conventions (../shared/DESIGN.md section 2): KL terms use ``batchmean`` on log-probabilities and
-are scaled by T^2 so their gradients keep the same magnitude as T changes. The KD terms also take
-``reduction="mean"`` (the mean over batch x classes, ``nn.KLDivLoss()``'s default), which is
-what the official ReffAKD notebooks compute: a term C times weaker (docs/methods.md).
+Conventions (../shared/DESIGN.md section 2): KL terms are scaled by T^2 so their gradients keep
+the same magnitude as T changes. Their ``reduction`` is ``"batchmean"`` (sum over classes, mean
+over the batch: Hinton's KD, mdistiller, RepDistiller) or ``"mean"`` (mean over every element,
+i.e. batchmean / classes: ``nn.KLDivLoss()``'s default, which the official ReffAKD notebooks use;
+docs/methods.md).
 """
 
 from __future__ import annotations
@@ -11,23 +12,25 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-REDUCTIONS = ("batchmean", "mean")
+KL_REDUCTIONS = ("batchmean", "mean")
 
 
 def _kl_from_log_probs(
     log_p_target: torch.Tensor, log_q: torch.Tensor, reduction: str = "batchmean"
 ) -> torch.Tensor:
-    """sum_j p_j (log p_j - log q_j), averaged over the batch; terms with p_j = 0 are 0.
-
-    ``reduction="mean"`` averages over every element (batch x classes) instead.
-    """
-    if reduction not in REDUCTIONS:
-        raise ValueError(
-            f"reduction {reduction!r} is not allowed; allowed: {' | '.join(REDUCTIONS)}"
-        )
+    """``p_j (log p_j - log q_j)`` summed over classes and averaged over the batch
+    (``batchmean``) or averaged over every element (``mean``); terms with p_j = 0 are 0."""
+    if reduction not in KL_REDUCTIONS:
+        raise ValueError(f"reduction {reduction!r} is not allowed; allowed: batchmean | mean")
     p = log_p_target.exp()
     terms = torch.where(p > 0, p * (log_p_target - log_q), torch.zeros_like(p))
-    return terms.mean() if reduction == "mean" else terms.sum(dim=1).mean()
+    return terms.sum(dim=1).mean() if reduction == "batchmean" else terms.mean()
+
+
+def _log_probs(probs: torch.Tensor) -> torch.Tensor:
+    """``log p`` with exact ``-inf`` where ``p == 0`` (those KL terms are then 0)."""
+    log_p = torch.log(probs.clamp_min(torch.finfo(probs.dtype).tiny))
+    return torch.where(probs > 0, log_p, torch.full_like(log_p, -torch.inf))
 
 
 def kd_loss(
@@ -36,7 +39,8 @@ def kd_loss(
     temperature: float,
     reduction: str = "batchmean",
 ) -> torch.Tensor:
-    """Hinton's KD term: ``T^2 * KL(softmax(t/T) || softmax(s/T))``, ``reduction`` as above."""
+    """Hinton's KD term: ``T^2 * KL(softmax(t/T) || softmax(s/T))``, reduced by ``reduction``
+    (``"batchmean"`` or ``"mean"``, see the module docstring)."""
     t = temperature
     log_ps = F.log_softmax(student_logits / t, dim=1)
     log_pt = F.log_softmax(teacher_logits / t, dim=1)
@@ -52,12 +56,11 @@ def soft_target_kd_loss(
     """ReffAKD's term (seed 000 eq. 2): ``T^2 * KL(targets || softmax(s/T))``.
 
     The targets (autoencoder soft labels) are already probabilities and are not tempered.
+    ``reduction``: ``"batchmean"`` or ``"mean"`` (see the module docstring).
     """
     t = temperature
     log_ps = F.log_softmax(student_logits / t, dim=1)
-    log_pt = torch.log(target_probs.clamp_min(torch.finfo(target_probs.dtype).tiny))
-    log_pt = torch.where(target_probs > 0, log_pt, torch.full_like(log_pt, -torch.inf))
-    return t * t * _kl_from_log_probs(log_pt, log_ps, reduction)
+    return t * t * _kl_from_log_probs(_log_probs(target_probs), log_ps, reduction)
 
 
 def _dkd_from_log_probs(
@@ -67,22 +70,26 @@ def _dkd_from_log_probs(
     alpha: float,
     beta: float,
     temperature: float,
+    reduction: str = "batchmean",
 ) -> torch.Tensor:
     """DKD on (tempered) log-probabilities: alpha * TCKD + beta * NCKD, both scaled by T^2."""
     gt = F.one_hot(labels, log_ps.shape[1]).bool()
+    neg_inf = torch.full_like(log_ps, -torch.inf)
 
     def binary(log_p: torch.Tensor) -> torch.Tensor:
+        # (target, rest) log-masses. mdistiller (DKD.py cat_mask) sums the non-target
+        # probabilities; their log-sum-exp is that sum without the cancellation (and without a
+        # clamp) that log(1 - p_target) suffers for confident logits.
         log_gt = log_p.gather(1, labels[:, None])
-        p_gt = log_gt.exp().clamp(max=1 - 1e-7)
-        return torch.cat([log_gt, torch.log1p(-p_gt)], dim=1)
+        log_rest = torch.logsumexp(torch.where(gt, neg_inf, log_p), dim=1, keepdim=True)
+        return torch.cat([log_gt, log_rest], dim=1)
 
-    tckd = _kl_from_log_probs(binary(log_pt), binary(log_ps))
+    tckd = _kl_from_log_probs(binary(log_pt), binary(log_ps), reduction)
     # Non-target distributions: renormalise over the classes other than the label.
-    neg_inf = torch.full_like(log_ps, -torch.inf)
     log_qs = F.log_softmax(torch.where(gt, neg_inf, log_ps), dim=1)
     log_qt = F.log_softmax(torch.where(gt, neg_inf, log_pt), dim=1)
     log_qs = torch.where(gt, torch.zeros_like(log_qs), log_qs)  # p_t = 0 there: no term
-    nckd = _kl_from_log_probs(log_qt, log_qs)
+    nckd = _kl_from_log_probs(log_qt, log_qs, reduction)
     return temperature**2 * (alpha * tckd + beta * nckd)
 
 
@@ -93,12 +100,15 @@ def dkd_loss(
     alpha: float,
     beta: float,
     temperature: float,
+    reduction: str = "batchmean",
 ) -> torch.Tensor:
     """Decoupled KD (Zhao et al. 2022): ``alpha * TCKD + beta * NCKD``, each times T^2.
 
     TCKD is the KL between the binary (target, rest) distributions; NCKD the KL between the
     distributions over the non-target classes. Here ``alpha``/``beta`` are DKD's own weights,
     not the project's ``alpha`` (which weighs the whole distillation term against CE).
+    ``reduction="batchmean"`` is mdistiller's (``size_average=False`` / batch); ``"mean"``
+    averages each KL over all its elements (N x 2 for TCKD, N x C for NCKD).
     """
     t = temperature
     return _dkd_from_log_probs(
@@ -108,6 +118,7 @@ def dkd_loss(
         alpha,
         beta,
         t,
+        reduction,
     )
 
 
@@ -118,8 +129,10 @@ def soft_target_dkd_loss(
     alpha: float,
     beta: float,
     temperature: float,
+    reduction: str = "batchmean",
 ) -> torch.Tensor:
     """DKD with untempered target probabilities (ReffAKD+DKD, seed 000 Table 8)."""
+    # A tiny floor, not -inf: the non-target renormalisation needs one finite entry.
     log_pt = torch.log(target_probs.clamp_min(torch.finfo(target_probs.dtype).tiny))
     return _dkd_from_log_probs(
         F.log_softmax(student_logits / temperature, dim=1),
@@ -128,6 +141,7 @@ def soft_target_dkd_loss(
         alpha,
         beta,
         temperature,
+        reduction,
     )
 
 
@@ -261,15 +275,20 @@ def ab_loss(source: torch.Tensor, target: torch.Tensor, margin: float = 1.0) -> 
     return loss.sum() / source.shape[0]
 
 
-def ft_loss(student_factor: torch.Tensor, teacher_factor: torch.Tensor, p: int = 1):
-    """Factor transfer (Kim et al. 2018): the L2-normalised flattened factors compared by the
-    mean of ``|f_s - f_t|^p`` (p = 1 in the paper). Maps of different sizes are pooled to the
-    smaller one."""
+def ft_factor(feature: torch.Tensor, p1: int = 2) -> torch.Tensor:
+    """Factor transfer's normalised factor: the spatial map ``mean_c f^p1`` of each sample,
+    flattened and L2-normalised over space (RepDistiller distiller_zoo/FT.py ``factor``)."""
+    return F.normalize(feature.pow(p1).mean(1).flatten(1), dim=1)
+
+
+def ft_loss(
+    student_factor: torch.Tensor, teacher_factor: torch.Tensor, p: int = 1, p1: int = 2
+) -> torch.Tensor:
+    """Factor transfer (Kim et al. 2018) as RepDistiller's ``FactorTransfer(p1=2, p2=1)``:
+    the factors' spatial maps :func:`ft_factor` compared by the mean of ``|a - b|^p``
+    (p = 1 in the paper). Maps of different sizes are pooled to the smaller one."""
     student_factor, teacher_factor = match_spatial(student_factor, teacher_factor)
-    b = student_factor.shape[0]
-    diff = F.normalize(student_factor.reshape(b, -1), dim=1) - F.normalize(
-        teacher_factor.reshape(b, -1), dim=1
-    )
+    diff = ft_factor(student_factor, p1) - ft_factor(teacher_factor, p1)
     return diff.abs().pow(p).mean()
 
 

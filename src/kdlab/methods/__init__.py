@@ -34,13 +34,25 @@ def get_method(name: str) -> type[Distiller]:
 
 # Method modules: one import each.
 from kdlab.methods import (  # noqa: E402,F401
+    ab,
+    at,
+    cc,
     ce,
+    crd,
     dkd,
-    hints,
+    fitnet,
+    fsp,
+    ft,
     kd,
     kd_l2,
+    kdsvd,
+    nst,
+    pkt,
     reffakd,
-    relations,
+    reffakd_dkd,
+    rkd,
     simkd,
+    sp,
     srrl,
+    vid,
 )

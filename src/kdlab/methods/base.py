@@ -68,7 +68,8 @@ class Distiller(nn.Module):
     needs_teacher: ClassVar[bool] = False
     needs_soft_labels: ClassVar[bool] = False
     # Methods that tap the features of a live teacher model take the keyword arguments
-    # ``teacher_model`` and ``input_shape`` (see kdlab.methods.features.FeatureDistiller).
+    # ``teacher_model``, ``input_shape``, ``teacher_input_size``, ``num_data`` and
+    # ``train_labels`` (see kdlab.methods.features.FeatureDistiller).
     needs_teacher_features: ClassVar[bool] = False
     schema: ClassVar[ParamSchema] = {}
     choices: ClassVar[ChoiceSchema] = {}
@@ -175,3 +176,15 @@ class Distiller(nn.Module):
     def extra_state(self) -> dict[str, Any]:
         """Modules trained alongside the student (regressors, projectors) to save with it."""
         return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Inverse of :meth:`extra_state`: load each saved child module's state dict (a
+        student file's ``extra_state`` into a Distiller rebuilt around that student)."""
+        children = dict(self.named_children())
+        for name, sd in state.items():
+            if name not in children:
+                raise ValueError(
+                    f"method {self.name!r}: saved extra state {name!r} matches no module; "
+                    f"allowed: {', '.join(n for n in children if n != 'student') or 'none'}"
+                )
+            children[name].load_state_dict(sd)

@@ -10,6 +10,12 @@ there, at the start of the run, with a ValueError naming the model class and the
 Stage pairing: the student's and the teacher's stage lists may differ in length (LeNet5 has 2,
 the CIFAR ResNets 4); ``k = min(n_s, n_t)`` pairs are made at proportional depths, the last
 stage always paired with the last (LeNet5 -> ResNet18: (1 -> 2), (2 -> 4)).
+
+Weighting: every feature method trains ``(1 - alpha) CE + alpha * w * L`` where ``w`` is the
+method's own weight in ``method_params``. The reference code (RepDistiller, Tian et al. 2020)
+trains ``gamma CE + beta L`` with gamma = 1; its beta is our ``w`` (at alpha = 0.5 the two
+differ only by a global factor 1/2 on the loss, i.e. on the learning rate). Feature maps of
+different spatial sizes are brought to the smaller size by adaptive average pooling.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import torch
 from torch import nn
 
 from kdlab.data.pipeline import Batch, resize
-from kdlab.methods.base import Distiller, TeacherLogits
+from kdlab.methods.base import Distiller
 
 
 def pair_stages(n_student: int, n_teacher: int) -> list[tuple[int, int]]:
@@ -57,7 +63,10 @@ class FeatureDistiller(Distiller):
             method's extra modules.
         teacher_input_size: the teacher's input size when it differs from the student's
             (batches are resized bilinearly, as for a live logit teacher).
-        num_data: number of training images (``batch.index`` < num_data); CRD's memory size.
+        num_data: number of data-set positions (``batch.index`` < num_data); CRD's memory size.
+        train_labels: optional, ``num_data`` labels with -1 at every position outside the
+            training split (validation, left out by ``data.subset``); CRD draws its negatives
+            from the training positions of other classes only (as RepDistiller).
     """
 
     needs_teacher_features: ClassVar[bool] = True
@@ -69,20 +78,17 @@ class FeatureDistiller(Distiller):
 
     def __init__(
         self,
-        student: nn.Module,
-        params: dict[str, Any] | None = None,
-        alpha: float = 0.0,
-        temperature: float = 1.0,
-        teacher: TeacherLogits | None = None,
-        soft_labels: torch.Tensor | None = None,
-        epochs: int = 1,
-        *,
+        *args: Any,
         teacher_model: nn.Module | None = None,
         input_shape: tuple[int, int, int] | None = None,
         teacher_input_size: int | None = None,
         num_data: int | None = None,
+        train_labels: torch.Tensor | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(student, params, alpha, temperature, teacher, soft_labels, epochs)
+        # The base Distiller's arguments (student, params, alpha, ...) pass through unchanged.
+        super().__init__(*args, **kwargs)
+        student = self.student
         if teacher_model is None:
             raise ValueError(f"method {self.name!r} needs a live teacher model (teacher_model=)")
         if input_shape is None or len(input_shape) != 3:
@@ -108,6 +114,7 @@ class FeatureDistiller(Distiller):
         self.teacher_input_size = teacher_input_size
         self.input_shape = tuple(int(v) for v in input_shape)
         self.num_data = num_data
+        self.train_labels = train_labels
         s_out, t_out = self._probe()
         self.s_shapes = [tuple(f.shape[1:]) for f in s_out["stages"]]
         self.t_shapes = [tuple(f.shape[1:]) for f in t_out["stages"]]
@@ -190,3 +197,42 @@ class FeatureDistiller(Distiller):
         for key, value in self.distill_terms(s, t, batch, epoch).items():
             losses[key] = self.alpha * value
         return logits, losses
+
+
+class InitPhase(FeatureDistiller):
+    """RepDistiller's two-phase schedule for AB and FSP (a mixin: list it before the base).
+
+    ``init_epochs: n > 0``: the method's term alone for the first ``n`` epochs, then CE alone
+    (RepDistiller uses these terms only to initialise the student); ``0``: both throughout.
+    """
+
+    def forward_train(
+        self, batch: Batch, epoch: int
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        logits, losses = super().forward_train(batch, epoch)
+        n = int(self.params.get("init_epochs", 0))
+        if n <= 0:
+            return logits, losses
+        init = epoch < n
+        return logits, {k: v * float(init != (k == "ce")) for k, v in losses.items()}
+
+
+class ConnectedPairs(FeatureDistiller):
+    """Base of methods that compare consecutive stage pairs after mapping each student map to
+    its teacher map's channels with a 1x1 conv + BN connector (FSP, KD-SVD)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if len(self.pairs) < 2:
+            raise ValueError(
+                f"method {self.name!r} needs 2 or more stage pairs; the student has "
+                f"{len(self.s_shapes)} stages and the teacher {len(self.t_shapes)}"
+            )
+        self.connectors = nn.ModuleList(
+            conv_bn(self.s_shapes[i][0], self.t_shapes[j][0], 1, relu=False) for i, j in self.pairs
+        )
+
+    def connected_stages(self, s, t) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The paired student maps (through their connectors) and teacher maps."""
+        fs = [conn(s["stages"][i]) for (i, _), conn in zip(self.pairs, self.connectors)]
+        return fs, [t["stages"][j] for _, j in self.pairs]

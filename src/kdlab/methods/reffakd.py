@@ -1,4 +1,7 @@
-"""``reffakd``: distillation from the autoencoder soft-label matrix; no teacher at all."""
+"""``reffakd``: distillation from the autoencoder soft-label matrix; no teacher at all.
+
+The forward is :class:`~kdlab.methods.kd.KD`'s; only the target distribution differs.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +15,6 @@ from kdlab.methods.kd import KD
 
 @register
 class ReffAKD(KD):
-    """KD's loss with the soft-label row of each sample's class as the target."""
-
     name = "reffakd"
     needs_teacher = False
     needs_soft_labels = True

@@ -6,8 +6,11 @@ pooling) and projected to the teacher's channels by a 1x1 - 3x3 - 1x1 conv-BN-Re
 (bottleneck ``C_t / factor``, factor 2). Training pulls the projected map to the teacher's
 (MSE); prediction, in training and at test time, is the teacher's own head (``pool`` then
 ``classifier``, frozen) on the projected map, so :meth:`SimKD.forward_test` does not use the
-student's classifier at all. ``extra_state`` saves the projector(s) and the teacher's
-classifier, which the deployed student needs.
+student's classifier at all. ``extra_state`` saves the projector(s) and ``teacher_head``: the
+state of every teacher module that ``pool`` and ``classifier`` run (found by hooks on a dummy
+pass: LeNet5's fc1/fc2, an MLP head, not only the last linear layer), which the deployed
+student needs; :meth:`SimKD.load_extra_state` puts it back into a teacher of the same
+architecture (rebuilt from the teacher's file), so the student file predicts as trained.
 
 Project convention: ``(1 - alpha) CE(prediction, y) + alpha simkd_weight L``. The paper trains
 on ``L`` alone: ``alpha = 1``, ``simkd_weight = 1`` reproduces it.
@@ -114,8 +117,49 @@ class SimKD(FeatureDistiller):
         """Logits of the teacher's classifier on the projected student feature."""
         return self.project(self.student.forward_features(x)["stages"][-1])[1]
 
+    @torch.no_grad()
+    def head_modules(self) -> list[str]:
+        """Names of the teacher's leaf modules that ``pool`` then ``classifier`` run."""
+        teacher = self.teacher_model
+        fired: list[str] = []
+        handles = [
+            m.register_forward_hook(lambda _m, _i, _o, name=name: fired.append(name))
+            for name, m in teacher.named_modules()
+            if name and not any(True for _ in m.children())
+        ]
+        try:
+            c, h, w = self.t_shapes[-1]
+            x = torch.zeros(2, c, h, w, device=self.student_device())
+            was_training = teacher.training
+            teacher.eval()
+            teacher.classifier(teacher.pool(x))
+            teacher.train(was_training)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return list(dict.fromkeys(fired))
+
     def extra_state(self) -> dict[str, Any]:
-        """Projector(s) and the reused teacher classifier (needed to deploy the student)."""
+        """Projector(s) and the reused teacher head (needed to deploy the student)."""
         out = super().extra_state()
-        out["teacher_classifier"] = self.teacher_model.classifier.state_dict()
+        modules = dict(self.teacher_model.named_modules())
+        out["teacher_head"] = {
+            f"{name}.{key}": value.detach().cpu()
+            for name in self.head_modules()
+            for key, value in modules[name].state_dict().items()
+        }
         return out
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Load the projector(s) and put the saved head into the (rebuilt) teacher."""
+        state = dict(state)
+        head = state.pop("teacher_head", None)
+        if head is None:
+            raise ValueError("method 'simkd': the saved extra state has no 'teacher_head'")
+        super().load_extra_state(state)
+        own = self.teacher_model.state_dict()
+        unknown = sorted(set(head) - set(own))
+        if unknown:
+            raise ValueError(f"method 'simkd': the teacher has no {unknown} (another model?)")
+        for key, value in head.items():
+            own[key].copy_(value)

@@ -2,13 +2,17 @@
 
 ``L = (1 - alpha) CE + alpha (fm_weight L_FM + sr_weight L_SR)``:
 
-- a connector (1x1 conv + BN + ReLU) maps the student's penultimate feature ``h_S`` to the
-  teacher's width. It is applied to the pooled feature (a 1x1 conv on the 1x1 pooled map, as
-  the public re-implementations do), so it also serves students whose penultimate feature is
-  not a pooled map (LeNet5);
-- ``L_FM = MSE(connector(h_S), h_T)`` (eq. 3);
-- ``L_SR`` compares the teacher's frozen classifier on the student feature,
-  ``q = W_T connector(h_S)``, with the teacher's logits ``p = W_T h_T``: ``sr_loss: l2`` is
+- a connector (1x1 conv + BN + ReLU, KD_SRRL distiller_zoo/AIN.py ``transfer_conv``) maps the
+  student's feature to the teacher's width. ``connector: map`` (default, the official code,
+  train_imagenet_distillation.py lines 113-117): it runs on the student's last stage map
+  (resized to the teacher's last map), ``h_S`` / ``h_T`` are the spatial means of the mapped
+  student map and of the teacher's map (``statm_loss``), and ``q`` is the teacher's own head
+  (``pool`` then ``classifier``) on the mapped map. ``connector: pooled``: a linear + BN +
+  ReLU connector on the student's pooled feature, ``h_T`` the teacher's pooled feature and
+  ``q = W_T connector(h_S)`` (what the public re-implementations do);
+- ``L_FM = MSE(h_S, h_T)`` (eq. 3);
+- ``L_SR`` compares the teacher's frozen head on the student feature, ``q`` (above), with the
+  teacher's logits ``p``: ``sr_loss: l2`` is
   ``MSE(q, p)`` (eq. 7, the paper's choice), ``kl`` is ``T^2 KL(softmax(p/T) || softmax(q/T))``
   with the project's temperature, ``ce`` is ``CE(q, y)`` with the hard label (supplementary
   Table 9).
@@ -16,9 +20,9 @@
 Ablations (seed 003 Table 1, first three rows): ``sr_weight: 0`` is L_FM alone,
 ``fm_weight: 0`` is L_SR alone. Mapping of the paper's eq. 8 ``CE + a L_FM + b L_SR``:
 alpha = 0.5, ``fm_weight = a``, ``sr_weight = b`` (up to a global factor 1/2). The paper does not
-print a and b; the official training code (jingyang2017/KD_SRRL, train_imagenet_distillation.py,
-the loss lines 113-120) weighs ``CE + L_FM + 1 * L_SR``, so ``fm_weight: 1``, ``sr_weight: 1``
-are the defaults.
+print a and b; the official code (jingyang2017/KD_SRRL train_imagenet_distillation.py lines
+113-120, ``--weight`` default 1 at line 23) trains ``CE + L_FM + 1 * L_SR``: ``fm_weight: 1``,
+``sr_weight: 1``.
 
 Position (Table 1, last three rows): ``stage: k`` applies both losses at stage pair ``k``
 (0-based; ``pair_stages`` pairs the student's and teacher's stages; for WRN-16-4 -> WRN-40-4,
@@ -68,14 +72,14 @@ class SRRL(FeatureDistiller):
 
     name = "srrl"
     description = "(1-alpha) CE + alpha (w_fm ||c(h_s) - h_t||^2 + w_sr L_SR(W_t c(h_s), W_t h_t))"
-    teacher_modules = ("classifier",)
+    teacher_modules = ("classifier", "pool")
     schema = {
         "fm_weight": (1.0, 0.0, None),
         "sr_weight": (1.0, 0.0, None),
         "stage": (-1.0, -1.0, None),
         "all_stages": (0.0, 0.0, 1.0),
     }
-    choices = {"sr_loss": ("l2", "kl", "ce")}
+    choices = {"sr_loss": ("l2", "kl", "ce"), "connector": ("map", "pooled")}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -100,11 +104,14 @@ class SRRL(FeatureDistiller):
         else:
             self.positions = [stage] if 0 <= stage < last else []
             self.at_end = not self.positions
-        self.connector = nn.Sequential(
-            nn.Linear(self.s_dim, self.t_dim, bias=False),
-            nn.BatchNorm1d(self.t_dim),
-            nn.ReLU(inplace=True),
-        )
+        if p["connector"] == "map":
+            self.connector = conv_bn(self.s_shapes[-1][0], self.t_shapes[-1][0])
+        else:
+            self.connector = nn.Sequential(
+                nn.Linear(self.s_dim, self.t_dim, bias=False),
+                nn.BatchNorm1d(self.t_dim),
+                nn.ReLU(inplace=True),
+            )
         self.stage_connectors = nn.ModuleDict(
             {
                 str(k): conv_bn(
@@ -150,13 +157,24 @@ class SRRL(FeatureDistiller):
             return kd_loss(q, t_logits, self.temperature)
         return F.cross_entropy(q, batch.y)
 
+    def _end(self, s, t) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """At the end of the network: the student's and teacher's features compared by L_FM
+        and the teacher head's logits ``q`` on the student's (connected) feature."""
+        teacher = self.teacher_model
+        if self.params["connector"] == "pooled":
+            h = self.connector(s["pooled"])
+            return h, t["pooled"], teacher.classifier(h)
+        f_t = t["stages"][-1]
+        g = self.connector(resize_map(s["stages"][-1], f_t.shape[-2:]))
+        return g.mean((2, 3)), f_t.mean((2, 3)), teacher.classifier(teacher.pool(g))
+
     def distill_terms(self, s, t, batch: Batch, epoch: int):
         p = self.params
         fm = sr = s["logits"].new_zeros(())
         if self.at_end:
-            h = self.connector(s["pooled"])
-            fm = fm + F.mse_loss(h, t["pooled"])
-            sr = sr + self._sr(self.teacher_model.classifier(h), t["logits"], batch)
+            h, h_t, q = self._end(s, t)
+            fm = fm + F.mse_loss(h, h_t)
+            sr = sr + self._sr(q, t["logits"], batch)
         x_t = self._teacher_input(batch.x)
         for k in self.positions:
             i, j = self.pairs[k]

@@ -77,6 +77,10 @@ def _teacher_features(data: Data, mc: ModelConfig, device: torch.device) -> tupl
         input_shape=(data.spec.shape[0], mc.input_size, mc.input_size),
         teacher_input_size=blob["input_size"],
         num_data=len(data.labels),
+        # CRD draws negatives from the training positions of other classes only.
+        train_labels=torch.full_like(data.labels, -1).index_copy_(
+            0, data.split.train, data.labels[data.split.train]
+        ),
     )
     return kwargs, f"live teacher features ({paths.TEACHER})"
 

@@ -1,0 +1,34 @@
+"""``fsp``: Flow of solution procedure (Yim et al. 2017).
+
+Reference code, line numbers and remaining deviations: docs/methods.md.
+"""
+
+from __future__ import annotations
+
+from kdlab.data.pipeline import Batch
+from kdlab.losses import (
+    fsp_loss,
+)
+from kdlab.methods import register
+from kdlab.methods.features import ConnectedPairs, InitPhase
+
+
+@register
+class FSP(InitPhase, ConnectedPairs):
+    """Flow of solution procedure (Yim et al. 2017): FSP matrices between consecutive stage
+    pairs, student maps first mapped to the teacher's channels by 1x1 conv + BN connectors
+    (the reference requires equal channel counts), MSE.
+
+    Reference: RepDistiller uses FSP only in a separate initialisation phase; ``fsp_weight: 1``
+    (the paper's equal per-pair weights) with the term on throughout, or ``init_epochs: n``
+    for the two phases (the FSP term alone for n epochs, then CE alone).
+    """
+
+    name = "fsp"
+    description = "(1-alpha) CE + alpha w sum_i ||G_s(i, i+1) - G_t(i, i+1)||^2"
+    schema = {"fsp_weight": (1.0, 0.0, None), "init_epochs": (0.0, 0.0, None)}
+
+    def distill_terms(self, s, t, batch: Batch, epoch: int):
+        fs, ft = self.connected_stages(s, t)
+        total = sum(fsp_loss(fs[n], fs[n + 1], ft[n], ft[n + 1]) for n in range(len(fs) - 1))
+        return {"fsp": self.params["fsp_weight"] * total}
