@@ -32,8 +32,8 @@ def run(tmp_path_factory):
     """Run split, teacher, student, CAE, soft labels and teacher logits in a temp dir."""
     from kdlab.stages.common import load_model
     from kdlab.stages.data import download, split
-    from kdlab.stages.teacher_logits import teacher_logits
     from kdlab.stages.softlabels import build_soft_labels
+    from kdlab.stages.teacher_logits import teacher_logits
     from kdlab.stages.train import train_cae, train_classifier
 
     root = tmp_path_factory.mktemp("stages")
