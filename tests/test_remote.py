@@ -9,13 +9,13 @@ layout: what is under test is DVC's experiment transport and kdlab's report, not
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from test_e2e import run
 
 pytestmark = pytest.mark.e2e
 
@@ -39,14 +39,6 @@ DVC_YAML = """stages:
     metrics:
       - metrics/distill/kd.json: {cache: false}
 """
-
-
-def run(cmd: list[str], cwd: Path) -> str:
-    env = dict(os.environ, DVC_NO_ANALYTICS="1", KDLAB_PROGRESS="0")
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    assert r.returncode == 0, f"{' '.join(cmd)} failed:\n{r.stdout}\n{r.stderr}"
-    return r.stdout + r.stderr
 
 
 def dvc(*args: str, cwd: Path) -> str:
