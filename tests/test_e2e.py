@@ -176,28 +176,28 @@ def changed_stages(repo: Path) -> set[str]:
     return set(re.findall(r"^(\S+):\s*$", status, flags=re.M))
 
 
-def test_editing_a_loss_invalidates_exactly_the_distill_stages(repo):
+def stages_changed_by_editing(repo: Path, source: str) -> set[str]:
+    """Stages `dvc status` newly reports after a comment is appended to ``source``; the file
+    is restored afterwards and the workspace must then be as before."""
     base = changed_stages(repo)  # what earlier tests left changed (none expected to matter)
-    losses = repo / "src/kdlab/losses.py"
-    text = losses.read_text()
-    losses.write_text(text + "\n# an edit\n")
+    path = repo / source
+    text = path.read_text()
+    path.write_text(text + "\n# an edit\n")
     try:
         changed = changed_stages(repo) - base
     finally:
-        losses.write_text(text)
-    assert changed == {"check", *(f"distill@{m}" for m in ("kd", "reffakd", "dkd", "reffakd_dkd"))}
+        path.write_text(text)
     assert changed_stages(repo) == base
+    return changed
+
+
+def test_editing_a_loss_invalidates_exactly_the_distill_stages(repo):
+    changed = stages_changed_by_editing(repo, "src/kdlab/losses.py")
+    assert changed == {"check", *(f"distill@{m}" for m in ("kd", "reffakd", "dkd", "reffakd_dkd"))}
 
 
 def test_editing_a_model_file_invalidates_the_stages_that_build_models(repo):
-    base = changed_stages(repo)
-    lenet = repo / "src/kdlab/models/lenet.py"
-    text = lenet.read_text()
-    lenet.write_text(text + "\n# an edit\n")
-    try:
-        changed = changed_stages(repo) - base
-    finally:
-        lenet.write_text(text)
+    changed = stages_changed_by_editing(repo, "src/kdlab/models/lenet.py")
     assert (
         "check" in changed
         and "download" not in changed
