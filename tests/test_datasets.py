@@ -302,15 +302,16 @@ def test_truncated_files_are_reported(tmp_path):
     with pytest.raises(CorruptDataError, match=f"{WNIDS[5]}_0.JPEG: cannot be decoded"):
         _load_folder("tiny_imagenet", tmp_path / "tin", "train")
 
-    # A truncated archive whose md5 was (wrongly) vouched for: extraction fails cleanly.
+    # A truncated archive whose md5 was (wrongly) vouched for: the copy is checked before it
+    # replaces anything; the error names the source (not the copy) and nothing lands in raw.
     archive = tmp_path / "arch" / "cifar-10-python.tar.gz"
     archive.parent.mkdir()
     make_tar(archive, src, "cifar-10-batches-py")
     archive.write_bytes(archive.read_bytes()[:2000])
     raw = tmp_path / "raw"
-    with pytest.raises(ArchiveError, match="cifar-10-python.tar.gz: cannot be read as tar"):
+    with pytest.raises(ChecksumError, match=f"^{archive}: corrupt cifar-10-python.tar.gz"):
         fetch("cifar10", raw, archive.parent, {archive.name: md5(archive)}, **QUIET)
-    assert tree(raw / "cifar10") == {"cifar-10-python.tar.gz"}  # no half-extracted folder
+    assert tree(raw / "cifar10") == set()  # no .part, no half-extracted folder
 
 
 def _load_folder(name: str, folder: Path, split: str):

@@ -181,3 +181,52 @@ def test_bad_params_get_one_line_and_exit_2(tmp_path, text, message):
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert r.stdout == ""
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # nothing written
+
+
+# --- download ---------------------------------------------------------------------------------
+
+
+def _md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    """Every file under ``folder`` (including stray ``.part`` copies) with its md5."""
+    return {str(p.relative_to(folder)): _md5(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_corrupt_source_never_replaces_good_copy(tmp_path):
+    from fixtures import write_fashion_mnist
+    from kdlab.data.fetch import ChecksumError, fetch
+
+    src, raw = tmp_path / "src", tmp_path / "raw"
+    md5 = write_fashion_mnist(src, n_train=20, n_test=10)
+    fetch("fashion_mnist", raw, src, md5, allow_download=False, log=lambda *_: None)
+    good = _digest(raw)
+    assert good  # the first fetch copied the files
+    # A corrupt gzip whose md5 is (wrongly) vouched for: decompression fails on the copy.
+    bad = src / "t10k-labels-idx1-ubyte.gz"
+    bad.write_bytes(bad.read_bytes()[:-12] + b"\x00" * 12)
+    md5[bad.name] = _md5(bad)
+    with pytest.raises(ChecksumError) as err:
+        fetch("fashion_mnist", raw, src, md5, allow_download=False, log=lambda *_: None)
+    msg = str(err.value)
+    assert msg.startswith(f"{bad}: corrupt {bad.name}") and "Replace it with the published" in msg
+    assert _digest(raw) == good  # nothing replaced, no .part left
+
+
+def test_truncated_source_leaves_nothing_half_written(tmp_path):
+    from fixtures import write_fashion_mnist
+    from kdlab.data.fetch import ChecksumError, fetch
+
+    src, raw = tmp_path / "src", tmp_path / "raw"
+    md5 = write_fashion_mnist(src, n_train=20, n_test=10)
+    fetch("fashion_mnist", raw, src, md5, allow_download=False, log=lambda *_: None)
+    good = _digest(raw)
+    # New data for every file, but the last one is truncated: no file may be replaced.
+    md5 = write_fashion_mnist(src, n_train=30, n_test=10, seed=1)
+    last = src / "t10k-labels-idx1-ubyte.gz"
+    last.write_bytes(last.read_bytes()[:20])
+    with pytest.raises(ChecksumError, match=f"^{last}: md5 "):
+        fetch("fashion_mnist", raw, src, md5, allow_download=False, log=lambda *_: None)
+    assert _digest(raw) == good

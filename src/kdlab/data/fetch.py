@@ -5,17 +5,72 @@ from __future__ import annotations
 import gzip
 import hashlib
 import shutil
+import tarfile
+import zipfile
+import zlib
 from pathlib import Path
 
 from kdlab.data import DatasetSpec, RawFile, get_dataset
+from kdlab.errors import InputError
 
 
-class ChecksumError(RuntimeError):
+class ChecksumError(InputError, RuntimeError):
     """A file's md5 matches neither the published archive nor its published contents."""
 
 
-class MissingDataError(RuntimeError):
+class MissingDataError(InputError, RuntimeError):
     """A file could not be found or downloaded."""
+
+
+def check_readable(path: Path, name: str | None = None) -> None:
+    """Decompress ``path`` fully (gzip) or read its index (zip, tar); ChecksumError if corrupt.
+
+    ``name`` (default ``path.name``) decides the format, so a ``.part`` copy is checked as the
+    file it will become.
+    """
+    name = name or path.name
+    try:
+        if name.endswith((".tar.gz", ".tgz", ".tar")):
+            with tarfile.open(path) as tf:
+                for _ in tf:  # walks every header: a truncated archive fails here
+                    pass
+        elif name.endswith(".gz"):
+            with gzip.open(path, "rb") as fh:
+                while fh.read(1 << 20):
+                    pass
+        elif name.endswith(".zip"):
+            with zipfile.ZipFile(path) as zf:
+                bad = zf.testzip()
+                if bad is not None:
+                    raise zipfile.BadZipFile(f"member {bad} fails its CRC")
+    except (OSError, EOFError, zlib.error, tarfile.TarError, zipfile.BadZipFile) as err:
+        raise ChecksumError(f"{path}: corrupt {name} ({type(err).__name__}: {err})") from None
+
+
+def _stage_copy(
+    source: Path, target: Path, f: RawFile, override: str | None, remedy: str
+) -> tuple[Path, str]:
+    """Copy ``source`` beside ``target`` as ``.part`` and verify the copy; nothing replaced yet.
+
+    A corrupt or truncated source raises naming the source (not the copy) and the remedy,
+    and leaves no ``.part`` behind.
+    """
+    tmp = target.with_name(target.name + ".part")
+    try:
+        shutil.copyfile(source, tmp)
+        how = verify(tmp, f, override, name=f.name)
+        check_readable(tmp, f.name)
+    except (ChecksumError, MissingDataError) as err:
+        tmp.unlink(missing_ok=True)
+        detail = str(err).split(": ", 1)[-1]
+        raise ChecksumError(
+            f"{source}: {detail.split('; the file is corrupt')[0]}; {target} was left as it was. "
+            f"{remedy}"
+        ) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp, how
 
 
 def md5_of(path: Path, gunzip: bool = False) -> str:
@@ -28,8 +83,13 @@ def md5_of(path: Path, gunzip: bool = False) -> str:
     return h.hexdigest()
 
 
-def verify(path: Path, expected: RawFile, override_md5: str | None = None) -> str:
-    """Check ``path`` against the published md5 (or its gunzipped contents'); return which."""
+def verify(
+    path: Path, expected: RawFile, override_md5: str | None = None, name: str | None = None
+) -> str:
+    """Check ``path`` against the published md5 (or its gunzipped contents'); return which.
+
+    ``name`` (default ``path.name``) is the published file name, for a ``.part`` copy.
+    """
     if not path.exists():
         raise MissingDataError(f"{path} is missing")
     actual = md5_of(path)
@@ -39,10 +99,10 @@ def verify(path: Path, expected: RawFile, override_md5: str | None = None) -> st
         raise ChecksumError(f"{path}: md5 {actual} != {override_md5} (set in params.yaml)")
     if actual == expected.md5:
         return "md5"
-    if expected.content_md5 and path.suffix == ".gz":
+    if expected.content_md5 and (name or path.name).endswith(".gz"):
         try:
             content = md5_of(path, gunzip=True)
-        except (OSError, EOFError) as err:
+        except (OSError, EOFError, zlib.error) as err:
             raise ChecksumError(f"{path}: not a valid gzip file ({err})") from err
         if content == expected.content_md5:
             return "content md5"
@@ -130,6 +190,14 @@ def _copy(source: Path, target: Path) -> None:
     tmp.replace(target)
 
 
+def _remedy(spec: DatasetSpec, f: RawFile) -> str:
+    where = f"{spec.mirrors[0]}{f.name}" if spec.mirrors else "the publisher"
+    return (
+        f"Replace it with the published {f.name} (md5 {f.md5}, from {where}) and rerun; "
+        f"to get it: {spec.how_to_get}"
+    )
+
+
 def _missing(spec: DatasetSpec, f: RawFile, target: Path) -> MissingDataError:
     where = f"{spec.mirrors[0]}{f.name}" if spec.mirrors else "the publisher"
     tree = f", or the folder {f.extract}/ unpacked from it," if f.extract else ""
@@ -160,7 +228,8 @@ def _fetch_archive(
             f"{f.extract}/ unpacked from it; put {f.name} (md5 {f.md5}) there"
         )
     if source is not None and source.resolve() != target.resolve():
-        _copy(source, target)
+        tmp, _ = _stage_copy(source, target, f, overrides.get(f.name), _remedy(spec, f))
+        tmp.replace(target)
         origin = str(source)
     elif target.exists():
         origin = "already present"
@@ -183,6 +252,7 @@ def _fetch_archive(
         raise _missing(spec, f, target)
     override = overrides.get(f.name)
     how = verify(target, f, override)
+    check_readable(target)
     checksum = override or (f.md5 if how == "md5" else f.content_md5)
     marker = _marker(target_dir, f)
     if tree.is_dir() and marker.exists() and marker.read_text().strip() == checksum:
@@ -218,6 +288,28 @@ def fetch(
     target_dir = Path(root) / name
     target_dir.mkdir(parents=True, exist_ok=True)
     report: dict[str, str] = {}
+    staged: list[tuple[Path, Path]] = []  # (verified .part copy, target): replaced at the end
+    try:
+        _fetch_files(spec, target_dir, source_dir, overrides, allow_download, log, report, staged)
+        for tmp, target in staged:  # every copy verified: only now replace anything
+            tmp.replace(target)
+    finally:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+    return report
+
+
+def _fetch_files(
+    spec: DatasetSpec,
+    target_dir: Path,
+    source_dir: str | Path | None,
+    overrides: dict[str, str],
+    allow_download: bool,
+    log,
+    report: dict[str, str],
+    staged: list[tuple[Path, Path]],
+) -> None:
+    """The per-file loop of :func:`fetch`; plain files copied from a source are staged."""
     for f in spec.files:
         target = target_dir / f.name
         # An explicit source folder is the only source; otherwise a system package's folder.
@@ -235,10 +327,11 @@ def fetch(
                 f"it must hold: {', '.join(x.name for x in spec.files)}"
             )
         if source is not None and source.resolve() != target.resolve():
-            tmp = target.with_suffix(target.suffix + ".part")
-            shutil.copyfile(source, tmp)
-            tmp.replace(target)
-            origin = str(source)
+            tmp, how = _stage_copy(source, target, f, overrides.get(f.name), _remedy(spec, f))
+            staged.append((tmp, target))
+            report[f.name] = f"{source}; verified by {how}"
+            log(f"  {f.name}: {report[f.name]}")
+            continue
         elif target.exists():
             origin = "already present"
         elif allow_download:
@@ -251,6 +344,6 @@ def fetch(
                 f"or put {f.name} in {target_dir}/"
             )
         how = verify(target, f, overrides.get(f.name))
+        check_readable(target)
         report[f.name] = f"{origin}; verified by {how}"
         log(f"  {f.name}: {report[f.name]}")
-    return report
