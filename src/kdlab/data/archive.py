@@ -183,6 +183,51 @@ def _extract(
     # Pass 2: write, checking each real destination (links already created are followed).
     target.mkdir(parents=True, exist_ok=True)
     root_real = os.path.realpath(target)
+    if tf is not None:
+        written = _extract_tar_data_filter(archive, target, tf, checked)
+    else:
+        written = _extract_zip(archive, target, zf, checked, root_real)
+
+    # Pass 3: a link created early may have been redirected by a later one; check them all.
+    for m, _, rel in checked:
+        if m.kind == "symlink":
+            real = os.path.realpath(target / rel)
+            if not _inside(root_real, real):
+                (target / rel).unlink()
+                raise UnsafeArchiveError(
+                    f"{archive}: member {m.name!r} is a symlink that resolves to {real}, outside "
+                    f"{target}; refused"
+                )
+    return written
+
+
+def _extract_tar_data_filter(
+    archive: Path, target: Path, tf: tarfile.TarFile, checked: list
+) -> list[str]:
+    """Write tar members with the standard library's ``filter="data"`` (PEP 706).
+
+    The filter re-checks, on the real file system, what pass 1 checked by name (absolute paths,
+    ``..``, links leaving ``target``, special files) and drops owners, group/other write bits
+    and set-id bits; our pass 1 stays in front of it so that nothing is written at all for a
+    bad archive and the error names the member.
+    """
+    for m, _, rel in checked:  # never write through an existing link left by an earlier run
+        dest = target / rel
+        if m.kind != "dir" and (dest.is_symlink() or dest.is_file()):
+            _remove_existing(dest)
+    try:
+        tf.extractall(target, members=[info for _, info, _ in checked], filter="data")
+    except tarfile.FilterError as err:
+        name = err.tarinfo.name if getattr(err, "tarinfo", None) is not None else "?"
+        raise UnsafeArchiveError(f"{archive}: member {name!r}: {err}; refused") from None
+    return [rel for m, _, rel in checked if m.kind != "dir"]
+
+
+def _extract_zip(
+    archive: Path, target: Path, zf: zipfile.ZipFile, checked: list, root_real: str
+) -> list[str]:
+    """Write zip members (zipfile has no extraction filter), checking each real destination."""
+    tf = None
     written = []
     for m, info, rel in checked:
         dest = _real_dest(root_real, target, rel, archive, m.name)
@@ -220,15 +265,4 @@ def _extract(
             with src, open(dest, "xb") as out:
                 shutil.copyfileobj(src, out, 1 << 20)
         written.append(rel)
-
-    # Pass 3: a link created early may have been redirected by a later one; check them all.
-    for m, _, rel in checked:
-        if m.kind == "symlink":
-            real = os.path.realpath(target / rel)
-            if not _inside(root_real, real):
-                (target / rel).unlink()
-                raise UnsafeArchiveError(
-                    f"{archive}: member {m.name!r} is a symlink that resolves to {real}, outside "
-                    f"{target}; refused"
-                )
     return written
