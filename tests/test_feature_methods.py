@@ -529,7 +529,7 @@ def test_srrl_all_stages_sums_every_pair_and_the_end():
 @pytest.mark.parametrize(
     "params, message",
     [
-        ({"stage": 2}, r"method_params.srrl.stage = 2.0 is not allowed; allowed: -1 .* 0..1"),
+        ({"stage": 2}, r"method_params.srrl.stage = 2 is not allowed; allowed: -1 .* 0..1"),
         ({"stage": 0.5}, r"method_params.srrl.stage = 0.5 is not allowed"),
         (
             {"all_stages": 0.5},

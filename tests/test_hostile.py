@@ -172,6 +172,17 @@ def _edit(edit) -> str:
             "method_params.kd.reduction?",
         ),
         (DEFAULT.replace("alpha: 0.6", "alpha: 1.5"), "alpha = 1.5 is not allowed"),
+        (
+            # Model-dependent: LeNet5 -> ResNet18 gives 2 stage pairs, so index 99 is refused.
+            _edit(
+                lambda p: (
+                    p.update(methods={"srrl": "teacher"}),
+                    p["method_params"]["srrl"].update(stage=99),
+                )
+            ),
+            "method_params.srrl.stage = 99 is not allowed; allowed: -1 (the end of the network) "
+            "or a stage pair index 0..1",
+        ),
     ],
 )
 def test_bad_params_get_one_line_and_exit_2(tmp_path, text, message):
@@ -230,3 +241,14 @@ def test_truncated_source_leaves_nothing_half_written(tmp_path):
     with pytest.raises(ChecksumError, match=f"^{last}: md5 "):
         fetch("fashion_mnist", raw, src, md5, allow_download=False, log=lambda *_: None)
     assert _digest(raw) == good
+
+
+def test_srrl_stage_within_the_models_is_accepted(tmp_path):
+    text = _edit(
+        lambda p: (
+            p.update(methods={"srrl": "teacher"}),
+            p["method_params"]["srrl"].update(stage=1),
+        )
+    )
+    r = _check(tmp_path, text)
+    assert r.returncode == 0 and "OK" in r.stdout, r.stderr

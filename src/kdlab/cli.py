@@ -20,7 +20,10 @@ def _cfg(args):
 
 
 def cmd_check(args) -> None:
+    from kdlab.stages.distill import check_method_models
+
     cfg = _cfg(args)
+    check_method_models(cfg)
     print(
         f"{args.params}: OK ({cfg.data.name}; teacher {cfg.teacher.model}, student "
         f"{cfg.student.model}; methods {', '.join(cfg.methods)})"

@@ -11,14 +11,13 @@ import zlib
 from pathlib import Path
 
 from kdlab.data import DatasetSpec, RawFile, get_dataset
-from kdlab.errors import InputError
 
 
-class ChecksumError(InputError, RuntimeError):
+class ChecksumError(RuntimeError):
     """A file's md5 matches neither the published archive nor its published contents."""
 
 
-class MissingDataError(InputError, RuntimeError):
+class MissingDataError(RuntimeError):
     """A file could not be found or downloaded."""
 
 

@@ -88,7 +88,7 @@ class SRRL(FeatureDistiller):
         stage = int(p["stage"])
         if stage != p["stage"] or stage > last:
             raise ValueError(
-                f"method_params.srrl.stage = {p['stage']!r} is not allowed; allowed: -1 (the end "
+                f"method_params.srrl.stage = {p['stage']:g} is not allowed; allowed: -1 (the end "
                 f"of the network) or a stage pair index 0..{last} (student/teacher stage pairs "
                 f"{self.pairs})"
             )

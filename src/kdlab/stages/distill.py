@@ -8,7 +8,8 @@ from typing import Any
 import torch
 
 from kdlab import paths
-from kdlab.config import Config, ModelConfig
+from kdlab.config import Config, ConfigError, ModelConfig
+from kdlab.data import get_dataset
 from kdlab.io import torch_load
 from kdlab.methods import get_method
 from kdlab.methods.base import TeacherLogits
@@ -112,6 +113,40 @@ def build_distiller(cfg: Config, method: str, data: Data, student, device) -> tu
         **kwargs,
     ).to(device)
     return distiller, "; ".join(sources) or "hard labels only"
+
+
+def check_method_models(cfg: Config) -> None:
+    """Method params that depend on the models (SRRL's stage index, FitNet's hint stage, ...).
+
+    Builds each feature method's distiller around untrained student and teacher models on
+    the CPU, so that ``kdlab check`` (the pipeline's first stage) reports what the method's
+    constructor would reject hours later, naming the params.yaml key.
+    """
+    spec = get_dataset(cfg.data.name)
+    for method in cfg.methods:
+        cls = get_method(method)
+        if not cls.needs_teacher_features:
+            continue
+        cpu = torch.device("cpu")
+        student = make_model(cfg.student, spec, cpu)
+        teacher = make_model(cfg.teacher, spec, cpu).eval()
+        try:
+            cls(
+                student,
+                cfg.method_params[method],
+                cfg.alpha,
+                cfg.temperature,
+                epochs=cfg.student.train.epochs,
+                teacher_model=teacher,
+                input_shape=(spec.shape[0], cfg.student.input_size, cfg.student.input_size),
+                teacher_input_size=cfg.teacher.input_size,
+                num_data=2,  # memory banks sized for two images: only the shapes matter here
+                train_labels=torch.tensor([0, 1 % spec.num_classes]),
+            )
+        except ValueError as err:
+            raise ConfigError(
+                f"params.yaml: {err} (teacher {cfg.teacher.model}, student {cfg.student.model})"
+            ) from None
 
 
 def distill(cfg: Config, method: str) -> None:
