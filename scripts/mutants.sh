@@ -29,7 +29,7 @@ MUTANTS = {
     )],
     "soft_labels_without_gamma": [(
         "src/kdlab/softlabels.py",
-        "return torch.softmax(z + gamma * torch.eye(num_classes), dim=1)",
+        "return torch.softmax(z + gamma * torch.eye(z.shape[0], dtype=z.dtype), dim=1)",
         "return torch.softmax(z, dim=1)",
     )],
     "soft_labels_self_pairs_kept": [
@@ -42,7 +42,7 @@ MUTANTS = {
         "e = embeddings.double().flatten(1)",
     )],
     "flipped_view_on_unflipped_images": [(
-        "src/kdlab/stages/distill.py",
+        "src/kdlab/stages/teacher_logits.py",
         "x = b.x.flip(-1) if flip else b.x",
         "x = b.x",
     )],
@@ -53,11 +53,11 @@ MUTANTS = {
     )],
     "dkd_alpha_dropped": [(
         "src/kdlab/methods/dkd.py",
-        '"dkd": self.alpha * self.warmup(epoch) * self.term(logits, batch)',
-        '"dkd": self.warmup(epoch) * self.term(logits, batch)',
+        '"dkd": self.alpha * self.warmup(epoch) * self.distill_term(logits, batch)',
+        '"dkd": self.warmup(epoch) * self.distill_term(logits, batch)',
     )],
     "reffakd_dkd_columns_and_weights_swapped": [(
-        "src/kdlab/methods/dkd.py",
+        "src/kdlab/methods/reffakd_dkd.py",
         'self.soft_labels[batch.y],\n            batch.y,\n            p["tckd_weight"],\n'
         '            p["nckd_weight"],',
         'self.soft_labels[:, batch.y].t(),\n            batch.y,\n            p["nckd_weight"],\n'
@@ -89,9 +89,45 @@ MUTANTS = {
         "return self.alpha * F.cross_entropy(logits, labels)",
     )],
     "teacher_logits_wrong_index": [(
-        "src/kdlab/stages/distill.py",
+        "src/kdlab/stages/teacher_logits.py",
         "logits[view, b.index.cpu()] = teacher(x).float().cpu()",
         "logits[view, b.index.cpu().flip(0)] = teacher(x).float().cpu()",
+    )],
+    # Our own: checkpoint identity, honest test numbers, DVCLive summary, code as a dependency.
+    "checkpoint_resumed_across_alpha": [(
+        "src/kdlab/stages/distill.py",
+        "[method, cfg.seed, cfg.alpha, cfg.temperature,",
+        "[method, cfg.seed, cfg.temperature,",
+    )],
+    "checkpoint_resumed_across_method_params": [(
+        "src/kdlab/stages/distill.py",
+        "+ [cfg.method_params[method], str(device)]",
+        "+ [str(device)]",
+    )],
+    "test_acc_reports_validation": [(
+        "src/kdlab/stages/train.py",
+        'final = distiller.evaluate(test_loader)["val_acc"]',
+        'final = result.final["val_acc"]',
+    )],
+    "distill_loaders_swapped": [(
+        "src/kdlab/stages/distill.py",
+        "train, val, test = loaders(cfg, data, mc, device)",
+        "train, test, val = loaders(cfg, data, mc, device)",
+    )],
+    "live_summary_without_final_scores": [(
+        "src/kdlab/live.py",
+        "live.summary.update({k: record[k] for k in FINAL_SUMMARY if k in record})",
+        "live.summary.update({})",
+    )],
+    "loss_code_not_a_distill_dependency": [(
+        "dvc.yaml",
+        "        - src/kdlab/losses.py\n",
+        "",
+    )],
+    "cae_trained_on_normalised_images": [(
+        "src/kdlab/stages/train.py",
+        "train, val, test = loaders(cfg, data, mc, device, normalize=False)",
+        "train, val, test = loaders(cfg, data, mc, device, normalize=True)",
     )],
 }
 

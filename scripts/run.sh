@@ -9,5 +9,11 @@ if [ ! -d .git ]; then
   exit 1
 fi
 time dvc repro "$@"
-dvc metrics show
-echo "Tables: tables/*.md (see README.md, 'Results')"
+# The comparison of this run's methods (ours beside the paper where it has the setting);
+# every table is under tables/, per-stage records under metrics/ (README.md, 'Results').
+for t in tables/comparison.md tables/accuracy.md; do
+  if [ -f "$t" ]; then echo; cat "$t"; fi
+done
+echo
+echo "All tables: $(ls tables/*.md | tr '\n' ' ')"
+echo "Compare experiments: dvc exp show --only-changed --drop '.*' --keep 'Experiment|alpha|temperature|test_acc'"

@@ -76,3 +76,132 @@ def test_errors_and_schema_are_leaves():
     graph = import_graph()
     assert graph["kdlab.errors"] == set()
     assert graph["kdlab.schema"] == {"kdlab.errors"}
+
+
+# The stage module each dvc.yaml stage runs through ``kdlab <command>`` (cli.py's dispatch).
+STAGE_MODULES = {
+    "download": "kdlab.stages.data",
+    "split": "kdlab.stages.data",
+    "train_teacher": "kdlab.stages.train",
+    "train_student": "kdlab.stages.train",
+    "train_cae": "kdlab.stages.train",
+    "soft_labels": "kdlab.stages.softlabels",
+    "teacher_logits": "kdlab.stages.teacher_logits",
+    "distill": "kdlab.stages.distill",
+    "profile": "kdlab.stages.profile",
+    "tables": "kdlab.stages.tables",
+}
+
+
+def _top_level_imports(path: Path) -> set[str]:
+    """kdlab modules a file imports at module level (cli.py imports each stage lazily)."""
+    out: set[str] = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("kdlab"):
+            out.add(node.module)
+    return out
+
+
+def runs(stage: str, graph: dict[str, set[str]], packages: list[str] = ()) -> set[str]:
+    """Every kdlab module a stage's command imports: cli's module-level imports, the stage
+    module, every module of the registry ``packages`` it dispatches to (the method, model and
+    data set registries: their members run when a stage looks one up), the packages above
+    each, and everything they import in turn."""
+    todo = _top_level_imports(SRC / "kdlab" / "cli.py") | {STAGE_MODULES[stage]}
+    todo |= {m for m in graph for p in packages if m == p or m.startswith(f"{p}.")}
+    seen: set[str] = {"kdlab.cli"}  # its other commands' lazy imports do not run
+    while todo:
+        m = todo.pop()
+        if m in seen or m not in graph:
+            continue
+        seen.add(m)
+        parts = m.split(".")
+        todo |= {".".join(parts[:i]) for i in range(1, len(parts))}  # parent packages run too
+        todo |= graph[m]
+    return seen
+
+
+def _file_of(module: str) -> str:
+    rel = Path(*module.split("."))
+    return f"src/{rel}/__init__.py" if (SRC / rel / "__init__.py").exists() else f"src/{rel}.py"
+
+
+def test_every_stage_depends_on_exactly_the_source_it_runs():
+    """Reproducible by construction: a stage's deps cover every kdlab file its command imports
+    (so an edit reruns it), and every .py file it lists is one it imports (no stage reruns
+    for code it never runs)."""
+    import yaml
+
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    graph = import_graph()
+    assert set(STAGE_MODULES) == set(stages) - {"check"}  # every stage that runs kdlab code
+    for stage in STAGE_MODULES:
+        spec = stages[stage].get("do", stages[stage])
+        deps = [d for d in spec["deps"] if d.startswith("src/")]
+        packages = [d[4:].replace("/", ".") for d in deps if (REPO / d / "__init__.py").exists()]
+        needed = {_file_of(m) for m in runs(stage, graph, packages)}
+        missing = sorted(
+            f for f in needed if not any(f == d or f.startswith(f"{d}/") for d in deps)
+        )
+        assert not missing, f"{stage} runs {missing} but does not depend on them"
+        extra = sorted(d for d in deps if d.endswith(".py") and d not in needed)
+        assert not extra, f"{stage} depends on {extra} but never imports them"
+
+
+def test_stage_source_check_sees_a_missing_dep():
+    graph = import_graph()
+    distill = {_file_of(m) for m in runs("distill", graph, ["kdlab.methods"])}
+    assert "src/kdlab/losses.py" in distill and "src/kdlab/methods/kd.py" in distill
+    assert "src/kdlab/losses.py" not in {_file_of(m) for m in runs("train_cae", graph)}
+
+
+def _function_lengths(path: Path, root: Path = SRC) -> dict[str, int]:
+    """Every function's length in lines, signature included, its docstring left out."""
+    out = {}
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            n = node.end_lineno - node.lineno + 1
+            doc = node.body[0]
+            if isinstance(doc, ast.Expr) and isinstance(getattr(doc, "value", None), ast.Constant):
+                n -= doc.end_lineno - doc.lineno + 1
+            out[f"{path.relative_to(root)}:{node.name}"] = n
+    return out
+
+
+def test_stage_and_loop_functions_stay_short():
+    files = [*sorted((SRC / "kdlab/stages").glob("*.py")), SRC / "kdlab/train.py"]
+    lengths = {k: v for f in files for k, v in _function_lengths(f).items()}
+    assert "kdlab/train.py:fit" in lengths
+    long = {k: v for k, v in lengths.items() if v > 60}
+    assert not long, f"split these functions (over 60 lines): {long}"
+
+
+def test_function_length_counts_code_not_docstrings(tmp_path):
+    src = tmp_path / "probe.py"
+    body = "\n".join(f"    x{i} = {i}" for i in range(61))
+    src.write_text(f'def f():\n    """Doc.\n\n    More.\n    """\n{body}\n')
+    assert _function_lengths(src, tmp_path) == {"probe.py:f": 62}
+
+
+def render_imports(graph: dict[str, set[str]]) -> str:
+    """The import listing of docs/architecture.md: one line per module, ``kdlab.`` dropped."""
+
+    def short(m: str) -> str:
+        return m.removeprefix("kdlab.") if m != "kdlab" else "kdlab (package)"
+
+    return "\n".join(
+        f"{short(m)} -> {', '.join(sorted(short(d) for d in graph[m])) or '(nothing)'}"
+        for m in sorted(graph)
+    )
+
+
+def test_architecture_doc_lists_the_imports_as_they_are():
+    """docs/architecture.md's import listing is the code's (regenerate it with
+    ``python tests/test_architecture.py``)."""
+    doc = (REPO / "docs/architecture.md").read_text()
+    block = doc.split("<!-- imports:begin -->\n```text\n", 1)[1].split("```\n<!-- imports:end", 1)
+    assert block[0].strip() == render_imports(import_graph())
+
+
+if __name__ == "__main__":
+    print(render_imports(import_graph()))

@@ -11,7 +11,7 @@ import yaml
 
 from conftest import REPO
 from fixtures import tiny_params, write_fashion_mnist
-from test_e2e import copy_pipeline, run, stages_run
+from test_e2e import copy_pipeline, init_repo, run, stages_run
 
 pytestmark = pytest.mark.e2e
 
@@ -27,8 +27,7 @@ def test_train_student_under_torchrun_with_two_processes(tmp_path):
     params["student"]["train"].update(epochs=2, batch_size=32)
     params["distributed"]["nproc_per_node"] = 2
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run(["git", "init", "-q"], work)
-    run([sys.executable, "-m", "dvc", "init", "-q"], work)
+    init_repo(work)
     out = run([sys.executable, "-m", "dvc", "repro", "train_student"], work)
     assert stages_run(out) == {"check", "download", "split", "train_student"}
     assert "[distributed] 2 processes (DDP), this is rank 0 on cpu" in out
@@ -38,5 +37,6 @@ def test_train_student_under_torchrun_with_two_processes(tmp_path):
     assert out.count("[train_student] test accuracy") == 1
     metrics = json.loads((work / "metrics/student.json").read_text())
     assert 0 <= metrics["test_acc"] <= 100 and metrics["epochs"] == 2
-    assert (work / "plots/student.csv").read_text().count("\n") == 3  # header + 2 epochs
+    tsv = work / "metrics/student/plots/metrics/val_acc.tsv"
+    assert tsv.read_text().count("\n") == 3  # header + 2 epochs, logged once (rank 0)
     assert not (work / "data/checkpoints/student.pt").exists()

@@ -41,6 +41,17 @@ def copy_pipeline(work: Path) -> None:
     )
 
 
+def init_repo(work: Path) -> None:
+    """git + DVC repository of the copied pipeline with one commit (as a clone has: DVCLive
+    reads HEAD)."""
+    run(["git", "init", "-q"], work)
+    run(["git", "config", "user.email", "t@example.com"], work)
+    run(["git", "config", "user.name", "t"], work)
+    run([sys.executable, "-m", "dvc", "init", "-q"], work)
+    run(["git", "add", "-A"], work)
+    run(["git", "commit", "-qm", "pipeline"], work)
+
+
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("e2e")
@@ -51,10 +62,7 @@ def repo(tmp_path_factory) -> Path:
     with open(REPO / "src/kdlab/presets/default.yaml", encoding="utf-8") as fh:
         params = tiny_params(yaml.safe_load(fh), root / "fixture", md5)
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run(["git", "init", "-q"], work)
-    run(["git", "config", "user.email", "t@example.com"], work)
-    run(["git", "config", "user.name", "t"], work)
-    run([sys.executable, "-m", "dvc", "init", "-q"], work)
+    init_repo(work)
     out = run([sys.executable, "-m", "dvc", "repro"], work)
     run(["git", "add", "-A"], work)
     run(["git", "commit", "-qm", "tiny run"], work)
@@ -79,9 +87,26 @@ def test_repro_runs_every_stage_and_writes_results(repo):
         *(f"distill@{m}" for m in methods),
     }
     for m in methods:
-        metrics = json.loads((repo / f"metrics/distill/{m}.json").read_text())
-        assert 0 <= metrics["test_acc"] <= 100 and metrics["method"] == m
-        assert (repo / f"plots/distill/{m}.csv").read_text().startswith("epoch,lr,")
+        record = json.loads((repo / f"metrics/distill/{m}.json").read_text())
+        assert record["method"] == m
+        # DVCLive: the summary dvc exp show compares holds the record's scores and the last
+        # epoch's step; one step plot per logged value, one row per epoch.
+        live = repo / f"metrics/distill/{m}"
+        summary = json.loads((live / "metrics.json").read_text())
+        assert summary == {
+            "step": record["epochs"] - 1,
+            "val_acc": pytest.approx(record["val_acc"], abs=0.005),
+            "test_acc": record["test_acc"],
+            "best_val_acc": record["best_val_acc"],
+        }
+        tsv = (live / "plots/metrics/val_acc.tsv").read_text().splitlines()
+        assert tsv[0] == "step\tval_acc" and len(tsv) == 1 + record["epochs"]
+        assert float(tsv[-1].split("\t")[1]) == pytest.approx(record["val_acc"], abs=0.005)
+        best = max(float(r.split("\t")[1]) for r in tsv[1:])
+        assert best == pytest.approx(record["best_val_acc"], abs=0.005)
+        terms = {p.stem for p in (live / "plots/metrics").glob("*.tsv")}
+        assert {"train_loss", "train_acc", "lr", "val_acc", "loss_ce"} <= terms
+        assert "epoch_time_s" not in terms
     table4 = (repo / "tables/reffakd_table4.md").read_text()
     # model | paper's setting | our setting | paper | ours | difference (scales named)
     assert "| LeNet5 | baseline | lenet5, " in table4 and "| 92.14 |" in table4

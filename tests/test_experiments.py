@@ -30,9 +30,9 @@ def p(T, alpha, seed, profile="default", methods=("kd", "reffakd")):
 def m(kd=None, reffakd=None):
     out = {}
     if kd is not None:
-        out["metrics/distill/kd.json"] = {"test_acc": kd}
+        out["metrics/distill/kd/metrics.json"] = {"test_acc": kd}
     if reffakd is not None:
-        out["metrics/distill/reffakd.json"] = {"test_acc": reffakd}
+        out["metrics/distill/reffakd/metrics.json"] = {"test_acc": reffakd}
     return out
 
 
@@ -71,10 +71,10 @@ STAGE = textwrap.dedent(
     """
     import json, os, yaml
     p = yaml.safe_load(open("params.yaml"))
-    os.makedirs("metrics/distill", exist_ok=True)
     for k, base in (("kd", 80.0), ("reffakd", 81.0)):
         acc = base + p["temperature"] + 10 * p["alpha"] + p["seed"]
-        json.dump({"test_acc": acc}, open(f"metrics/distill/{k}.json", "w"))
+        os.makedirs(f"metrics/distill/{k}", exist_ok=True)
+        json.dump({"test_acc": acc}, open(f"metrics/distill/{k}/metrics.json", "w"))
     """
 )
 
@@ -104,8 +104,8 @@ def test_report_from_a_real_dvc_repo(tmp_path):
                 deps: [stage.py]
                 params: [temperature, alpha, seed, profile_name, methods]
                 metrics:
-                  - metrics/distill/kd.json: {{cache: false}}
-                  - metrics/distill/reffakd.json: {{cache: false}}
+                  - metrics/distill/kd/metrics.json: {{cache: false}}
+                  - metrics/distill/reffakd/metrics.json: {{cache: false}}
             """
         )
     )
@@ -138,7 +138,11 @@ def simkd_run(proj, gated, loss, lr, seed, acc, methods=("simkd",)):
         "method_params": {"simkd": {"projectors": proj, "label_gated": gated, "loss": loss}},
     }
     return run(
-        params, {"metrics/distill/simkd.json": {"test_acc": acc}, "metrics/student.json": {}}
+        params,
+        {
+            "metrics/distill/simkd/metrics.json": {"test_acc": acc},
+            "metrics/student/metrics.json": {},
+        },
     )
 
 
@@ -168,13 +172,13 @@ def test_srrl_table1_rows_and_missing_top5():
         run(
             {**base, "method_params": {"srrl": {**srrl, "sr_weight": 0}}},
             {
-                "metrics/distill/srrl.json": {"test_acc": 60.0},
-                "metrics/student.json": {"test_acc": 55.0},
+                "metrics/distill/srrl/metrics.json": {"test_acc": 60.0},
+                "metrics/student/metrics.json": {"test_acc": 55.0},
             },
         ),
         run(
             {**base, "method_params": {"srrl": {**srrl, "stage": 1}}},
-            {"metrics/distill/srrl.json": {"test_acc": 58.0, "test_top5": 80.0}},
+            {"metrics/distill/srrl/metrics.json": {"test_acc": 58.0, "test_top5": 80.0}},
         ),
     ]
     df = experiments.build_rows(runs, "srrl_table1").set_index("method")

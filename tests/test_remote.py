@@ -26,8 +26,8 @@ x = rng.normal(size=(200, 5)); w = rng.normal(size=5); y = (x @ w > 0).astype(fl
 fit = np.linalg.lstsq(x[:150], y[:150] - 0.5, rcond=None)[0] * p["alpha"]
 acc = float(((x[150:] @ fit > 0) == (y[150:] > 0.5)).mean() * 100)
 pathlib.Path("models").mkdir(exist_ok=True); np.save("models/student.npy", fit)
-pathlib.Path("metrics/distill").mkdir(parents=True, exist_ok=True)
-json.dump({"test_acc": acc, "method": "kd"}, open("metrics/distill/kd.json", "w"))
+pathlib.Path("metrics/distill/kd").mkdir(parents=True, exist_ok=True)
+json.dump({"test_acc": acc, "method": "kd"}, open("metrics/distill/kd/metrics.json", "w"))
 """
 
 DVC_YAML = """stages:
@@ -37,7 +37,7 @@ DVC_YAML = """stages:
     params: [seed, alpha]
     outs: [models/student.npy]
     metrics:
-      - metrics/distill/kd.json: {cache: false}
+      - metrics/distill/kd/metrics.json: {cache: false}
 """
 
 
@@ -77,7 +77,7 @@ def test_experiments_travel_through_the_remotes(tmp_path):
         dvc("exp", "apply", name, cwd=a)
         expected[name] = {
             "model": (a / "models/student.npy").read_bytes(),
-            "metrics": json.loads((a / "metrics/distill/kd.json").read_text()),
+            "metrics": json.loads((a / "metrics/distill/kd/metrics.json").read_text()),
         }
     run(["git", "checkout", "-q", "--", "."], a)
     dvc("checkout", "-q", cwd=a)
@@ -92,7 +92,7 @@ def test_experiments_travel_through_the_remotes(tmp_path):
     assert "seed1" in shown and "seed2" in shown
     report_b = run(["kdlab", "seeds"], b)
     assert report_b == report_a
-    accs = [json.loads(run(["git", "show", "HEAD:metrics/distill/kd.json"], b))["test_acc"]]
+    accs = [json.loads(run(["git", "show", "HEAD:metrics/distill/kd/metrics.json"], b))["test_acc"]]
     accs += [expected[n]["metrics"]["test_acc"] for n in ("seed1", "seed2")]
     mean = sum(accs) / 3
     assert re.search(rf"\| all runs \| kd \| {mean:.2f} \+- [0-9.]+ \| 3 \| 0 1 2 \|", report_b)
@@ -103,5 +103,8 @@ def test_experiments_travel_through_the_remotes(tmp_path):
         log += dvc("pull", cwd=b)
         assert "Running stage" not in log
         assert (b / "models/student.npy").read_bytes() == expected[name]["model"]
-        assert json.loads((b / "metrics/distill/kd.json").read_text()) == expected[name]["metrics"]
+        assert (
+            json.loads((b / "metrics/distill/kd/metrics.json").read_text())
+            == expected[name]["metrics"]
+        )
         assert "up to date" in dvc("status", cwd=b)

@@ -61,17 +61,6 @@ GRIDS: dict[str, GridSpec] = {
 }
 
 
-def _model_of(path: str) -> str | None:
-    if path == paths.metrics("teacher").as_posix():
-        return "teacher"
-    if path == paths.metrics("student").as_posix():
-        return "ce"
-    prefix = (paths.METRICS / "distill").as_posix() + "/"
-    if path.startswith(prefix) and path.endswith(".json"):
-        return path[len(prefix) : -len(".json")]
-    return None
-
-
 def _row_label(values: dict[str, Any]) -> str:
     """``"T=20, alpha=0.6"``: the paper's own row labels in papers/*.yaml."""
     names = {"temperature": "T"}
@@ -90,7 +79,7 @@ def collect(runs: list[dict[str, Any]], spec: GridSpec) -> dict[str, dict[str, d
         label = _row_label({p: float(flat[p]) for p in spec.row_params})
         methods = set(flat.get("methods") or [])
         for path, values in run["metrics"].items():
-            model = _model_of(path)
+            model = paths.model_of_summary(path)
             value = values.get(spec.metric)
             # Only the methods this run lists: a stale file of another run is not this run's.
             if model is None or (model not in ("teacher", "ce") and model not in methods):
@@ -257,7 +246,10 @@ def build_rows(runs: list[dict[str, Any]], name: str) -> pd.DataFrame:
             listed = model in ("ce", "teacher") or model in (flat.get("methods") or [])
             if not listed or not _matches(flat, want):
                 continue
-            values = next((v for p, v in metrics.items() if _model_of(p) == model), None) or {}
+            values = (
+                next((v for p, v in metrics.items() if paths.model_of_summary(p) == model), None)
+                or {}
+            )
             g = groups.setdefault(flat.get(spec.best_of) if spec.best_of else None, {})
             for _, key in spec.columns:
                 if isinstance(values.get(key), (int, float)):

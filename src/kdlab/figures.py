@@ -3,7 +3,8 @@
 With a constant learning rate (the hao preset: Adam, lr 1e-3, ``schedule: constant``), epoch k of
 a 1,000-epoch run *is* the k-epoch run (tests/test_figures.py checks the equality on a tiny run),
 so the 10 x 4 grid costs 10 runs: ``-S alpha=...`` per alpha with ``student.train.epochs=1000``,
-then the per-epoch history (``plots/distill/<method>.csv`` of each experiment) is read at epochs
+then the per-epoch validation accuracy (DVCLive's step plot
+``metrics/distill/<method>/plots/metrics/val_acc.tsv`` of each experiment) is read at epochs
 100/300/500/1000.
 
 Alpha convention: Hao's alpha weighs the student's cross-entropy (Keras Distiller), ours weighs the
@@ -42,22 +43,24 @@ def alpha_epochs(
 
 
 def histories_from_experiments(
-    repo: Path, method: str = "kd", profile: str = "hao"
+    repo: Path, method: str = "kd", profile: str = "hao", column: str = "val_acc"
 ) -> dict[float, pd.DataFrame]:
-    """Per-epoch history of ``method`` in each finished experiment of preset ``profile``, keyed
-    by our alpha (the last run wins when an alpha repeats). Reads the committed plot file of
-    each experiment's revision (``git show REV:plots/distill/<method>.csv``)."""
+    """Per-epoch ``column`` of ``method`` in each finished experiment of preset
+    ``profile``, keyed by our alpha (the last run wins when an alpha repeats): columns ``epoch``
+    (from 1) and ``column``. Reads the committed DVCLive step plot of each experiment's
+    revision (``git show REV:metrics/distill/<method>/plots/metrics/<column>.tsv``)."""
     out: dict[float, pd.DataFrame] = {}
-    csv = (paths.PLOTS / "distill" / f"{method}.csv").as_posix()
+    tsv = (paths.live(f"distill/{method}") / "plots" / "metrics" / f"{column}.tsv").as_posix()
     for run in runs_from_exp_show(exp_show(repo)):
         flat = {k: json.loads(v) for k, v in flatten(run["params"]).items()}
         if flat.get("profile_name") != profile or method not in (flat.get("methods") or []):
             continue
         proc = subprocess.run(
-            ["git", "show", f"{run['rev']}:{csv}"], cwd=repo, capture_output=True, text=True
+            ["git", "show", f"{run['rev']}:{tsv}"], cwd=repo, capture_output=True, text=True
         )
         if proc.returncode == 0:
-            out[float(flat["alpha"])] = pd.read_csv(io.StringIO(proc.stdout))
+            h = pd.read_csv(io.StringIO(proc.stdout), sep="\t")
+            out[float(flat["alpha"])] = h.assign(epoch=h["step"] + 1)
     return out
 
 
@@ -84,7 +87,7 @@ def plot(df: pd.DataFrame, path: Path, ylabel: str) -> None:
 
 def report_hao_figure3(repo: Path, method: str = "kd", column: str = "val_acc") -> Path:
     """``tables/hao_figure3.md`` (+ .csv, .png) from the hao preset's experiments."""
-    histories = histories_from_experiments(repo, method)
+    histories = histories_from_experiments(repo, method, column=column)
     if not histories:
         raise ValueError(
             "no finished hao experiments with per-epoch history; queue them with "

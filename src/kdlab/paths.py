@@ -28,10 +28,30 @@ def distilled(method: str) -> Path:
 
 
 def metrics(stage: str) -> Path:
-    """DVC metrics file of a stage (``distill/kd`` for distill@kd)."""
+    """The plain record of a stage (``distill/kd`` for distill@kd): every number it measured,
+    counts, timings and memory included; read by the tables stage, not by ``dvc exp show``."""
     return METRICS / f"{stage}.json"
 
 
-def curve(stage: str) -> Path:
-    """Per-epoch CSV (a DVC plot) of a training stage."""
-    return PLOTS / f"{stage}.csv"
+def live(stage: str) -> Path:
+    """DVCLive folder of a stage: ``metrics.json`` (compared by ``dvc exp show``) and
+    ``plots/metrics/*.tsv`` (per-epoch step plots)."""
+    return METRICS / stage
+
+
+def summary(stage: str) -> Path:
+    """The metrics file ``dvc exp show`` compares for ``stage`` (DVCLive's summary)."""
+    return live(stage) / "metrics.json"
+
+
+def model_of_summary(path: str) -> str | None:
+    """The trained model whose scores a ``dvc exp show`` metrics file holds: ``teacher``,
+    ``ce`` (the CE-only student) or the distillation method (``metrics/distill/kd/metrics.json``
+    -> ``kd``); None for any other file."""
+    p = Path(path)
+    if p.name != "metrics.json" or METRICS not in p.parents:
+        return None
+    stage = p.parent.relative_to(METRICS).as_posix()
+    if stage.startswith("distill/"):
+        return stage[len("distill/") :]
+    return {"teacher": "teacher", "student": "ce"}.get(stage)

@@ -21,13 +21,6 @@ import pandas as pd
 from kdlab import paths
 from kdlab.io import write_text
 
-# metrics file -> row label; distillation methods are found by their files' names.
-MODEL_FILES = {
-    paths.metrics("teacher").as_posix(): "teacher",
-    paths.metrics("student").as_posix(): "ce",
-}
-DISTILL_PREFIX = (paths.METRICS / "distill").as_posix() + "/"
-
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
     """Nested params -> ``{"a.b": value}``; values as compact JSON so lists compare."""
@@ -99,9 +92,7 @@ def summarize(runs: list[dict[str, Any]], metric: str = "test_acc") -> pd.DataFr
         label = config_label(f, varying)
         per_model = groups.setdefault(label, {})
         for path, values in run["metrics"].items():
-            model = MODEL_FILES.get(path)
-            if model is None and path.startswith(DISTILL_PREFIX) and path.endswith(".json"):
-                model = path[len(DISTILL_PREFIX) : -len(".json")]
+            model = paths.model_of_summary(path)
             value = values.get(metric)
             if model is None or not isinstance(value, (int, float)) or isinstance(value, bool):
                 continue

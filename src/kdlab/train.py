@@ -234,6 +234,17 @@ def _train_epoch(
     return row
 
 
+def _prepare(objective, train_loader: TensorLoader, cfg: TrainConfig, accel, dist_cfg):
+    """Mixed precision, the (DDP-wrapped) step function, the optimiser and the schedule."""
+    acc = Accelerator(accel, train_loader.device)
+    dcfg = dist_cfg or distributed.DistributedConfig()
+    step_fn = acc.prepare(distributed.wrap_objective(objective, dcfg, train_loader.device))
+    opt = make_optimizer([p for p in objective.parameters() if p.requires_grad], cfg)
+    steps = len(train_loader)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(cfg, s, steps))
+    return acc, step_fn, opt, sched
+
+
 def _epoch_line(name: str, row: dict[str, float], epochs: int, eta: float) -> str:
     shown = ", ".join(
         f"{k} {v:.4f}" if "loss" in k or "mse" in k else f"{k} {v:.2f}"
@@ -259,6 +270,7 @@ def fit(
     log: Callable[[str], None] | None = None,
     accel: AccelConfig | None = None,
     dist_cfg: distributed.DistributedConfig | None = None,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> FitResult:
     """Train ``objective`` for ``cfg.epochs`` epochs, checkpointing after every epoch.
 
@@ -268,23 +280,22 @@ def fit(
     selected on the validation split (``select``) is kept as ``best_state``; the final-epoch
     weights stay in ``objective``. ``accel`` picks mixed precision / compile; under torchrun
     the loader is sharded by rank, the objective wrapped in DDP, and rank 0 alone logs and
-    writes the checkpoint.
+    writes the checkpoint. ``on_epoch`` receives each epoch's history row on rank 0 (the
+    rows restored from a checkpoint first), e.g. :meth:`kdlab.live.EpochLog.epoch`.
     """
     ctx = distributed.context()
     log = (log or (lambda msg: print(msg, flush=True))) if ctx.is_main else (lambda msg: None)
+    report = (on_epoch or (lambda row: None)) if ctx.is_main else (lambda row: None)
     if ctx.enabled:
         train_loader.shard(ctx.rank, ctx.world_size)
-    acc = Accelerator(accel, train_loader.device)
-    dcfg = dist_cfg or distributed.DistributedConfig()
-    step_fn = acc.prepare(distributed.wrap_objective(objective, dcfg, train_loader.device))
-    opt = make_optimizer([p for p in objective.parameters() if p.requires_grad], cfg)
-    steps = len(train_loader)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(cfg, s, steps))
+    acc, step_fn, opt, sched = _prepare(objective, train_loader, cfg, accel, dist_cfg)
     ckpt = Path(checkpoint) if checkpoint else None
     state = _read_checkpoint(ckpt, run_id, name, log)
     if state:
         p = _resume(state, objective, opt, sched, acc)
         log(f"[{name}] resuming from checkpoint {ckpt} after epoch {p.start_epoch}")
+        for row in p.history:
+            report(row)
     else:
         p = _Progress(best_value=-math.inf if maximize else math.inf)
     t0 = time.time()
@@ -302,6 +313,7 @@ def fit(
         p.update_best(row, select, maximize, objective)
         eta = (time.time() - t0) / (epoch + 1 - p.start_epoch) * (cfg.epochs - epoch - 1)
         log(_epoch_line(name, row, cfg.epochs, eta))
+        report(row)
         if ckpt is not None and epoch + 1 < cfg.epochs and ctx.is_main:
             _save_checkpoint(ckpt, run_id, epoch, objective, opt, sched, acc, p, t0)
     distributed.barrier()  # no rank may still be reading the checkpoint

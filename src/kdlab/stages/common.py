@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import sys
 import time
 from dataclasses import dataclass
@@ -18,7 +16,8 @@ from kdlab.config import Config, ModelConfig
 from kdlab.data import DatasetSpec, get_dataset, load
 from kdlab.data.pipeline import TensorLoader
 from kdlab.data.split import Split, read_manifest
-from kdlab.io import torch_load, torch_save, write_json, write_text
+from kdlab.io import torch_load, torch_save, write_json
+from kdlab.live import EpochLog
 from kdlab.models import build_model, check_input
 from kdlab.train import peak_rss_mib, resolve_device, seed_everything, setup_threads
 
@@ -175,25 +174,32 @@ def load_model(path: Path, device: torch.device) -> tuple[nn.Module, dict[str, A
     return model.to(device).eval(), blob
 
 
-def write_curve(stage: str, history: list[dict[str, float]]) -> Path:
-    """Per-epoch history as CSV (a DVC plot) and a PNG of its accuracy/loss curves."""
-    keys: list[str] = []
-    for row in history:
-        keys += [k for k in row if k not in keys]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
-    w.writeheader()
-    for row in history:
-        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    out = write_text(paths.curve(stage), buf.getvalue())
+def write_curve_png(stage: str, history: list[dict[str, float]]) -> Path:
+    """A PNG of the stage's per-epoch losses and accuracy (DVCLive holds the step plots)."""
     from kdlab.plots import curve_png
 
-    curve_png(history, paths.PNG / f"{stage.replace('/', '_')}.png", title=stage)
-    return out
+    return curve_png(history, paths.PNG / f"{stage.replace('/', '_')}.png", title=stage)
+
+
+def finish_training_stage(
+    stage: str, log: EpochLog, history: list[dict[str, float]], record: dict[str, Any], t0: float
+) -> None:
+    """A training stage's outputs besides its model: the PNG of its curves, the final scores
+    in its DVCLive summary and its plain record."""
+    write_curve_png(stage, history)
+    log.finish(record)
+    write_metrics(stage, record, t0)
+
+
+def write_summary(stage: str, values: dict[str, Any]) -> Path:
+    """What ``dvc exp show`` compares for a stage that does not train (the DVCLive summary's
+    place, :func:`kdlab.paths.summary`)."""
+    return write_json(paths.summary(stage), values)
 
 
 def write_metrics(stage: str, values: dict[str, Any], t0: float) -> Path:
-    """A stage's DVC metrics JSON, with wall time and peak memory of the stage."""
+    """A stage's plain record (:func:`kdlab.paths.metrics`), with its wall time and peak
+    memory."""
     values = dict(values)
     values["wall_time_s"] = round(time.time() - t0, 2)
     values["peak_rss_mib"] = round(peak_rss_mib(), 1)

@@ -11,20 +11,20 @@ from kdlab import paths
 from kdlab.config import Config, ConfigError, ModelConfig
 from kdlab.data import get_dataset
 from kdlab.io import torch_load
+from kdlab.live import EpochLog
 from kdlab.methods import get_method
 from kdlab.methods.base import TeacherLogits
 from kdlab.models import count_params
 from kdlab.stages.common import (
     Data,
     end_training,
+    finish_training_stage,
     load_data,
     load_model,
     loaders,
     make_model,
     save_model,
     start_training,
-    write_curve,
-    write_metrics,
 )
 from kdlab.stages.softlabels import read_soft_labels
 from kdlab.stages.train import _parallel, evaluate_final_and_best
@@ -171,8 +171,17 @@ def distill(cfg: Config, method: str) -> None:
         + [cfg.method_params[method], str(device)]
     )
     ckpt = paths.CHECKPOINTS / f"distill_{method}.pt"
+    log = EpochLog(f"distill/{method}")
     result = fit(
-        distiller, train, val, mc.train, f"distill@{method}", ckpt, run_id, **_parallel(cfg)
+        distiller,
+        train,
+        val,
+        mc.train,
+        f"distill@{method}",
+        ckpt,
+        run_id,
+        on_epoch=log.epoch,
+        **_parallel(cfg),
     )
     end_training()
     metrics = evaluate_final_and_best(distiller, result, test)
@@ -185,6 +194,5 @@ def distill(cfg: Config, method: str) -> None:
     )
     extra = distiller.extra_state()
     save_model(paths.distilled(method), student, mc, data.spec, extra_state=extra)
-    write_curve(f"distill/{method}", result.history)
-    write_metrics(f"distill/{method}", metrics, t0)
+    finish_training_stage(f"distill/{method}", log, result.history, metrics, t0)
     print(f"[distill@{method}] test accuracy {metrics['test_acc']:.2f}%", flush=True)

@@ -60,6 +60,11 @@ def profile(cfg: Config) -> None:
             )
     out["wall_time_s"] = round(time.time() - t0, 2)
     write_json(paths.metrics("profile"), out)
+    # Compared across experiments: this run's teacher-to-CAE reductions (its Table 6 row).
+    write_json(
+        paths.summary("profile"),
+        {f"{k}_ratio": round(v, 2) for k, v in out["ours_ratios"].items() if k != "macs"},
+    )
     for key, e in ours.items():
         print(
             f"[profile] this run's {key:8s} {e['model']:9s} {e['input']:8s} params "

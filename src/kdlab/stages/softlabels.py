@@ -20,7 +20,7 @@ from kdlab.softlabels import (
     search_gamma,
     soft_labels_from_similarity,
 )
-from kdlab.stages.common import load_data, load_model, start, write_metrics
+from kdlab.stages.common import load_data, load_model, start, write_metrics, write_summary
 
 
 def write_matrix(matrix: torch.Tensor, names: list[str], path=paths.SOFT_LABELS) -> None:
@@ -84,6 +84,7 @@ def build_soft_labels(cfg: Config) -> None:
         },
         t0,
     )
+    write_summary("soft_labels", {"gamma": gamma, "rows_own_class_max": diag_ok})
     print(
         f"[soft_labels] gamma {gamma:g} ({'searched' if sl.gamma is None else 'given'}); "
         f"{diag_ok}/{c} rows peak on their own class -> {paths.SOFT_LABELS}",

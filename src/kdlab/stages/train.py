@@ -6,18 +6,18 @@ import time
 
 from kdlab import paths
 from kdlab.config import Config
+from kdlab.live import EpochLog
 from kdlab.methods.ce import CrossEntropy
 from kdlab.models import build_model, check_input, count_params
 from kdlab.objectives import Reconstruction
 from kdlab.stages.common import (
     end_training,
+    finish_training_stage,
     load_data,
     loaders,
     make_model,
     save_model,
     start_training,
-    write_curve,
-    write_metrics,
 )
 from kdlab.train import fingerprint, fit
 
@@ -67,14 +67,24 @@ def train_classifier(cfg: Config, role: str) -> None:
     train, val, test = loaders(cfg, data, mc, device)
     run_id = fingerprint([role, cfg.seed, cfg.data.__dict__, mc.__dict__, str(device)])
     ckpt = paths.CHECKPOINTS / f"{role}.pt"
-    result = fit(distiller, train, val, mc.train, f"train_{role}", ckpt, run_id, **_parallel(cfg))
+    log = EpochLog(role)
+    result = fit(
+        distiller,
+        train,
+        val,
+        mc.train,
+        f"train_{role}",
+        ckpt,
+        run_id,
+        on_epoch=log.epoch,
+        **_parallel(cfg),
+    )
     end_training()
     metrics = evaluate_final_and_best(distiller, result, test)
     metrics.update(model=mc.model, params=n_params, train_time_s=round(result.wall_time_s, 2))
     target = paths.TEACHER if role == "teacher" else paths.STUDENT
     save_model(target, model, mc, data.spec)
-    write_curve(role, result.history)
-    write_metrics(role, metrics, t0)
+    finish_training_stage(role, log, result.history, metrics, t0)
     print(f"[train_{role}] test accuracy {metrics['test_acc']:.2f}% -> {target}", flush=True)
 
 
@@ -96,6 +106,7 @@ def train_cae(cfg: Config) -> None:
     objective = Reconstruction(model)
     train, val, test = loaders(cfg, data, mc, device, normalize=False)
     run_id = fingerprint(["cae", cfg.seed, cfg.data.__dict__, mc.__dict__, str(device)])
+    log = EpochLog("cae")
     result = fit(
         objective,
         train,
@@ -106,6 +117,7 @@ def train_cae(cfg: Config) -> None:
         run_id,
         select="val_mse",
         maximize=False,
+        on_epoch=log.epoch,
         **_parallel(cfg),
     )
     end_training()
@@ -118,6 +130,5 @@ def train_cae(cfg: Config) -> None:
         "train_time_s": round(result.wall_time_s, 2),
     }
     save_model(paths.CAE, model, mc, data.spec)
-    write_curve("cae", result.history)
-    write_metrics("cae", metrics, t0)
+    finish_training_stage("cae", log, result.history, metrics, t0)
     print(f"[train_cae] test MSE {metrics['test_mse']:.5f} -> {paths.CAE}", flush=True)
