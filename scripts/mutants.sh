@@ -116,8 +116,8 @@ MUTANTS = {
     )],
     "live_summary_without_final_scores": [(
         "src/kdlab/live.py",
-        "live.summary.update({k: record[k] for k in FINAL_SUMMARY if k in record})",
-        "live.summary.update({})",
+        "self._scores.update({k: record[k] for k in FINAL_SUMMARY if k in record})",
+        "self._scores.update({})",
     )],
     "loss_code_not_a_distill_dependency": [(
         "dvc.yaml",

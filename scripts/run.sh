@@ -16,4 +16,4 @@ for t in tables/comparison.md tables/accuracy.md; do
 done
 echo
 echo "All tables: $(ls tables/*.md | tr '\n' ' ')"
-echo "Compare experiments: dvc exp show --only-changed --drop '.*' --keep 'Experiment|alpha|temperature|test_acc'"
+echo "Compare experiments: dvc exp show --only-changed --drop '.*' --keep 'Experiment|alpha|temperature|.*test_acc'"

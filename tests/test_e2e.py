@@ -95,9 +95,11 @@ def test_repro_runs_every_stage_and_writes_results(repo):
         summary = json.loads((live / "metrics.json").read_text())
         assert summary == {
             "step": record["epochs"] - 1,
-            "val_acc": pytest.approx(record["val_acc"], abs=0.005),
-            "test_acc": record["test_acc"],
-            "best_val_acc": record["best_val_acc"],
+            m: {
+                "val_acc": pytest.approx(record["val_acc"], abs=0.005),
+                "test_acc": record["test_acc"],
+                "best_val_acc": record["best_val_acc"],
+            },
         }
         tsv = (live / "plots/metrics/val_acc.tsv").read_text().splitlines()
         assert tsv[0] == "step\tval_acc" and len(tsv) == 1 + record["epochs"]

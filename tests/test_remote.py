@@ -27,7 +27,7 @@ fit = np.linalg.lstsq(x[:150], y[:150] - 0.5, rcond=None)[0] * p["alpha"]
 acc = float(((x[150:] @ fit > 0) == (y[150:] > 0.5)).mean() * 100)
 pathlib.Path("models").mkdir(exist_ok=True); np.save("models/student.npy", fit)
 pathlib.Path("metrics/distill/kd").mkdir(parents=True, exist_ok=True)
-json.dump({"test_acc": acc, "method": "kd"}, open("metrics/distill/kd/metrics.json", "w"))
+json.dump({"kd": {"test_acc": acc}}, open("metrics/distill/kd/metrics.json", "w"))
 """
 
 DVC_YAML = """stages:
@@ -92,8 +92,10 @@ def test_experiments_travel_through_the_remotes(tmp_path):
     assert "seed1" in shown and "seed2" in shown
     report_b = run(["kdlab", "seeds"], b)
     assert report_b == report_a
-    accs = [json.loads(run(["git", "show", "HEAD:metrics/distill/kd/metrics.json"], b))["test_acc"]]
-    accs += [expected[n]["metrics"]["test_acc"] for n in ("seed1", "seed2")]
+    head = json.loads(run(["git", "show", "HEAD:metrics/distill/kd/metrics.json"], b))
+    accs = [head["kd"]["test_acc"]] + [
+        expected[n]["metrics"]["kd"]["test_acc"] for n in ("seed1", "seed2")
+    ]
     mean = sum(accs) / 3
     assert re.search(rf"\| all runs \| kd \| {mean:.2f} \+- [0-9.]+ \| 3 \| 0 1 2 \|", report_b)
 

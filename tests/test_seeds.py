@@ -28,9 +28,9 @@ def params(seed, alpha):
 
 def metrics(student, kd):
     return {
-        "metrics/student/metrics.json": {"test_acc": student},
-        "metrics/distill/kd/metrics.json": {"test_acc": kd, "method": "kd"},
-        "metrics/teacher/metrics.json": {"test_acc": 95.0},
+        "metrics/student/metrics.json": {"step": 1, "ce": {"test_acc": student}},
+        "metrics/distill/kd/metrics.json": {"step": 1, "kd": {"test_acc": kd}},
+        "metrics/teacher/metrics.json": {"step": 1, "teacher": {"test_acc": 95.0}},
     }
 
 
@@ -58,7 +58,8 @@ def test_runs_skip_workspace_and_unfinished():
     runs = runs_from_exp_show(DOC)
     assert [r["name"] for r in runs] == ["main", "s1", "s2", "a8"]
     assert runs[1]["params"]["seed"] == 1
-    assert runs[1]["metrics"]["metrics/distill/kd/metrics.json"]["test_acc"] == 92.0
+    assert runs[1]["scores"]["kd"] == {"test_acc": 92.0}
+    assert set(runs[1]["scores"]) == {"ce", "kd", "teacher"}  # models read from the files
 
 
 def test_summary_groups_by_everything_but_seed():

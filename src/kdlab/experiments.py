@@ -78,11 +78,10 @@ def collect(runs: list[dict[str, Any]], spec: GridSpec) -> dict[str, dict[str, d
             continue
         label = _row_label({p: float(flat[p]) for p in spec.row_params})
         methods = set(flat.get("methods") or [])
-        for path, values in run["metrics"].items():
-            model = paths.model_of_summary(path)
+        for model, values in run["scores"].items():
             value = values.get(spec.metric)
             # Only the methods this run lists: a stale file of another run is not this run's.
-            if model is None or (model not in ("teacher", "ce") and model not in methods):
+            if model not in ("teacher", "ce") and model not in methods:
                 continue
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 cells.setdefault(label, {}).setdefault(model, {})[int(flat.get("seed", 0))] = value
@@ -233,7 +232,7 @@ def build_rows(runs: list[dict[str, Any]], name: str) -> pd.DataFrame:
     published = paper_tables(spec.paper)[spec.table]
     pcols = published["columns"]
     flats = [
-        ({k: json.loads(v) for k, v in flatten(r["params"]).items()}, r["metrics"]) for r in runs
+        ({k: json.loads(v) for k, v in flatten(r["params"]).items()}, r["scores"]) for r in runs
     ]
     flats = [(f, m) for f, m in flats if f.get("profile_name", "default") in spec.profiles]
     out = []
@@ -242,14 +241,11 @@ def build_rows(runs: list[dict[str, Any]], name: str) -> pd.DataFrame:
             raise ValueError(f"{name}: row {label!r} does not match the paper's {prow[0]!r}")
         # {best_of value: {metric: {seed: value}}}
         groups: dict[Any, dict[str, dict[int, float]]] = {}
-        for flat, metrics in flats:
+        for flat, scores in flats:
             listed = model in ("ce", "teacher") or model in (flat.get("methods") or [])
             if not listed or not _matches(flat, want):
                 continue
-            values = (
-                next((v for p, v in metrics.items() if paths.model_of_summary(p) == model), None)
-                or {}
-            )
+            values = scores.get(model) or {}
             g = groups.setdefault(flat.get(spec.best_of) if spec.best_of else None, {})
             for _, key in spec.columns:
                 if isinstance(values.get(key), (int, float)):

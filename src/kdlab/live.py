@@ -32,11 +32,19 @@ NOT_LOGGED = ("epoch", "epoch_time_s")
 
 
 class EpochLog:
-    """A DVCLive run for one stage, created on the first logged epoch (rank 0 only logs)."""
+    """A DVCLive run for one stage, created on the first logged epoch (rank 0 only logs).
 
-    def __init__(self, stage: str) -> None:
+    The summary nests its scores under the model's name (``teacher``, ``ce``, ``cae`` or the
+    method): ``{"step": 11, "kd": {"val_acc": 91.3, "test_acc": 91.2, "best_val_acc": 91.5}}``,
+    so ``dvc exp show`` names its columns ``kd.test_acc`` rather than by file path, and readers
+    find the model in the file (:func:`kdlab.seeds.model_scores`).
+    """
+
+    def __init__(self, stage: str, model: str) -> None:
         self.dir: Path = paths.live(stage)
+        self.model = model
         self._live = None
+        self._scores: dict[str, Any] = {}
 
     def _open(self):
         if self._live is None:
@@ -56,18 +64,26 @@ class EpochLog:
                 ) from None
         return self._live
 
+    def _summarise(self) -> None:
+        # Keep DVCLive's ``step`` (the last finished epoch): end() would otherwise count one on.
+        step = {"step": self._live.summary["step"]} if "step" in self._live.summary else {}
+        self._live.summary = {**step, self.model: dict(self._scores)}
+
     def epoch(self, row: dict[str, float]) -> None:
-        """Log one epoch's row of ``fit``'s history and write the summary."""
+        """Log one epoch's row of ``fit``'s history (a step plot per value) and rewrite the
+        summary with the latest validation score."""
         live = self._open()
         for key, value in row.items():
             if key not in NOT_LOGGED:
                 live.log_metric(key, float(value))
-        live.summary = {k: v for k, v in live.summary.items() if k in LIVE_SUMMARY}
-        live.next_step()
+        self._scores.update({k: row[k] for k in LIVE_SUMMARY if k in row})
+        self._summarise()
+        live.next_step()  # writes the summary (with DVCLive's ``step``)
 
     def finish(self, record: dict[str, Any]) -> Path:
         """Add the stage's final scores (:data:`FINAL_SUMMARY` of its record) to the summary."""
         live = self._open()
-        live.summary.update({k: record[k] for k in FINAL_SUMMARY if k in record})
+        self._scores.update({k: record[k] for k in FINAL_SUMMARY if k in record})
+        self._summarise()
         live.end()
         return Path(live.metrics_file)

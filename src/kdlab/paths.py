@@ -42,16 +42,3 @@ def live(stage: str) -> Path:
 def summary(stage: str) -> Path:
     """The metrics file ``dvc exp show`` compares for ``stage`` (DVCLive's summary)."""
     return live(stage) / "metrics.json"
-
-
-def model_of_summary(path: str) -> str | None:
-    """The trained model whose scores a ``dvc exp show`` metrics file holds: ``teacher``,
-    ``ce`` (the CE-only student) or the distillation method (``metrics/distill/kd/metrics.json``
-    -> ``kd``); None for any other file."""
-    p = Path(path)
-    if p.name != "metrics.json" or METRICS not in p.parents:
-        return None
-    stage = p.parent.relative_to(METRICS).as_posix()
-    if stage.startswith("distill/"):
-        return stage[len("distill/") :]
-    return {"teacher": "teacher", "student": "ce"}.get(stage)

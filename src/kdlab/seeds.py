@@ -18,7 +18,6 @@ from typing import Any
 
 import pandas as pd
 
-from kdlab import paths
 from kdlab.io import write_text
 
 
@@ -34,8 +33,16 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
+def model_scores(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{model: {metric: value}}`` of one metrics summary: each stage's summary nests its
+    scores under the model's name (``{"step": 11, "kd": {"test_acc": 91.2, ...}}``, see
+    :mod:`kdlab.live`), so the model is read from the file, not from its path."""
+    return {k: v for k, v in summary.items() if isinstance(v, dict)}
+
+
 def runs_from_exp_show(data: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Finished runs (baseline commits and their experiments) from ``dvc exp show --json``.
+    """Finished runs (baseline commits and their experiments) from ``dvc exp show --json``,
+    each as ``{"name", "rev", "params", "scores": {model: {metric: value}}}``.
 
     The workspace entry is left out (it repeats whichever run was applied last), as are runs
     still queued or running, failed runs and runs whose params could not be read.
@@ -49,12 +56,11 @@ def runs_from_exp_show(data: list[dict[str, Any]]) -> list[dict[str, Any]]:
         params = (body.get("params") or {}).get("params.yaml", {}).get("data")
         if not isinstance(params, dict):
             return
-        metrics = {
-            path: m["data"]
-            for path, m in (body.get("metrics") or {}).items()
-            if isinstance(m, dict) and isinstance(m.get("data"), dict)
-        }
-        runs.append({"name": name, "rev": entry["rev"], "params": params, "metrics": metrics})
+        scores: dict[str, dict[str, Any]] = {}
+        for m in (body.get("metrics") or {}).values():
+            if isinstance(m, dict) and isinstance(m.get("data"), dict):
+                scores.update(model_scores(m["data"]))
+        runs.append({"name": name, "rev": entry["rev"], "params": params, "scores": scores})
 
     for base in data:
         add(base, base.get("name") or base.get("rev", "?"))
@@ -91,10 +97,9 @@ def summarize(runs: list[dict[str, Any]], metric: str = "test_acc") -> pd.DataFr
     for run, f in zip(runs, flat):
         label = config_label(f, varying)
         per_model = groups.setdefault(label, {})
-        for path, values in run["metrics"].items():
-            model = paths.model_of_summary(path)
+        for model, values in run["scores"].items():
             value = values.get(metric)
-            if model is None or not isinstance(value, (int, float)) or isinstance(value, bool):
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
                 continue
             per_model.setdefault(model, []).append((int(run["params"].get("seed", 0)), value))
     rows = []

@@ -171,7 +171,7 @@ def distill(cfg: Config, method: str) -> None:
         + [cfg.method_params[method], str(device)]
     )
     ckpt = paths.CHECKPOINTS / f"distill_{method}.pt"
-    log = EpochLog(f"distill/{method}")
+    log = EpochLog(f"distill/{method}", method)
     result = fit(
         distiller,
         train,

@@ -67,7 +67,7 @@ def train_classifier(cfg: Config, role: str) -> None:
     train, val, test = loaders(cfg, data, mc, device)
     run_id = fingerprint([role, cfg.seed, cfg.data.__dict__, mc.__dict__, str(device)])
     ckpt = paths.CHECKPOINTS / f"{role}.pt"
-    log = EpochLog(role)
+    log = EpochLog(role, "teacher" if role == "teacher" else "ce")
     result = fit(
         distiller,
         train,
@@ -106,7 +106,7 @@ def train_cae(cfg: Config) -> None:
     objective = Reconstruction(model)
     train, val, test = loaders(cfg, data, mc, device, normalize=False)
     run_id = fingerprint(["cae", cfg.seed, cfg.data.__dict__, mc.__dict__, str(device)])
-    log = EpochLog("cae")
+    log = EpochLog("cae", "cae")
     result = fit(
         objective,
         train,
