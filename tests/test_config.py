@@ -152,7 +152,7 @@ def test_reffakd_cifar_presets_are_the_papers_recipe(
         assert count_params(model) == count
 
 
-@pytest.mark.parametrize("preset", ["srrl", "simkd", "patel"])
+@pytest.mark.parametrize("preset", ["srrl", "srrl_crd", "simkd", "patel"])
 def test_paper_presets_build_and_step_every_method(preset):
     """Each preset's teacher/student pair takes every method it lists (feature shapes fit): one
     training step on random images gives finite losses and gradients to the student."""
@@ -183,7 +183,12 @@ def test_paper_presets_build_and_step_every_method(preset):
         if cls.needs_soft_labels:
             extra["soft_labels"] = torch.full((k, k), 1.0 / k)
         if cls.needs_teacher_features:
-            extra.update(teacher_model=teacher, input_shape=(c, size, size), num_data=n)
+            extra.update(
+                teacher_model=teacher,
+                input_shape=(c, size, size),
+                num_data=n,
+                train_labels=batch.y.clone(),  # CRD's memory banks and negatives
+            )
         d = cls(student, cfg.method_params[method], cfg.alpha, cfg.temperature, **extra)
         d.train()
         logits, losses = d.forward_train(batch, 0)
