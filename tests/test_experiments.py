@@ -76,6 +76,8 @@ STAGE = textwrap.dedent(
         os.makedirs(f"metrics/distill/{k}", exist_ok=True)
         summary = {"step": 0, k: {"test_acc": acc}}  # as kdlab.live writes it
         json.dump(summary, open(f"metrics/distill/{k}/metrics.json", "w"))
+        record = {"test_acc": acc, "wall_time_s": 10.0 * p["seed"] + base - 80.0}
+        json.dump(record, open(f"metrics/distill/{k}.json", "w"))  # the plain record
     """
 )
 
@@ -95,6 +97,9 @@ def test_report_from_a_real_dvc_repo(tmp_path):
     (tmp_path / "stage.py").write_text(STAGE)
     (tmp_path / "params.yaml").write_text(
         "profile_name: default\ntemperature: 20.0\nalpha: 0.6\nseed: 1\nmethods: [kd, reffakd]\n"
+        "device: cpu\ndata: {name: fashion_mnist}\nmethod_params: {kd: {reduction: mean}}\n"
+        "student: {model: lenet5, train: {epochs: 12}}\n"
+        "teacher: {model: resnet18, options: {width: 16}, train: {epochs: 3}}\n"
     )
     (tmp_path / "dvc.yaml").write_text(
         textwrap.dedent(
@@ -104,6 +109,9 @@ def test_report_from_a_real_dvc_repo(tmp_path):
                 cmd: {sys.executable} stage.py
                 deps: [stage.py]
                 params: [temperature, alpha, seed, profile_name, methods]
+                outs:
+                  - metrics/distill/kd.json: {{cache: false}}
+                  - metrics/distill/reffakd.json: {{cache: false}}
                 metrics:
                   - metrics/distill/kd/metrics.json: {{cache: false}}
                   - metrics/distill/reffakd/metrics.json: {{cache: false}}
@@ -127,6 +135,13 @@ def test_report_from_a_real_dvc_repo(tmp_path):
     md = out.read_text()
     assert out == tmp_path / "tables/reffakd_table10.md"
     assert "From 3 finished DVC runs" in md and "4 of 32 cells have a run" in md
+    assert (
+        "Ours: 12-epoch lenet5 students, 3-epoch resnet18 teacher (options {'width': 16}), "
+        "fashion_mnist, device cpu, seeds 1, 2, final-epoch test accuracy; KL reduction: kd mean."
+    ) in md
+    assert "the paper's alpha = ours" in md
+    # wall times: seed 1 runs 10 + 11 (kd, reffakd) twice (baseline, T5 run), seed 2 20 + 21
+    assert "Measured: 6 stages of reffakd, kd over 3 runs took 83 s of wall time" in md
     assert (tmp_path / "tables/reffakd_table10.csv").exists()
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,8 +129,76 @@ def build(runs: list[dict[str, Any]], name: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+# How each paper's alpha maps to ours (ours always weighs the distillation term).
+ALPHA_CONVENTION = {
+    "reffakd": "alpha weighs the distillation term, (1 - alpha) the cross-entropy, as in ReffAKD "
+    "(the paper's alpha = ours)",
+    "hao": "Hao's alpha weighs the student's cross-entropy: the paper's alpha = 1 - ours",
+    "patel": "Patel & Obeid's alpha weighs the cross-entropy: the paper's alpha = 1 - ours",
+    "simkd": "SimKD's loss has no alpha (the feature term alone); our alpha weighs that term",
+    "srrl": "SRRL's KD alpha (0.9) weighs the KL term, as ours; its CE + L_FM + L_SR is our "
+    "alpha 0.5 up to a factor 1/2",
+}
+
+
+def _values(runs: list[dict[str, Any]], key: str) -> str:
+    """The distinct values of a dotted param among ``runs``, comma-separated."""
+    seen = []
+    for run in runs:
+        v: Any = run["params"]
+        for part in key.split("."):
+            v = v.get(part) if isinstance(v, dict) else None
+        if v not in seen:
+            seen.append(v)
+    return ", ".join(str(v) for v in seen)
+
+
+def scale_note(runs: list[dict[str, Any]], models: list[str]) -> str:
+    """What the runs behind a table ran at: models, epochs, data, device, KL reduction."""
+    reductions = "; ".join(
+        f"{m} {_values(runs, f'method_params.{m}.reduction')}"
+        for m in models
+        if _values(runs, f"method_params.{m}.reduction") != "None"
+    )
+    return (
+        f"Ours: {_values(runs, 'student.train.epochs')}-epoch {_values(runs, 'student.model')} "
+        f"students, {_values(runs, 'teacher.train.epochs')}-epoch "
+        f"{_values(runs, 'teacher.model')} teacher (options {_values(runs, 'teacher.options')}), "
+        f"{_values(runs, 'data.name')}, device {_values(runs, 'device')}, seeds "
+        f"{_values(runs, 'seed')}, final-epoch test accuracy"
+        + (f"; KL reduction: {reductions}" if reductions else "")
+        + "."
+    )
+
+
+def wall_time_note(runs: list[dict[str, Any]], models: list[str], repo: Path) -> str | None:
+    """The measured wall time of the runs' stages of ``models``, from each run's committed
+    plain record (``git show REV:metrics/distill/<model>.json``)."""
+    total, stages = 0.0, 0
+    for run in runs:
+        for model in models:
+            stage = {"ce": "student", "teacher": "teacher"}.get(model, f"distill/{model}")
+            proc = subprocess.run(
+                ["git", "show", f"{run['rev']}:{paths.metrics(stage).as_posix()}"],
+                cwd=repo,
+                capture_output=True,
+                text=True,
+            )
+            if proc.returncode == 0:
+                total += float(json.loads(proc.stdout).get("wall_time_s", 0.0))
+                stages += 1
+    if not stages:
+        return None
+    return (
+        f"Measured: {stages} stages of {', '.join(models)} over {len(runs)} runs took "
+        f"{total:,.0f} s of wall time in all (their records' wall_time_s; the stages the runs "
+        "restored from DVC's cache cost nothing)."
+    )
+
+
 def report(name: str, repo: Path, out_dir: Path | None = None, all_commits: bool = False) -> Path:
-    """Write ``tables/<name>.md`` (+ .csv) from the finished experiments of ``repo``."""
+    """Write ``tables/<name>.md`` (+ .csv) from the finished experiments of ``repo``, with a
+    header naming our scale, the alpha convention and the measured wall time."""
     if name not in GRIDS and name not in ROWS:
         raise ValueError(f"unknown report {name!r}; known: {', '.join([*GRIDS, *ROWS])}")
     runs = runs_from_exp_show(exp_show(repo, all_commits))
@@ -138,12 +207,24 @@ def report(name: str, repo: Path, out_dir: Path | None = None, all_commits: bool
     title = paper_tables(spec.paper)[spec.table]["title"]
     cols = [c for c in df.columns if c.endswith(" n")]
     filled = sum(int(df[c].gt(0).sum()) for c in cols)
-    notes = [
-        f"From {len(runs)} finished DVC runs of `dvc exp show` (presets "
-        f"{', '.join(spec.profiles)}); {filled} of {len(df) * len(cols)} cells have a run.",
-        "ours = mean ± sample std (n - 1) over seeds when n > 1; — = no finished run.",
-        "Our scale is the preset's (see its params), not the paper's 200-epoch GPU runs.",
+    mine = [
+        r
+        for r in runs
+        if json.loads(flatten(r["params"]).get("profile_name", '"default"')) in spec.profiles
     ]
+    models = [m for _, m in spec.models] if name in GRIDS else sorted({m for _, m, _ in spec.rows})
+    notes = [
+        f"From {len(mine)} finished DVC runs of `dvc exp show` (presets "
+        f"{', '.join(spec.profiles)}); {filled} of {len(df) * len(cols)} cells have a run.",
+        scale_note(mine, models) if mine else "No run of these presets has finished.",
+        ALPHA_CONVENTION[spec.paper] + ".",
+        "ours = mean ± sample std (n - 1) over seeds when n > 1; — = no finished run.",
+        "The paper's numbers come from its own scale (200-epoch GPU runs for ReffAKD): the "
+        "difference compares the two scales, not the methods at equal cost.",
+    ]
+    wall = wall_time_note(mine, models, repo)
+    if wall:
+        notes.append(wall)
     stem = (out_dir or repo / paths.TABLES) / name
     write_table(df, stem, title + " (ours from DVC experiments)", notes)
     return stem.with_suffix(".md")
