@@ -207,22 +207,26 @@ def report(name: str, repo: Path, out_dir: Path | None = None, all_commits: bool
     title = paper_tables(spec.paper)[spec.table]["title"]
     cols = [c for c in df.columns if c.endswith(" n")]
     filled = sum(int(df[c].gt(0).sum()) for c in cols)
-    mine = [
-        r
-        for r in runs
-        if json.loads(flatten(r["params"]).get("profile_name", '"default"')) in spec.profiles
-    ]
     models = [m for _, m in spec.models] if name in GRIDS else sorted({m for _, m, _ in spec.rows})
+    # The runs behind the table: its presets, scores of its models, each setting once (with
+    # --all-commits the same run shows up in every commit that carries its results).
+    mine: dict[str, dict[str, Any]] = {}
+    for r in runs:
+        profile = json.loads(flatten(r["params"]).get("profile_name", '"default"'))
+        if profile in spec.profiles and any(m in r["scores"] for m in models):
+            mine.setdefault(json.dumps(r["params"], sort_keys=True), r)
     notes = [
         f"From {len(mine)} finished DVC runs of `dvc exp show` (presets "
         f"{', '.join(spec.profiles)}); {filled} of {len(df) * len(cols)} cells have a run.",
-        scale_note(mine, models) if mine else "No run of these presets has finished.",
+        scale_note(list(mine.values()), models)
+        if mine
+        else "No run of these presets has finished.",
         ALPHA_CONVENTION[spec.paper] + ".",
         "ours = mean ± sample std (n - 1) over seeds when n > 1; — = no finished run.",
         "The paper's numbers come from its own scale (200-epoch GPU runs for ReffAKD): the "
         "difference compares the two scales, not the methods at equal cost.",
     ]
-    wall = wall_time_note(mine, models, repo)
+    wall = wall_time_note(list(mine.values()), models, repo)
     if wall:
         notes.append(wall)
     stem = (out_dir or repo / paths.TABLES) / name
