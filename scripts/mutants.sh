@@ -106,8 +106,8 @@ MUTANTS = {
     )],
     "test_acc_reports_validation": [(
         "src/kdlab/stages/train.py",
-        'final = distiller.evaluate(test_loader)["val_acc"]',
-        'final = result.final["val_acc"]',
+        "final = distiller.evaluate(test_loader)\n",
+        "final = result.final\n",
     )],
     "distill_loaders_swapped": [(
         "src/kdlab/stages/distill.py",

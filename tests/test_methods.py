@@ -145,3 +145,34 @@ def test_knowledge_source_follows_the_declared_needs():
     assert get_method("reffakd").knowledge() == get_method("reffakd_dkd").knowledge()
     assert get_method("reffakd").knowledge() == "soft_labels"
     assert get_method("ce").knowledge() == "labels"
+
+
+def test_top5_accuracy_is_counted_against_an_independent_computation():
+    """val_top5 = share of samples whose label is among the 5 largest logits (numpy argsort),
+    reported only with more than 10 classes; val_acc from the argmax."""
+    import numpy as np
+
+    from kdlab.data.pipeline import Batch
+    from kdlab.methods.base import TOP5_MIN_CLASSES
+
+    class Logits(torch.nn.Module):  # the "student" returns its input: the logits
+        def forward(self, x):
+            return x
+
+    g = torch.Generator().manual_seed(3)
+    for classes in (TOP5_MIN_CLASSES, 100):
+        logits = torch.randn(50, classes, generator=g)
+        labels = torch.randint(0, classes, (50,), generator=g)
+        batches = [
+            Batch(x=logits[i : i + 16], y=labels[i : i + 16], index=None, flipped=None)
+            for i in range(0, 50, 16)
+        ]
+        out = get_method("ce")(Logits()).evaluate(batches)
+        order = np.argsort(-logits.numpy(), axis=1)
+        top1 = 100.0 * np.mean(order[:, 0] == labels.numpy())
+        top5 = 100.0 * np.mean([y in row[:5] for row, y in zip(order, labels.numpy())])
+        assert out["val_acc"] == pytest.approx(top1)
+        if classes > TOP5_MIN_CLASSES:
+            assert out["val_top5"] == pytest.approx(top5) and top1 < top5 < 100
+        else:
+            assert "val_top5" not in out

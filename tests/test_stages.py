@@ -87,6 +87,16 @@ def _accuracy(model, images, labels, positions, blob, spec) -> float:
     return 100.0 * correct / len(positions)
 
 
+def _assert_scores_recomputed(record: dict, model, blob: dict, data) -> None:
+    """A stage record's test_acc and val_acc equal the saved model's accuracy recomputed on
+    the test split and on the validation split."""
+    every_test_image = torch.arange(len(data.test_labels))
+    test = _accuracy(model, data.test_images, data.test_labels, every_test_image, blob, data.spec)
+    val = _accuracy(model, data.images, data.labels, data.split.val, blob, data.spec)
+    assert record["test_acc"] == pytest.approx(test, abs=0.01)
+    assert record["val_acc"] == pytest.approx(val, abs=0.01)
+
+
 def _data(run):
     from kdlab.stages.common import load_data
 
@@ -103,19 +113,8 @@ def test_test_acc_is_the_saved_model_on_the_test_split(run, role):
     """test_acc recomputed from the saved (final) weights on the test images; val_acc from
     the same weights on the validation split: swapped loaders or a best-val save differ."""
     data = _data(run)
-    model, blob = run[role]
     m = run["metrics"][role]
-    test = _accuracy(
-        model,
-        data.test_images,
-        data.test_labels,
-        torch.arange(len(data.test_labels)),
-        blob,
-        data.spec,
-    )
-    val = _accuracy(model, data.images, data.labels, data.split.val, blob, data.spec)
-    assert m["test_acc"] == pytest.approx(test, abs=0.01)
-    assert m["val_acc"] == pytest.approx(val, abs=0.01)
+    _assert_scores_recomputed(m, *run[role], data)
     assert len(data.split.val) == 100 and len(data.test_labels) == 200
     if role == "student":  # the fixture makes these differ; otherwise the test is blind
         assert m["val_acc"] != m["test_acc"] and m["best_val_epoch"] < m["epochs"]
@@ -302,15 +301,4 @@ def test_distilled_test_acc_is_the_saved_model_on_the_test_split(run, capsys):
     record, _ = _distill(run, {"student.train.lr": 3.0}, capsys)
     assert record["val_acc"] != record["test_acc"]
     model, blob = load_model(run["root"] / paths.distilled("kd"), CPU)
-    data = _data(run)
-    test = _accuracy(
-        model,
-        data.test_images,
-        data.test_labels,
-        torch.arange(len(data.test_labels)),
-        blob,
-        data.spec,
-    )
-    val = _accuracy(model, data.images, data.labels, data.split.val, blob, data.spec)
-    assert record["test_acc"] == pytest.approx(test, abs=0.01)
-    assert record["val_acc"] == pytest.approx(val, abs=0.01)
+    _assert_scores_recomputed(record, model, blob, _data(run))

@@ -31,8 +31,10 @@ def _parallel(cfg: Config) -> dict:
 
 def evaluate_final_and_best(distiller, result, test_loader) -> dict[str, float]:
     """Test accuracy of the final-epoch model and of the best-on-validation model."""
-    final = distiller.evaluate(test_loader)["val_acc"]
-    out = {"test_acc": round(final, 2)}
+    final = distiller.evaluate(test_loader)
+    out = {"test_acc": round(final["val_acc"], 2)}
+    if "val_top5" in final:
+        out["test_top5"] = round(final["val_top5"], 2)
     if result.best_state is not None:
         final_state = {k: v.clone() for k, v in distiller.state_dict().items()}
         distiller.load_state_dict(result.best_state)
