@@ -103,13 +103,15 @@ def _top_level_imports(path: Path) -> set[str]:
 
 
 def runs(stage: str, graph: dict[str, set[str]], packages: list[str] = ()) -> set[str]:
-    """Every kdlab module a stage's command imports: cli's module-level imports, the stage
+    """Every kdlab module a stage's command imports: ``kdlab/__main__.py`` and cli's module-level
+    imports, the stage
     module, every module of the registry ``packages`` it dispatches to (the method, model and
     data set registries: their members run when a stage looks one up), the packages above
     each, and everything they import in turn."""
     todo = _top_level_imports(SRC / "kdlab" / "cli.py") | {STAGE_MODULES[stage]}
     todo |= {m for m in graph for p in packages if m == p or m.startswith(f"{p}.")}
-    seen: set[str] = {"kdlab.cli"}  # its other commands' lazy imports do not run
+    # `python -m kdlab` runs __main__ -> cli; cli's other commands' lazy imports do not run.
+    seen: set[str] = {"kdlab.__main__", "kdlab.cli"}
     while todo:
         m = todo.pop()
         if m in seen or m not in graph:

@@ -283,3 +283,28 @@ def test_bad_params_fail_before_any_output_is_touched(repo):
     assert "alpha = 1.5 is not allowed; allowed: a number in [0, 1]" in r.stdout + r.stderr
     assert set(stages_run(r.stdout + r.stderr)) == {"check"}
     assert snapshot() == before
+
+
+def test_a_stage_runs_the_source_of_its_own_working_tree(repo):
+    """`PYTHONPATH=src python -m kdlab`: the stage executes the repository's src/ (the files
+    DVC hashed), not the installed package (a queued experiment runs its own copy)."""
+    path = repo / "src/kdlab/stages/tables.py"
+    text = path.read_text()
+    marker = 'print("[tables] ran from this working tree", flush=True)\n'
+    path.write_text(
+        text.replace(
+            "def tables(cfg: Config) -> None:\n",
+            "def tables(cfg: Config) -> None:\n    " + marker,
+            1,
+        )
+    )
+    try:
+        out = run([sys.executable, "-m", "dvc", "repro", "tables"], repo)
+        assert stages_run(out) == {"check", "tables"}
+        assert "[tables] ran from this working tree" in out
+    finally:
+        path.write_text(text)
+    out = run([sys.executable, "-m", "dvc", "repro", "tables"], repo)
+    assert "ran from this working tree" not in out and "up to date" in run(
+        [sys.executable, "-m", "dvc", "status"], repo
+    )
