@@ -63,6 +63,10 @@ def test_relaunch_command_keeps_the_stage_command():
         "teacher",
     ]
     assert "--no-python" not in distributed.relaunch_command(2, ["w.py", "x"])
+    # `python -m kdlab` (dvc.yaml's commands): the package again as a module, never its
+    # __main__.py as a script (kdlab/io.py would shadow the standard library's io).
+    cmd = distributed.relaunch_command(2, ["/repo/src/kdlab/__main__.py", "distill", "kd"])
+    assert cmd[4:] == ["--nproc-per-node=2", "-m", "kdlab", "distill", "kd"]
 
 
 def _run(out: Path, nproc: int, *extra: str, ok: bool = True) -> None:

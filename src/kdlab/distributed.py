@@ -21,6 +21,7 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -85,6 +86,11 @@ def relaunch_command(nproc: int, argv: list[str]) -> list[str]:
     """``python -m torch.distributed.run --standalone ...`` running ``argv`` again."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     cmd += [f"--nproc-per-node={nproc}"]
+    main = Path(argv[0])
+    if main.name == "__main__.py":
+        # `python -m kdlab`: run the package again as a module; as a script its folder would
+        # go first on sys.path and kdlab/io.py would shadow the standard library's io.
+        return cmd + ["-m", main.parent.name] + list(argv[1:])
     if not argv[0].endswith(".py"):
         cmd.append("--no-python")  # a console script such as `kdlab`
     return cmd + list(argv)
