@@ -129,6 +129,22 @@ MUTANTS = {
         "train, val, test = loaders(cfg, data, mc, device, normalize=False)",
         "train, val, test = loaders(cfg, data, mc, device, normalize=True)",
     )],
+    "distill_saved_model_best_val_not_final": [(
+        "src/kdlab/stages/distill.py",
+        "    save_model(paths.distilled(method), student,",
+        "    distiller.load_state_dict(result.best_state)\n"
+        "    save_model(paths.distilled(method), student,",
+    )],
+    "soft_labels_normalised_over_columns": [(
+        "src/kdlab/softlabels.py",
+        "return torch.softmax(z + gamma * torch.eye(z.shape[0], dtype=z.dtype), dim=1)",
+        "return torch.softmax(z + gamma * torch.eye(z.shape[0], dtype=z.dtype), dim=0)",
+    )],
+    "kd_t_squared_dropped": [(
+        "src/kdlab/losses.py",
+        "return t * t * _kl_from_log_probs(log_pt, log_ps, reduction)",
+        "return _kl_from_log_probs(log_pt, log_ps, reduction)",
+    )],
 }
 
 TOP = {".git", ".venv", ".dvc", "data", "metrics", "plots", "tables", "dvclive"}
