@@ -23,7 +23,7 @@ def p(T, alpha, seed, profile="default", methods=("kd", "reffakd")):
         "temperature": T,
         "alpha": alpha,
         "seed": seed,
-        "methods": list(methods),
+        "methods": {m: "teacher" for m in methods},  # a mapping, as params.yaml has it
     }
 
 
@@ -96,7 +96,8 @@ def test_report_from_a_real_dvc_repo(tmp_path):
     sh(*dvc, "init", "-q")
     (tmp_path / "stage.py").write_text(STAGE)
     (tmp_path / "params.yaml").write_text(
-        "profile_name: default\ntemperature: 20.0\nalpha: 0.6\nseed: 1\nmethods: [kd, reffakd]\n"
+        "profile_name: default\ntemperature: 20.0\nalpha: 0.6\nseed: 1\n"
+        "methods: {kd: teacher, reffakd: soft_labels}\n"
         "device: cpu\ndata: {name: fashion_mnist}\nmethod_params: {kd: {reduction: mean}}\n"
         "student: {model: lenet5, train: {epochs: 12}}\n"
         "teacher: {model: resnet18, options: {width: 16}, train: {epochs: 3}}\n"
@@ -149,7 +150,7 @@ def simkd_run(proj, gated, loss, lr, seed, acc, methods=("simkd",)):
     params = {
         "profile_name": "simkd",
         "seed": seed,
-        "methods": list(methods),
+        "methods": {m: "teacher" for m in methods},  # a mapping, as params.yaml has it
         "student": {"train": {"lr": lr}},
         "method_params": {"simkd": {"projectors": proj, "label_gated": gated, "loss": loss}},
     }
@@ -179,7 +180,7 @@ def test_rows_table_keeps_the_best_lr_and_matches_params():
 
 
 def test_srrl_table1_rows_and_missing_top5():
-    base = {"profile_name": "srrl", "seed": 0, "methods": ["srrl"]}
+    base = {"profile_name": "srrl", "seed": 0, "methods": {"srrl": "teacher"}}
     srrl = {"fm_weight": 1.0, "sr_weight": 2.0, "stage": -1, "all_stages": 0}
     runs = [
         run(

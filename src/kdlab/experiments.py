@@ -21,7 +21,7 @@ import pandas as pd
 
 from kdlab import paths
 from kdlab.catalogue import paper_tables
-from kdlab.seeds import exp_show, flatten, runs_from_exp_show
+from kdlab.seeds import exp_show, flatten, listed_methods, runs_from_exp_show
 from kdlab.tables import write_table
 
 
@@ -78,7 +78,7 @@ def collect(runs: list[dict[str, Any]], spec: GridSpec) -> dict[str, dict[str, d
         if any(flat.get(p) is None for p in spec.row_params):
             continue
         label = _row_label({p: float(flat[p]) for p in spec.row_params})
-        methods = set(flat.get("methods") or [])
+        methods = listed_methods(run["params"])
         for model, values in run["scores"].items():
             value = values.get(spec.metric)
             # Only the methods this run lists: a stale file of another run is not this run's.
@@ -317,17 +317,22 @@ def build_rows(runs: list[dict[str, Any]], name: str) -> pd.DataFrame:
     published = paper_tables(spec.paper)[spec.table]
     pcols = published["columns"]
     flats = [
-        ({k: json.loads(v) for k, v in flatten(r["params"]).items()}, r["scores"]) for r in runs
+        (
+            {k: json.loads(v) for k, v in flatten(r["params"]).items()},
+            r["scores"],
+            listed_methods(r["params"]),
+        )
+        for r in runs
     ]
-    flats = [(f, m) for f, m in flats if f.get("profile_name", "default") in spec.profiles]
+    flats = [f for f in flats if f[0].get("profile_name", "default") in spec.profiles]
     out = []
     for (label, model, want), prow in zip(spec.rows, published["rows"]):
         if prow[0] != label:
             raise ValueError(f"{name}: row {label!r} does not match the paper's {prow[0]!r}")
         # {best_of value: {metric: {seed: value}}}
         groups: dict[Any, dict[str, dict[int, float]]] = {}
-        for flat, scores in flats:
-            listed = model in ("ce", "teacher") or model in (flat.get("methods") or [])
+        for flat, scores, methods in flats:
+            listed = model in ("ce", "teacher") or model in methods
             if not listed or not _matches(flat, want):
                 continue
             values = scores.get(model) or {}

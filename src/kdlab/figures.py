@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from kdlab import paths
-from kdlab.seeds import exp_show, flatten, runs_from_exp_show
+from kdlab.seeds import exp_show, flatten, listed_methods, runs_from_exp_show
 from kdlab.tables import write_table
 
 EPOCHS = (100, 300, 500, 1000)
@@ -53,7 +53,7 @@ def histories_from_experiments(
     tsv = (paths.live(f"distill/{method}") / "plots" / "metrics" / f"{column}.tsv").as_posix()
     for run in runs_from_exp_show(exp_show(repo)):
         flat = {k: json.loads(v) for k, v in flatten(run["params"]).items()}
-        if flat.get("profile_name") != profile or method not in (flat.get("methods") or []):
+        if flat.get("profile_name") != profile or method not in listed_methods(run["params"]):
             continue
         proc = subprocess.run(
             ["git", "show", f"{run['rev']}:{tsv}"], cwd=repo, capture_output=True, text=True

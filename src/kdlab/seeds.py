@@ -33,6 +33,13 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
+def listed_methods(params: dict[str, Any]) -> set[str]:
+    """The methods a run's params list: ``methods`` is a mapping ``{kd: teacher, ...}`` (a list
+    in older runs). Read from the nested params: flattening would split the mapping apart."""
+    methods = params.get("methods") or []
+    return set(methods)
+
+
 def model_scores(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """``{model: {metric: value}}`` of one metrics summary: each stage's summary nests its
     scores under the model's name (``{"step": 11, "kd": {"test_acc": 91.2, ...}}``, see
