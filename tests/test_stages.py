@@ -63,7 +63,7 @@ def run(tmp_path_factory):
             "split": json.loads(paths.SPLIT.read_text()),
             "metrics": {
                 s: json.loads(paths.metrics(s).read_text())
-                for s in ("teacher", "student", "soft_labels")
+                for s in ("teacher", "student", "cae", "soft_labels")
             },
             "teacher": load_model(paths.TEACHER, CPU),
             "student": load_model(paths.STUDENT, CPU),
@@ -302,3 +302,28 @@ def test_distilled_test_acc_is_the_saved_model_on_the_test_split(run, capsys):
     assert record["val_acc"] != record["test_acc"]
     model, blob = load_model(run["root"] / paths.distilled("kd"), CPU)
     _assert_scores_recomputed(record, model, blob, _data(run))
+
+
+def test_cae_test_mse_is_the_saved_autoencoder_on_unnormalised_test_images(run):
+    """The CAE learns to reconstruct [0, 1] images (seed 000 3.2), not normalised ones: its
+    record's test MSE is recomputed from the saved weights on the raw test images."""
+    data = _data(run)
+    cae, blob = run["cae"]
+    loader = TensorLoader(
+        data.test_images,
+        data.test_labels,
+        torch.arange(len(data.test_labels)),
+        256,
+        blob["input_size"],
+        data.spec.mean,
+        data.spec.std,
+        normalize=False,
+        device=CPU,
+    )
+    se = n = 0.0
+    with torch.no_grad():
+        for b in loader:
+            assert float(b.x.min()) >= 0.0 and float(b.x.max()) <= 1.0
+            se += float(((cae(b.x) - b.x) ** 2).sum())
+            n += b.x.numel()
+    assert run["metrics"]["cae"]["test_mse"] == pytest.approx(se / n, rel=1e-4, abs=1e-6)
