@@ -134,7 +134,7 @@ def test_report_from_a_real_dvc_repo(tmp_path):
     assert _row(df, "T=10, alpha=0.6")["vanilla_kd ours"] == "—"
     out = experiments.report("reffakd_table10", tmp_path)
     md = out.read_text()
-    assert out == tmp_path / "tables/reffakd_table10.md"
+    assert out == tmp_path / "results/reffakd_table10.md"
     assert "From 3 finished DVC runs" in md and "4 of 32 cells have a run" in md
     assert (
         "Ours: 12-epoch lenet5 students, 3-epoch resnet18 teacher (options {'width': 16}), "
@@ -143,7 +143,7 @@ def test_report_from_a_real_dvc_repo(tmp_path):
     assert "the paper's alpha = ours" in md
     # wall times: seed 1 runs 10 + 11 (kd, reffakd) twice (baseline, T5 run), seed 2 20 + 21
     assert "Measured: 6 stages of reffakd, kd over 3 runs took 83 s of wall time" in md
-    assert (tmp_path / "tables/reffakd_table10.csv").exists()
+    assert (tmp_path / "results/reffakd_table10.csv").exists()
 
 
 def simkd_run(proj, gated, loss, lr, seed, acc, methods=("simkd",)):

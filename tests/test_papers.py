@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from kdlab import catalogue
+from kdlab import catalogue, paths
 from kdlab.cli import main
 from kdlab.tables import published
 
@@ -137,9 +137,9 @@ def test_papers_command_json_and_readme(capsys, tmp_path, monkeypatch):
     assert main(["papers", "--readme", str(readme)]) == 0
     assert "up to date" in capsys.readouterr().out
     assert "| reffakd | table4 | 4 | regenerated | [tables/reffakd_table4.md]" in md
-    assert "| reffakd | table10 | 31 | regenerated | tables/reffakd_table10.md | ready |" in md
-    assert "| srrl | table1 | 16 | needs_gpu | tables/srrl_table1.md | ready |" in md
-    assert "| srrl | table2 | 18 | needs_gpu | tables/srrl_table2.md | to do |" in md
+    assert "| reffakd | table10 | 31 | regenerated | results/reffakd_table10.md | ready |" in md
+    assert "| srrl | table1 | 16 | needs_gpu | results/srrl_table1.md | ready |" in md
+    assert "| srrl | table2 | 18 | needs_gpu | results/srrl_table2.md | to do |" in md
     assert "| srrl | table7 | 32 | out_of_scope (ImageNet-1K" in md
 
 
@@ -157,3 +157,20 @@ def test_regenerated_means_committed_here():
     assert {(e.paper, e.table) for e in regenerated} >= {("reffakd", "table4")}
     missing = [f"{e.paper} {e.table}: {e.output}" for e in regenerated if not e.committed]
     assert not missing, f"marked regenerated, but not committed: {missing}"
+
+
+def test_experiment_reports_live_outside_the_tables_stage_output():
+    """DVC empties the `tables` stage's output folder before the stage runs, so a table built
+    from experiments (`kdlab report`) must be written elsewhere or the next `dvc repro` would
+    delete it."""
+    import yaml
+
+    stage_outs = {
+        next(iter(o)) if isinstance(o, dict) else o
+        for o in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["tables"]["outs"]
+    }
+    assert stage_outs == {paths.TABLES.as_posix()}
+    reports = [e for e in catalogue.catalogue(REPO) if "kdlab report" in e.command and e.output]
+    assert len(reports) >= 10
+    for e in reports:
+        assert Path(e.output).parts[0] == paths.REPORTS.as_posix() != paths.TABLES.as_posix(), e

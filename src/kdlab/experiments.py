@@ -197,7 +197,7 @@ def wall_time_note(runs: list[dict[str, Any]], models: list[str], repo: Path) ->
 
 
 def report(name: str, repo: Path, out_dir: Path | None = None, all_commits: bool = False) -> Path:
-    """Write ``tables/<name>.md`` (+ .csv) from the finished experiments of ``repo``, with a
+    """Write ``results/<name>.md`` (+ .csv) from the finished experiments of ``repo``, with a
     header naming our scale, the alpha convention and the measured wall time."""
     if name not in GRIDS and name not in ROWS:
         raise ValueError(f"unknown report {name!r}; known: {', '.join([*GRIDS, *ROWS])}")
@@ -229,7 +229,7 @@ def report(name: str, repo: Path, out_dir: Path | None = None, all_commits: bool
     wall = wall_time_note(list(mine.values()), models, repo)
     if wall:
         notes.append(wall)
-    stem = (out_dir or repo / paths.TABLES) / name
+    stem = (out_dir or repo / paths.REPORTS) / name
     write_table(df, stem, title + " (ours from DVC experiments)", notes)
     return stem.with_suffix(".md")
 

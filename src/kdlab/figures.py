@@ -86,7 +86,7 @@ def plot(df: pd.DataFrame, path: Path, ylabel: str) -> None:
 
 
 def report_hao_figure3(repo: Path, method: str = "kd", column: str = "val_acc") -> Path:
-    """``tables/hao_figure3.md`` (+ .csv, .png) from the hao preset's experiments."""
+    """``results/hao_figure3.md`` (+ .csv, .png) from the hao preset's experiments."""
     histories = histories_from_experiments(repo, method, column=column)
     if not histories:
         raise ValueError(
@@ -94,7 +94,7 @@ def report_hao_figure3(repo: Path, method: str = "kd", column: str = "val_acc") 
             "`kdlab papers` (hao figure3 command) first"
         )
     df = alpha_epochs(histories, column=column)
-    stem = repo / paths.TABLES / "hao_figure3"
+    stem = repo / paths.REPORTS / "hao_figure3"
     write_table(
         df,
         stem,
