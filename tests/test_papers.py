@@ -9,6 +9,7 @@ import pytest
 from conftest import REPO
 from kdlab import catalogue, paths
 from kdlab.cli import main
+from kdlab.experiments import REPORTS
 from kdlab.tables import published
 
 SEEDS = Path("/work/shared/seeds")
@@ -173,4 +174,4 @@ def test_experiment_reports_live_outside_the_tables_stage_output():
     reports = [e for e in catalogue.catalogue(REPO) if "kdlab report" in e.command and e.output]
     assert len(reports) >= 10
     for e in reports:
-        assert Path(e.output).parts[0] == paths.REPORTS.as_posix() != paths.TABLES.as_posix(), e
+        assert Path(e.output).parts[0] == REPORTS.as_posix() != paths.TABLES.as_posix(), e

@@ -24,6 +24,10 @@ from kdlab.catalogue import paper_tables
 from kdlab.seeds import exp_show, flatten, listed_methods, runs_from_exp_show
 from kdlab.tables import write_table
 
+# Where tables built from finished experiments go: outside `tables/` (the `tables` stage's
+# output), which DVC empties whenever that stage reruns.
+REPORTS = Path("results")
+
 
 @dataclass(frozen=True)
 class GridSpec:
@@ -229,7 +233,7 @@ def report(name: str, repo: Path, out_dir: Path | None = None, all_commits: bool
     wall = wall_time_note(list(mine.values()), models, repo)
     if wall:
         notes.append(wall)
-    stem = (out_dir or repo / paths.REPORTS) / name
+    stem = (out_dir or repo / REPORTS) / name
     write_table(df, stem, title + " (ours from DVC experiments)", notes)
     return stem.with_suffix(".md")
 

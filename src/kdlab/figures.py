@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from kdlab import paths
+from kdlab.experiments import REPORTS
 from kdlab.seeds import exp_show, flatten, listed_methods, runs_from_exp_show
 from kdlab.tables import write_table
 
@@ -94,7 +95,7 @@ def report_hao_figure3(repo: Path, method: str = "kd", column: str = "val_acc") 
             "`kdlab papers` (hao figure3 command) first"
         )
     df = alpha_epochs(histories, column=column)
-    stem = repo / paths.REPORTS / "hao_figure3"
+    stem = repo / REPORTS / "hao_figure3"
     write_table(
         df,
         stem,

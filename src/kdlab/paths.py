@@ -19,10 +19,7 @@ CHECKPOINTS = Path("data/checkpoints")
 METRICS = Path("metrics")
 PLOTS = Path("plots")
 PNG = PLOTS / "png"
-TABLES = Path("tables")  # the `tables` stage's output: DVC empties it before the stage runs
-# Tables built from finished DVC experiments (`kdlab report`): outside `tables/`, which DVC
-# clears whenever the `tables` stage reruns.
-REPORTS = Path("results")
+TABLES = Path("tables")
 
 
 def distilled(method: str) -> Path:
