@@ -76,6 +76,21 @@ def run(tmp_path_factory):
     return out
 
 
+def _raw_loader(images, labels, positions, blob, spec) -> TensorLoader:
+    """Unnormalised [0, 1] images at the saved model's input size (the autoencoder's input)."""
+    return TensorLoader(
+        images,
+        labels,
+        positions,
+        256,
+        blob["input_size"],
+        spec.mean,
+        spec.std,
+        normalize=False,
+        device=CPU,
+    )
+
+
 def _accuracy(model, images, labels, positions, blob, spec) -> float:
     loader = TensorLoader(
         images, labels, positions, 256, blob["input_size"], spec.mean, spec.std, device=CPU
@@ -137,17 +152,7 @@ def test_soft_label_csv_matches_an_independent_computation(run):
     chosen = sample_per_class(
         data.labels, data.split.train, cfg.soft_labels.samples_per_class, c, cfg.seed
     )
-    loader = TensorLoader(
-        data.images,
-        data.labels,
-        chosen,
-        1024,
-        blob["input_size"],
-        data.spec.mean,
-        data.spec.std,
-        normalize=False,
-        device=CPU,
-    )
+    loader = _raw_loader(data.images, data.labels, chosen, blob, data.spec)
     with torch.no_grad():
         emb = torch.cat([cae.encode(b.x) for b in loader]).double().flatten(1)
     y = data.labels[chosen].tolist()
@@ -310,17 +315,8 @@ def test_cae_test_mse_is_the_saved_autoencoder_on_unnormalised_test_images(run):
     record's test MSE is recomputed from the saved weights on the raw test images."""
     data = _data(run)
     cae, blob = run["cae"]
-    loader = TensorLoader(
-        data.test_images,
-        data.test_labels,
-        torch.arange(len(data.test_labels)),
-        256,
-        blob["input_size"],
-        data.spec.mean,
-        data.spec.std,
-        normalize=False,
-        device=CPU,
-    )
+    every_test_image = torch.arange(len(data.test_labels))
+    loader = _raw_loader(data.test_images, data.test_labels, every_test_image, blob, data.spec)
     se = n = 0.0
     with torch.no_grad():
         for b in loader:
