@@ -175,3 +175,38 @@ def test_experiment_reports_live_outside_the_tables_stage_output():
     assert len(reports) >= 10
     for e in reports:
         assert Path(e.output).parts[0] == REPORTS.as_posix() != paths.TABLES.as_posix(), e
+
+
+def _expand(command: str, text: str) -> list[str]:
+    """``text`` with each shell loop variable of ``command`` (``for m in a b; do``) replaced
+    by each of its values (every combination of the variables it uses)."""
+    import itertools
+
+    loops = {v: vals.split() for v, vals in re.findall(r"for (\w+) in ([^;]+);", command)}
+    used = [v for v in loops if f"${v}" in text or f"${{{v}}}" in text]
+    out = []
+    for combo in itertools.product(*(loops[v] for v in used)):
+        t = text
+        for v, value in zip(used, combo):
+            t = t.replace(f"${{{v}}}", value).replace(f"${v}", value)
+        out.append(t)
+    return out
+
+
+def test_catalogue_commands_name_registered_models_and_presets():
+    """Every model a catalogue command sets (`-S teacher.model=...`, loops expanded) and every
+    preset it applies exist: the printed commands run."""
+    from kdlab import presets
+    from kdlab.models import model_names
+
+    known = set(model_names())
+    checked = 0
+    for e in catalogue.catalogue(REPO):
+        for preset in re.findall(r"kdlab preset (\S+)", e.command):
+            assert preset in presets.names(), (e.paper, e.table, preset)
+        for value in re.findall(r"-S (?:teacher|student)\.model=([^\s;]+)", e.command):
+            for name in _expand(e.command, value):
+                assert name in known, (e.paper, e.table, name)
+                checked += 1
+    assert checked >= 12  # Patel's tables set teacher and student models per experiment
+    assert _expand("for m in a b; do x=p_${m}_half", "p_${m}_half") == ["p_a_half", "p_b_half"]
