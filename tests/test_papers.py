@@ -210,3 +210,32 @@ def test_catalogue_commands_name_registered_models_and_presets():
                 checked += 1
     assert checked >= 12  # Patel's tables set teacher and student models per experiment
     assert _expand("for m in a b; do x=p_${m}_half", "p_${m}_half") == ["p_a_half", "p_b_half"]
+
+
+def test_catalogue_command_overrides_name_existing_params():
+    """Every `-S key=value` (and `-S '~key'` deletion) of a catalogue command names a key of
+    the params its preset resolves to, and every `-S '+key=value'` adds one that is new under
+    an existing parent (without the `+`, DVC refuses a new key: "Could not override")."""
+    import yaml
+
+    from kdlab import presets
+
+    checked = 0
+    for e in catalogue.catalogue(REPO):
+        preset = re.findall(r"kdlab preset (\S+)", e.command)
+        if not preset:
+            continue
+        params = yaml.safe_load(presets.resolve(preset[0]))
+        for op, key in re.findall(r"-S '?([+~]?)([\w.]+)[=' ]", e.command + " "):
+            node = params
+            *parents, leaf = key.split(".")
+            for part in parents:
+                assert isinstance(node, dict) and part in node, (e.paper, e.table, key)
+                node = node[part]
+            assert isinstance(node, dict) and (leaf in node) == (op != "+"), (
+                e.paper,
+                e.table,
+                op + key,
+            )
+            checked += 1
+    assert checked >= 20
