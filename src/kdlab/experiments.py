@@ -159,11 +159,8 @@ def _values(runs: list[dict[str, Any]], key: str) -> str:
 
 def scale_note(runs: list[dict[str, Any]], models: list[str]) -> str:
     """What the runs behind a table ran at: models, epochs, data, device, KL reduction."""
-    reductions = "; ".join(
-        f"{m} {_values(runs, f'method_params.{m}.reduction')}"
-        for m in models
-        if _values(runs, f"method_params.{m}.reduction") != "None"
-    )
+    by_model = {m: _values(runs, f"method_params.{m}.reduction") for m in models}
+    reductions = "; ".join(f"{m} {r}" for m, r in by_model.items() if r != "None")
     return (
         f"Ours: {_values(runs, 'student.train.epochs')}-epoch {_values(runs, 'student.model')} "
         f"students, {_values(runs, 'teacher.train.epochs')}-epoch "
