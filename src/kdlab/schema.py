@@ -95,6 +95,16 @@ class AugmentConfig:
         )
 
 
+def _epochs(d: dict, key: str, prefix: str) -> tuple[int, ...]:
+    """A list of positive epoch numbers (``milestones``, ``test_epochs``); absent: empty."""
+    value = d.get(key, [])
+    if not isinstance(value, list) or not all(
+        isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in value
+    ):
+        raise _fail(f"{prefix}{key}", value, "a list of positive epoch numbers")
+    return tuple(value)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimiser, schedule and augmentation for one training stage."""
@@ -109,14 +119,10 @@ class TrainConfig:
     milestones: tuple[int, ...]
     lr_decay: float
     augment: AugmentConfig
+    test_epochs: tuple[int, ...] = ()  # epochs after which test accuracy is also measured
 
     @staticmethod
     def parse(d: dict, prefix: str) -> TrainConfig:
-        milestones = d.get("milestones", [])
-        if not isinstance(milestones, list) or not all(
-            isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in milestones
-        ):
-            raise _fail(f"{prefix}milestones", milestones, "a list of positive epoch numbers")
         return TrainConfig(
             epochs=_number(d, "epochs", prefix, lo=1, integer=True),
             batch_size=_number(d, "batch_size", prefix, lo=1, integer=True),
@@ -125,7 +131,8 @@ class TrainConfig:
             momentum=_number(d, "momentum", prefix, lo=0, hi=1, default=0.0),
             weight_decay=_number(d, "weight_decay", prefix, lo=0),
             schedule=_choice(d, "schedule", prefix, SCHEDULES),
-            milestones=tuple(milestones),
+            milestones=_epochs(d, "milestones", prefix),
             lr_decay=_number(d, "lr_decay", prefix, lo=0, hi=1, lo_open=True, default=0.1),
             augment=AugmentConfig.parse(d.get("augment") or {}, f"{prefix}augment."),
+            test_epochs=tuple(sorted(set(_epochs(d, "test_epochs", prefix)))),
         )

@@ -245,6 +245,15 @@ def _prepare(objective, train_loader: TensorLoader, cfg: TrainConfig, accel, dis
     return acc, step_fn, opt, sched
 
 
+def _evaluate(objective: nn.Module, val_loader, test_loader, with_test: bool) -> dict[str, float]:
+    """The epoch's validation scores; with ``with_test``, the test scores too (``test_*``)."""
+    objective.eval()
+    out = objective.evaluate(val_loader)
+    if with_test and test_loader is not None:
+        out.update({f"test_{k[4:]}": v for k, v in objective.evaluate(test_loader).items()})
+    return out
+
+
 def _epoch_line(name: str, row: dict[str, float], epochs: int, eta: float) -> str:
     shown = ", ".join(
         f"{k} {v:.4f}" if "loss" in k or "mse" in k else f"{k} {v:.2f}"
@@ -271,6 +280,7 @@ def fit(
     accel: AccelConfig | None = None,
     dist_cfg: distributed.DistributedConfig | None = None,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
+    test_loader: TensorLoader | None = None,
 ) -> FitResult:
     """Train ``objective`` for ``cfg.epochs`` epochs, checkpointing after every epoch.
 
@@ -281,7 +291,9 @@ def fit(
     weights stay in ``objective``. ``accel`` picks mixed precision / compile; under torchrun
     the loader is sharded by rank, the objective wrapped in DDP, and rank 0 alone logs and
     writes the checkpoint. ``on_epoch`` receives each epoch's history row on rank 0 (the
-    rows restored from a checkpoint first), e.g. :meth:`kdlab.live.EpochLog.epoch`.
+    rows restored from a checkpoint first), e.g. :meth:`kdlab.live.EpochLog.epoch`. After the
+    epochs in ``cfg.test_epochs`` the row also holds ``test_loader``'s scores (``test_acc``...):
+    reported only, never selected on.
     """
     ctx = distributed.context()
     log = (log or (lambda msg: print(msg, flush=True))) if ctx.is_main else (lambda msg: None)
@@ -301,13 +313,11 @@ def fit(
     t0 = time.time()
     for epoch in range(p.start_epoch, cfg.epochs):
         t_epoch = time.time()
-        row: dict[str, float] = {"epoch": epoch + 1, "lr": 0.0}
-        row.update(
-            _train_epoch(objective, step_fn, acc, train_loader, opt, sched, epoch, name, cfg.epochs)
+        row = {"epoch": epoch + 1, "lr": 0.0} | _train_epoch(
+            objective, step_fn, acc, train_loader, opt, sched, epoch, name, cfg.epochs
         )
         row["lr"] = opt.param_groups[0]["lr"]  # after the epoch's schedule steps
-        objective.eval()
-        row.update(objective.evaluate(val_loader))
+        row.update(_evaluate(objective, val_loader, test_loader, epoch + 1 in cfg.test_epochs))
         row["epoch_time_s"] = time.time() - t_epoch
         p.history.append(row)
         p.update_best(row, select, maximize, objective)

@@ -181,6 +181,7 @@ def distill(cfg: Config, method: str) -> None:
         ckpt,
         run_id,
         on_epoch=log.epoch,
+        test_loader=test,
         **_parallel(cfg),
     )
     end_training()

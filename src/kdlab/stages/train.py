@@ -79,6 +79,7 @@ def train_classifier(cfg: Config, role: str) -> None:
         ckpt,
         run_id,
         on_epoch=log.epoch,
+        test_loader=test,
         **_parallel(cfg),
     )
     end_training()
@@ -120,6 +121,7 @@ def train_cae(cfg: Config) -> None:
         select="val_mse",
         maximize=False,
         on_epoch=log.epoch,
+        test_loader=test,
         **_parallel(cfg),
     )
     end_training()
