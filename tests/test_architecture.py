@@ -87,6 +87,7 @@ STAGE_MODULES = {
     "train_cae": "kdlab.stages.train",
     "soft_labels": "kdlab.stages.softlabels",
     "teacher_logits": "kdlab.stages.teacher_logits",
+    "analyse": "kdlab.stages.analyse",
     "distill": "kdlab.stages.distill",
     "profile": "kdlab.stages.profile",
     "tables": "kdlab.stages.tables",

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -82,6 +83,7 @@ def test_repro_runs_every_stage_and_writes_results(repo):
         "train_cae",
         "soft_labels",
         "teacher_logits",
+        "analyse",
         "profile",
         "tables",
         *(f"distill@{m}" for m in methods),
@@ -127,8 +129,45 @@ def test_repro_runs_every_stage_and_writes_results(repo):
     soft = (repo / "data/soft_labels/matrix.csv").read_text().splitlines()
     assert len(soft) == 11 and soft[0].startswith("label,T-shirt/top,Trouser")
     assert (repo / "plots/png/soft_labels.png").stat().st_size > 1000
+    check_analysis(repo, methods)
     status = run([sys.executable, "-m", "dvc", "status"], repo)
     assert "up to date" in status
+
+
+def check_analysis(repo: Path, methods: list[str]) -> None:
+    """The analyse stage against each model's own record and a numpy KL of the saved models'
+    test logits."""
+    from kdlab.data.idx import read_idx
+    from kdlab.models import build_model
+
+    rows = json.loads((repo / "metrics/analysis.json").read_text())["models"]
+    assert set(rows) == {"teacher", "ce", *methods}
+    assert json.loads((repo / "metrics/analysis/metrics.json").read_text()) == rows
+    assert rows["teacher"]["kl_teacher"] == 0.0 and rows["teacher"]["l2_distance"] == 0.0
+    for name, stage in (("teacher", "teacher"), ("ce", "student"), ("kd", "distill/kd")):
+        record = json.loads((repo / f"metrics/{stage}.json").read_text())
+        assert rows[name]["test_acc"] == pytest.approx(record["test_acc"], abs=0.005)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    fixture = Path(params["data"]["source_dir"])
+    images = read_idx(fixture / "t10k-images-idx3-ubyte.gz").astype(np.float32) / 255
+    x = (torch.from_numpy(images)[:, None] - 0.2860) / 0.3530  # the registry's mean/std
+
+    def logits(path):
+        blob = torch.load(path, weights_only=True)
+        assert blob["input_size"] == 28  # no resizing to redo here
+        m = build_model(blob["model"], 10, 1, input_size=28, **blob["options"])
+        m.load_state_dict(blob["state_dict"])
+        with torch.no_grad():
+            return m.eval()(x).double().numpy()
+
+    t, s = logits(repo / "data/teacher/model.pt"), logits(repo / "data/models/distill/kd.pt")
+    pt = np.exp(t - t.max(1, keepdims=True))
+    pt /= pt.sum(1, keepdims=True)
+    ps = np.exp(s - s.max(1, keepdims=True))
+    ps /= ps.sum(1, keepdims=True)
+    kl = float(np.mean(np.sum(pt * np.log(pt / ps), axis=1)))
+    assert rows["kd"]["kl_teacher"] == pytest.approx(kl, abs=2e-4)
+    assert 0 < rows["kd"]["nmi"] <= 100
 
 
 def test_changing_alpha_marks_only_distill_and_downstream(repo):
@@ -161,6 +200,7 @@ def test_exp_run_alpha_reruns_distill_only_and_moves_metrics(repo):
         "distill@reffakd",
         "distill@dkd",
         "distill@reffakd_dkd",
+        "analyse",
         "tables",
     }
     for m, old in before.items():

@@ -179,18 +179,40 @@ def test_rows_table_keeps_the_best_lr_and_matches_params():
     assert r["test_acc ours"] == "—" and r["test_acc n"] == 0
 
 
+SRRL_BASE = {"profile_name": "srrl", "seed": 0, "alpha": 0.5, "temperature": 4.0}
+SRRL = {
+    "fm_weight": 1.0,
+    "sr_weight": 1.0,
+    "stage": -1,
+    "all_stages": 0,
+    "sr_loss": "l2",
+    "connector": "map",
+}
+
+
+def srrl_run(scores, methods=("srrl",), **over):
+    params = {k: v for k, v in over.items() if k in SRRL_BASE}
+    srrl = {**SRRL, **{k: v for k, v in over.items() if k in SRRL}}
+    return run(
+        {
+            **SRRL_BASE,
+            **params,
+            "methods": {m: "teacher" for m in methods},
+            "method_params": {"srrl": srrl},
+        },
+        scores,
+    )
+
+
 def test_srrl_table1_rows_and_missing_top5():
-    base = {"profile_name": "srrl", "seed": 0, "methods": {"srrl": "teacher"}}
-    srrl = {"fm_weight": 1.0, "sr_weight": 2.0, "stage": -1, "all_stages": 0}
     runs = [
-        run(
-            {**base, "method_params": {"srrl": {**srrl, "sr_weight": 0}}},
-            {"srrl": {"test_acc": 60.0}, "ce": {"test_acc": 55.0}},
-        ),
-        run(
-            {**base, "method_params": {"srrl": {**srrl, "stage": 1}}},
-            {"srrl": {"test_acc": 58.0, "test_top5": 80.0}},
-        ),
+        srrl_run({"srrl": {"test_acc": 60.0}, "ce": {"test_acc": 55.0}}, sr_weight=0),
+        srrl_run({"srrl": {"test_acc": 58.0, "test_top5": 80.0}}, stage=1),
+        # The default srrl run (both terms at weight 1) is Table 1's fm+sr@conv4 row ...
+        srrl_run({"srrl": {"test_acc": 61.0}}),
+        # ... and neither an L_SR-loss variant nor another alpha is.
+        srrl_run({"srrl": {"test_acc": 1.0}}, sr_loss="kl"),
+        srrl_run({"srrl": {"test_acc": 2.0}}, alpha=0.9),
     ]
     df = experiments.build_rows(runs, "srrl_table1").set_index("method")
     assert (
@@ -199,3 +221,46 @@ def test_srrl_table1_rows_and_missing_top5():
     assert df.loc["fm@conv4", "top5 ours"] == "—"  # no top-5 metric in that run
     assert df.loc["fm+sr@conv3", "top5 ours"] == "80.00"
     assert df.loc["student", "top1 ours"] == "55.00" and df.loc["sr@conv4", "top1 n"] == 0
+    assert df.loc["fm+sr@conv4", "top1 ours"] == "61.00" and df.loc["fm+sr@conv4", "top1 n"] == 1
+
+
+def test_srrl_table2_reads_the_analysis_measures_of_the_right_runs():
+    closeness = {"kl_teacher": 0.5, "ce_label": 0.9, "test_acc": 70.0}
+    runs = [
+        srrl_run({"srrl": closeness, "ce": {"kl_teacher": 0.6, "ce_label": 1.0, "test_acc": 65}}),
+        # KD in SRRL's setting (alpha 0.9, T 4) is the kd row; the preset's kd at 0.5 is not.
+        srrl_run({"kd": {"kl_teacher": 0.55, "test_acc": 68.0}}, methods=("kd",), alpha=0.9),
+        srrl_run({"kd": {"kl_teacher": 9.0, "test_acc": 9.0}}, methods=("kd",)),
+        srrl_run({"srrl": {"kl_teacher": 0.45}}, fm_weight=0),
+    ]
+    df = experiments.build_rows(runs, "srrl_table2").set_index("method")
+    assert df.loc["fm+sr", "kl_teacher ours"] == "0.50"
+    assert df.loc["fm+sr", "kl_teacher paper"] == "0.46"
+    assert df.loc["fm+sr", "kl_teacher ours - paper"] == round(0.5 - 0.4597, 2)
+    assert df.loc["kd", "kl_teacher ours"] == "0.55" and df.loc["kd", "top1 ours"] == "68.00"
+    assert df.loc["student", "ce_label ours"] == "1.00"
+    assert df.loc["sr", "kl_teacher ours"] == "0.45" and df.loc["sr", "top1 ours"] == "—"
+    assert df.loc["at", "kl_teacher n"] == 0 and df.loc["fm", "kl_teacher n"] == 0
+
+
+def test_srrl_table3_in_the_papers_transposed_layout():
+    runs = [
+        srrl_run({"srrl": {"l2_distance": 1.2, "nmi": 80.0, "test_acc": 71.0}, "ce": {"nmi": 75}}),
+        srrl_run({"srrl": {"nmi": 79.0}}, seed=1),
+    ]
+    df = experiments.build_rows(runs, "srrl_table3").set_index("metric")
+    assert list(df.index) == ["l2_distance", "nmi", "top1"]
+    assert df.loc["nmi", "fm+sr ours"] == f"79.50 ± {statistics.stdev([80.0, 79.0]):.2f}"
+    assert df.loc["nmi", "fm+sr n"] == 2 and df.loc["nmi", "fm+sr paper"] == "79.85"
+    assert df.loc["l2_distance", "fm+sr ours"] == "1.20" and df.loc["l2_distance", "fm+sr n"] == 1
+    assert df.loc["l2_distance", "fm+sr paper"] == "1.01"
+    assert df.loc["nmi", "student ours"] == "75.00" and df.loc["top1", "sr n"] == 0
+
+
+def test_srrl_table9_rows_are_the_sr_loss_variants():
+    runs = [
+        srrl_run({"srrl": {"test_acc": a}}, sr_loss=loss) for loss, a in (("ce", 1.0), ("kl", 2.0))
+    ]
+    df = experiments.build_rows(runs, "srrl_table9").set_index("method")
+    assert df.loc["fm+sr_ce", "top1 ours"] == "1.00" and df.loc["fm+sr_kl", "top1 ours"] == "2.00"
+    assert df.loc["fm+sr_l2", "top1 n"] == 0 and df.loc["fm+sr_ce", "top1 paper"] == "78.80"

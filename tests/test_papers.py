@@ -140,7 +140,8 @@ def test_papers_command_json_and_readme(capsys, tmp_path, monkeypatch):
     assert "| reffakd | table4 | 4 | regenerated | [tables/reffakd_table4.md]" in md
     assert "| reffakd | table10 | 31 | regenerated | results/reffakd_table10.md | ready |" in md
     assert "| srrl | table1 | 16 | needs_gpu | results/srrl_table1.md | ready |" in md
-    assert "| srrl | table2 | 18 | needs_gpu | results/srrl_table2.md | to do |" in md
+    assert "| srrl | table2 | 18 | needs_gpu | results/srrl_table2.md | ready |" in md
+    assert "| srrl | table5 | 42 | needs_gpu | results/srrl_table5.md | to do |" in md
     assert "| srrl | table7 | 32 | out_of_scope (ImageNet-1K" in md
 
 

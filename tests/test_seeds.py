@@ -104,3 +104,11 @@ def test_errors_name_the_problem():
         summarize([])
     with pytest.raises(ValueError, match="no run reports the metric 'nope'"):
         summarize(runs_from_exp_show(DOC), "nope")
+
+
+def test_a_models_scores_from_several_files_are_merged():
+    m = metrics(90.0, 91.0)
+    m["metrics/analysis/metrics.json"] = {"kd": {"kl_teacher": 0.5}, "ce": {"nmi": 70.0}}
+    runs = runs_from_exp_show([{**rev("a" * 40, params(0, 0.6), m, name="main")}])
+    assert runs[0]["scores"]["kd"] == {"test_acc": 91.0, "kl_teacher": 0.5}
+    assert runs[0]["scores"]["ce"] == {"test_acc": 90.0, "nmi": 70.0}

@@ -25,6 +25,9 @@ REPORTS = (
     "reffakd_table10",
     "simkd_study",
     "srrl_table1",
+    "srrl_table2",
+    "srrl_table3",
+    "srrl_table9",
     "hao_figure3",
 )
 _TIME = re.compile(r"^(?:(\d+)h\s*)?(\d+)m\s*(\d+)s$")

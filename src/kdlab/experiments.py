@@ -224,8 +224,8 @@ def report(name: str, repo: Path, out_dir: Path | None = None, all_commits: bool
         else "No run of these presets has finished.",
         ALPHA_CONVENTION[spec.paper] + ".",
         "ours = mean ± sample std (n - 1) over seeds when n > 1; — = no finished run.",
-        "The paper's numbers come from its own scale (200-epoch GPU runs for ReffAKD): the "
-        "difference compares the two scales, not the methods at equal cost.",
+        "The paper's numbers come from its own scale (its full-length GPU runs): where ours "
+        "ran shorter or on other data, the difference compares the two scales, not the methods.",
     ]
     wall = wall_time_note(list(mine.values()), models, repo)
     if wall:
@@ -246,11 +246,21 @@ class RowsSpec:
     profiles: tuple[str, ...]
     best_of: str | None = None  # a swept param: keep its value with the best mean (SimKD's lr)
     best_column: str | None = None  # the paper column that reports best_of
+    transposed: bool = False  # the paper prints settings as columns and metrics as rows
 
 
 _SIMKD = "method_params.simkd."
 _SRRL = "method_params.srrl."
+# SRRL rows: the official loss (L2 SR loss, connector on the last map) at alpha 0.5 (CE + L_FM +
+# L_SR up to 1/2), both terms at weight 1 unless the row drops one.
+_SRRL_BASE = (("alpha", 0.5), (_SRRL + "sr_loss", "l2"), (_SRRL + "connector", "map"))
 _SRRL_END = ((_SRRL + "stage", -1), (_SRRL + "all_stages", 0))
+_FM = ((_SRRL + "fm_weight", 1.0), (_SRRL + "sr_weight", 0), *_SRRL_END, *_SRRL_BASE)
+_SR = ((_SRRL + "fm_weight", 0), (_SRRL + "sr_weight", 1.0), *_SRRL_END, *_SRRL_BASE)
+_FM_SR = ((_SRRL + "fm_weight", 1.0), (_SRRL + "sr_weight", 1.0), *_SRRL_BASE)
+_FM_SR_ANY_LOSS = tuple(kv for kv in (*_FM_SR, *_SRRL_END) if kv[0] != _SRRL + "sr_loss")
+_KD_09 = (("alpha", 0.9), ("temperature", 4.0))  # SRRL's KD: alpha 0.9, T 4
+_AT = (("alpha", 0.5),)
 ROWS: dict[str, RowsSpec] = {
     "simkd_study": RowsSpec(
         "simkd",
@@ -283,16 +293,54 @@ ROWS: dict[str, RowsSpec] = {
         (
             ("student", "ce", ()),
             ("teacher", "teacher", ()),
-            ("fm@conv4", "srrl", ((_SRRL + "sr_weight", 0), *_SRRL_END)),
-            ("sr@conv4", "srrl", ((_SRRL + "fm_weight", 0), *_SRRL_END)),
-            (
-                "fm+sr@conv4",
-                "srrl",
-                ((_SRRL + "fm_weight", 1.0), (_SRRL + "sr_weight", 2.0), *_SRRL_END),
+            ("fm@conv4", "srrl", _FM),
+            ("sr@conv4", "srrl", _SR),
+            ("fm+sr@conv4", "srrl", (*_FM_SR, *_SRRL_END)),
+            ("fm+sr@conv2", "srrl", (*_FM_SR, (_SRRL + "stage", 0), (_SRRL + "all_stages", 0))),
+            ("fm+sr@conv3", "srrl", (*_FM_SR, (_SRRL + "stage", 1), (_SRRL + "all_stages", 0))),
+            ("fm+sr@conv2+3+4", "srrl", (*_FM_SR, (_SRRL + "all_stages", 1))),
+        ),
+        (("top1", "test_acc"), ("top5", "test_top5")),
+        ("srrl",),
+    ),
+    # Tables 2-3 read the analyse stage's measures of Table 1's runs (and the KD / AT runs).
+    "srrl_table2": RowsSpec(
+        "srrl",
+        "table2",
+        (
+            ("student", "ce", ()),
+            ("kd", "kd", _KD_09),
+            ("at", "at", _AT),
+            ("fm", "srrl", _FM),
+            ("sr", "srrl", _SR),
+            ("fm+sr", "srrl", (*_FM_SR, *_SRRL_END)),
+        ),
+        (("kl_teacher", "kl_teacher"), ("ce_label", "ce_label"), ("top1", "test_acc")),
+        ("srrl",),
+    ),
+    "srrl_table3": RowsSpec(
+        "srrl",
+        "table3",
+        (
+            ("student", "ce", ()),
+            ("fm", "srrl", _FM),
+            ("sr", "srrl", _SR),
+            ("fm+sr", "srrl", (*_FM_SR, *_SRRL_END)),
+        ),
+        (("l2_distance", "l2_distance"), ("nmi", "nmi"), ("top1", "test_acc")),
+        ("srrl",),
+        transposed=True,
+    ),
+    "srrl_table9": RowsSpec(
+        "srrl",
+        "table9",
+        (
+            ("student", "ce", ()),
+            ("teacher", "teacher", ()),
+            *(
+                (f"fm+sr_{loss}", "srrl", (*_FM_SR_ANY_LOSS, (_SRRL + "sr_loss", loss)))
+                for loss in ("l2", "ce", "kl")
             ),
-            ("fm+sr@conv2", "srrl", ((_SRRL + "stage", 0), (_SRRL + "all_stages", 0))),
-            ("fm+sr@conv3", "srrl", ((_SRRL + "stage", 1), (_SRRL + "all_stages", 0))),
-            ("fm+sr@conv2+3+4", "srrl", ((_SRRL + "all_stages", 1),)),
         ),
         (("top1", "test_acc"), ("top5", "test_top5")),
         ("srrl",),
@@ -315,7 +363,7 @@ def build_rows(runs: list[dict[str, Any]], name: str) -> pd.DataFrame:
     listing its method), mean ± std (n - 1) over seeds; with ``best_of``, the swept value with
     the best mean of the first column."""
     spec = ROWS[name]
-    published = paper_tables(spec.paper)[spec.table]
+    published = _row_per_setting(paper_tables(spec.paper)[spec.table], spec.transposed)
     pcols = published["columns"]
     flats = [
         (
@@ -363,4 +411,29 @@ def build_rows(runs: list[dict[str, Any]], name: str) -> pd.DataFrame:
                 None if mean is None or paper is None else round(mean - paper, 2)
             )
         out.append(row)
-    return pd.DataFrame(out)
+    df = pd.DataFrame(out)
+    return _metric_per_row(df, spec) if spec.transposed else df
+
+
+def _row_per_setting(published: dict[str, Any], transposed: bool) -> dict[str, Any]:
+    """A published table with one row per setting (a transposed one is turned around)."""
+    if not transposed:
+        return published
+    cols, rows = published["columns"], published["rows"]
+    return {
+        "columns": ["setting", *(r[0] for r in rows)],
+        "rows": [[c, *(r[i] for r in rows)] for i, c in enumerate(cols) if i > 0],
+    }
+
+
+def _metric_per_row(df: pd.DataFrame, spec: RowsSpec) -> pd.DataFrame:
+    """The paper's transposed layout: one row per metric, ours / n / paper / difference of
+    every setting side by side."""
+    rows = []
+    for col, _ in spec.columns:
+        row: dict[str, Any] = {"metric": col}
+        for _, r in df.iterrows():
+            for part in ("ours", "n", "paper", "ours - paper"):
+                row[f"{r.iloc[0]} {part}"] = r[f"{col} {part}"]
+        rows.append(row)
+    return pd.DataFrame(rows)

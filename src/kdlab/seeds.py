@@ -66,7 +66,10 @@ def runs_from_exp_show(data: list[dict[str, Any]]) -> list[dict[str, Any]]:
         scores: dict[str, dict[str, Any]] = {}
         for m in (body.get("metrics") or {}).values():
             if isinstance(m, dict) and isinstance(m.get("data"), dict):
-                scores.update(model_scores(m["data"]))
+                # A model's scores may come from several files (its training stage's summary
+                # and the analyse stage's): merge them.
+                for model, values in model_scores(m["data"]).items():
+                    scores.setdefault(model, {}).update(values)
         runs.append({"name": name, "rev": entry["rev"], "params": params, "scores": scores})
 
     for base in data:

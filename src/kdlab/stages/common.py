@@ -57,6 +57,7 @@ SEED_STREAMS = {
     "train_cae": 2,
     "soft_labels": 3,
     "teacher_logits": 4,
+    "analyse": 5,  # k-means initialisation of the NMI
     "distill": 10,  # every distill@<method> starts from the same student initialisation
 }
 
