@@ -37,6 +37,17 @@ CIFAR100 = [
     ("shufflev2", 1.356e6),
 ]
 
+# SRRL Table 6's ResNet pairs named by size (seed 003): CIFAR-style ResNets at width 64.
+SRRL_SIZED = [("resnet10", 64, 4.95e6), ("resnet34", 64, 21.33e6)]
+
+
+def test_srrl_sized_resnets_match_the_papers_counts():
+    for name, width, published in SRRL_SIZED:
+        n = count_params(build_model(name, 100, 3, width=width))
+        assert abs(n - published) / published < 0.002, (name, n)
+    assert count_params(build_model("resnet26", 10, 3)) == pytest.approx(0.37e6, rel=0.02)
+
+
 # Seed 004 Table 1 at 10 classes: conv + linear weights (biases and BatchNorm left out).
 PATEL = [
     ("p_vgg16", 15_239_872),

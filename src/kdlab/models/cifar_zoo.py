@@ -97,7 +97,8 @@ def _resnet(depth: int, filters: list[int]):
     return build
 
 
-for _d in (8, 14, 20, 32, 44, 56, 110):
+# 26: OFD's CIFAR-10 teacher (SRRL Table 5), the same 6n + 2 layout with n = 4.
+for _d in (8, 14, 20, 26, 32, 44, 56, 110):
     register(f"resnet{_d}", "cifar", f"RepDistiller CIFAR ResNet-{_d} (16/32/64 channels)")(
         _resnet(_d, [16, 16, 32, 64])
     )

@@ -115,6 +115,11 @@ def _make(block, blocks):
     return build
 
 
+# SRRL Tables 6 and 10 name ResNet10 students by their size: width 64 gives its 4.95M
+# (and ResNet34's 21.33M) exactly; the 0.34M / 1.39M pair is close to width 16 (0.32M / 1.35M).
+register("resnet10", "reffakd", "CIFAR-style ResNet10, one block per stage; width, input_size")(
+    _make(BasicBlock, [1, 1, 1, 1])
+)
 register(
     "resnet18", "reffakd", "CIFAR-style ResNet18 (ReffAKD teacher/student); width, input_size"
 )(_make(BasicBlock, [2, 2, 2, 2]))
