@@ -264,3 +264,106 @@ def test_srrl_table9_rows_are_the_sr_loss_variants():
     df = experiments.build_rows(runs, "srrl_table9").set_index("method")
     assert df.loc["fm+sr_ce", "top1 ours"] == "1.00" and df.loc["fm+sr_kl", "top1 ours"] == "2.00"
     assert df.loc["fm+sr_l2", "top1 n"] == 0 and df.loc["fm+sr_ce", "top1 paper"] == "78.80"
+
+
+def _apply(params: dict, overrides: list[str]) -> dict:
+    """DVC's -S semantics on a params dict, written out here: key=value sets an existing key,
+    +key=value adds a new one, ~key deletes one."""
+    import copy
+
+    import yaml
+
+    out = copy.deepcopy(params)
+    for o in overrides:
+        op = o[0] if o[0] in "+~" else ""
+        key, _, value = o.lstrip("+~").partition("=")
+        *parents, leaf = key.split(".")
+        node = out
+        for part in parents:
+            node = node[part]
+        if op == "~":
+            del node[leaf]
+        else:
+            assert (leaf in node) == (op != "+"), o  # DVC refuses the other cases
+            node[leaf] = yaml.safe_load(value)
+    return out
+
+
+@pytest.mark.parametrize(
+    "name", ["srrl_table5", "srrl_table6", "srrl_table10", "srrl_table11", "srrl_table12"]
+)
+def test_queued_experiments_fill_every_implemented_cell_of_a_pairs_table(name):
+    """`kdlab queue` -> (runs) -> `kdlab report`: the runs the queue asks for, with every
+    method they list scoring, fill each cell whose method exists here with exactly its seeds."""
+    import yaml
+
+    from kdlab import presets
+    from kdlab.methods import method_names
+    from kdlab.models import model_names
+
+    spec = experiments.PAIRS[name]
+    preset = yaml.safe_load(presets.resolve(spec.profiles[0]))
+    queued = experiments.queue_overrides(name, preset, set(method_names()))
+    runs = []
+    for i, over in enumerate(queued):
+        params = _apply(preset, over)
+        assert params["student"]["model"] in model_names()
+        assert params["teacher"]["model"] in model_names()
+        scores = {m: {"test_acc": 50.0 + params["seed"]} for m in [*params["methods"], "ce"]}
+        scores["teacher"] = {"test_acc": 70.0 + params["seed"]}
+        runs.append(run(params, scores, name=str(i)))
+    df = experiments.build_pairs(runs, name)
+    implemented = {lbl for lbl, m, _ in spec.methods if m in (*method_names(), "teacher")}
+    seeds = len(spec.seeds)
+    cols = [c[: -len(" n")] for c in df.columns if c.endswith(" n")]
+    assert len(cols) == (len(spec.methods) if spec.pairs_are_rows else len(spec.pairs))
+    for _, row in df.iterrows():
+        for col in cols:
+            method = col if spec.pairs_are_rows else row.iloc[0]
+            want = seeds if method in implemented else 0
+            assert row[f"{col} n"] == want, (name, row.iloc[0], col)
+    # 42 experiments for Table 11: 7 pairs x 3 seeds x (KD at 0.9 | the rest at 0.5)
+    if name == "srrl_table11":
+        assert len(queued) == 7 * 3 * 2
+
+
+def test_pairs_table_pins_settings_and_widths():
+    def srrl_pair(student, teacher, alpha, seed, scores, **opts):
+        params = {
+            "profile_name": "srrl",
+            "alpha": alpha,
+            "temperature": 4.0,
+            "seed": seed,
+            "data": {"name": "cifar100"},
+            "student": {"model": student, "options": opts.get("so", {})},
+            "teacher": {"model": teacher, "options": opts.get("to", {})},
+            "methods": {m: "teacher" for m in scores if m not in ("ce", "teacher")},
+            "method_params": {"srrl": SRRL},
+        }
+        return run(params, {m: {"test_acc": v} for m, v in scores.items()})
+
+    runs = [
+        srrl_pair("wrn_16_2", "wrn_40_4", 0.9, 0, {"kd": 74.0, "ce": 72.0, "teacher": 79.0}),
+        srrl_pair("wrn_16_2", "wrn_40_4", 0.9, 1, {"kd": 75.0}),
+        srrl_pair("wrn_16_2", "wrn_40_4", 0.5, 0, {"kd": 1.0, "at": 74.5, "srrl": 76.0}),
+        # ResNet34 at its builder's default width (64) is the paper's 21.33M teacher ...
+        srrl_pair("resnet10", "resnet34", 0.5, 0, {"srrl": 77.0}, so={"width": 64}),
+        # ... a width-16 pair is the 0.34M / 1.39M row
+        srrl_pair(
+            "resnet10", "resnet34", 0.5, 0, {"srrl": 69.0}, so={"width": 16}, to={"width": 16}
+        ),
+    ]
+    df = experiments.build_pairs(runs, "srrl_table6").set_index("student/teacher")
+    r = df.loc["wrn_16_2/wrn_40_4"]
+    assert r["kd ours"] == f"74.50 ± {statistics.stdev([74.0, 75.0]):.2f}" and r["kd n"] == 2
+    assert r["kd paper"] == "74.52" and r["ours ours"] == "76.00" and r["at ours"] == "74.50"
+    assert r["student ours"] == "72.00" and r["teacher ours"] == "79.00"
+    assert r["ofd ours"] == "—" and r["ofd paper"] == "75.57"
+    assert df.loc["resnet10_4.95m/resnet34_21.33m", "ours ours"] == "77.00"
+    assert df.loc["resnet10_0.34m/resnet34_1.39m", "ours ours"] == "69.00"
+    assert df.loc["wrn_16_4/wrn_40_4", "ours n"] == 0
+
+
+def test_queue_refuses_another_presets_params():
+    with pytest.raises(ValueError, match="start from preset srrl_crd.*kdlab preset srrl_crd"):
+        experiments.queue_overrides("srrl_table11", {"profile_name": "srrl"}, {"kd"})

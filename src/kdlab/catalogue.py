@@ -27,7 +27,12 @@ REPORTS = (
     "srrl_table1",
     "srrl_table2",
     "srrl_table3",
+    "srrl_table5",
+    "srrl_table6",
     "srrl_table9",
+    "srrl_table10",
+    "srrl_table11",
+    "srrl_table12",
     "hao_figure3",
 )
 _TIME = re.compile(r"^(?:(\d+)h\s*)?(\d+)m\s*(\d+)s$")

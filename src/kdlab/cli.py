@@ -210,6 +210,30 @@ def cmd_report(args) -> None:
     print(out.read_text(), end="")
 
 
+def cmd_queue(args) -> None:
+    import shlex
+    import subprocess
+
+    import yaml
+
+    from kdlab import experiments
+    from kdlab.methods import method_names
+
+    if args.name not in experiments.PAIRS:
+        raise ValueError(
+            f"unknown table {args.name!r} for `kdlab queue`; known: {', '.join(experiments.PAIRS)}"
+        )
+    with open(args.params, encoding="utf-8") as fh:
+        preset = yaml.safe_load(fh)
+    runs = experiments.queue_overrides(args.name, preset, set(method_names()))
+    for over in runs:
+        cmd = ["dvc", "exp", "run", "--queue", *(x for o in over for x in ("-S", o))]
+        print(shlex.join(cmd), flush=True)
+        if not args.dry_run:
+            subprocess.run(cmd, check=True)
+    print(f"[queue] {len(runs)} experiments for {args.name}" + (" (dry run)" * args.dry_run))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kdlab", description=__doc__)
     p.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
@@ -261,6 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("name", help="e.g. reffakd_table10 (kdlab papers lists the commands)")
     sp.add_argument("--repo", default=".", help="DVC repository (default .)")
     sp.add_argument("--all-commits", action="store_true", help="every commit, not only HEAD")
+    sp = add("queue", cmd_queue, "queue the DVC experiments of a pairs x methods table")
+    sp.add_argument("name", help="e.g. srrl_table6 (from the preset in params.yaml)")
+    sp.add_argument("--dry-run", action="store_true", help="print the commands only")
     sp = add("preset", cmd_preset, "replace params.yaml with a named preset")
     sp.add_argument("name")
     return p

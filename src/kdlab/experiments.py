@@ -200,15 +200,22 @@ def wall_time_note(runs: list[dict[str, Any]], models: list[str], repo: Path) ->
 def report(name: str, repo: Path, out_dir: Path | None = None, all_commits: bool = False) -> Path:
     """Write ``results/<name>.md`` (+ .csv) from the finished experiments of ``repo``, with a
     header naming our scale, the alpha convention and the measured wall time."""
-    if name not in GRIDS and name not in ROWS:
-        raise ValueError(f"unknown report {name!r}; known: {', '.join([*GRIDS, *ROWS])}")
+    known = [*GRIDS, *ROWS, *PAIRS]
+    if name not in known:
+        raise ValueError(f"unknown report {name!r}; known: {', '.join(known)}")
     runs = runs_from_exp_show(exp_show(repo, all_commits))
-    spec = GRIDS.get(name) or ROWS[name]
-    df = build(runs, name) if name in GRIDS else build_rows(runs, name)
+    if name in GRIDS:
+        spec: Any = GRIDS[name]
+        df, models = build(runs, name), [m for _, m in spec.models]
+    elif name in ROWS:
+        spec = ROWS[name]
+        df, models = build_rows(runs, name), sorted({m for _, m, _ in spec.rows})
+    else:
+        spec = PAIRS[name]
+        df, models = build_pairs(runs, name), sorted({m for _, m, _ in spec.methods})
     title = paper_tables(spec.paper)[spec.table]["title"]
     cols = [c for c in df.columns if c.endswith(" n")]
     filled = sum(int(df[c].gt(0).sum()) for c in cols)
-    models = [m for _, m in spec.models] if name in GRIDS else sorted({m for _, m, _ in spec.rows})
     # The runs behind the table: its presets, scores of its models, each setting once (with
     # --all-commits the same run shows up in every commit that carries its results).
     mine: dict[str, dict[str, Any]] = {}
@@ -227,6 +234,8 @@ def report(name: str, repo: Path, out_dir: Path | None = None, all_commits: bool
         "The paper's numbers come from its own scale (its full-length GPU runs): where ours "
         "ran shorter or on other data, the difference compares the two scales, not the methods.",
     ]
+    if getattr(spec, "note", ""):
+        notes.append(spec.note)
     wall = wall_time_note(list(mine.values()), models, repo)
     if wall:
         notes.append(wall)
@@ -437,3 +446,301 @@ def _metric_per_row(df: pd.DataFrame, spec: RowsSpec) -> pd.DataFrame:
                 row[f"{r.iloc[0]} {part}"] = r[f"{col} {part}"]
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+Pins = tuple[tuple[str, Any], ...]  # (dotted param, value) pairs a run must have
+
+# Builder defaults of params a preset may leave out (ResNets of resnet_cifar.py: width 64).
+PARAM_DEFAULTS = {"student.options.width": 64, "teacher.options.width": 64}
+
+
+@dataclass(frozen=True)
+class PairSpec:
+    """A table of teacher/student pairs x methods (SRRL Tables 5, 6, 10-12): each cell is the
+    runs of one pair (its models, widths, data set) and one method (its model name and the
+    params its paper setting pins)."""
+
+    paper: str
+    table: str
+    pairs: tuple[tuple[str, Pins], ...]  # (paper label, the params that make the pair)
+    methods: tuple[tuple[str, str, Pins], ...]  # (paper label, our model, the method's pins)
+    profiles: tuple[str, ...]
+    pairs_are_rows: bool = True  # False: methods are rows, pairs columns (Tables 11-12)
+    seeds: tuple[int | None, ...] = (None,)  # seeds `kdlab queue` runs (None: the preset's)
+    metric: str = "test_acc"
+    note: str = ""
+
+
+def _pair(student: str, teacher: str, *extra: tuple[str, Any], sw=None, tw=None) -> Pins:
+    pins = [("student.model", student), ("teacher.model", teacher)]
+    pins += [("student.options.width", sw)] if sw else []
+    pins += [("teacher.options.width", tw)] if tw else []
+    return (*pins, *extra)
+
+
+def _pin_value(flat: dict[str, Any], key: str) -> Any:
+    return flat[key] if key in flat else PARAM_DEFAULTS.get(key)
+
+
+def _pinned(flat: dict[str, Any], pins: Pins) -> bool:
+    return all(_pin_value(flat, k) == v for k, v in pins)
+
+
+_C100 = ("data.name", "cifar100")
+_C10 = ("data.name", "cifar10")
+_SRRL_PAIRS = (
+    ("wrn_16_2/wrn_40_4", _pair("wrn_16_2", "wrn_40_4", _C100)),
+    ("wrn_16_4/wrn_40_4", _pair("wrn_16_4", "wrn_40_4", _C100)),
+    ("wrn_10_10/wrn_16_10", _pair("wrn_10_10", "wrn_16_10", _C100)),
+    ("resnet10_0.34m/resnet34_1.39m", _pair("resnet10", "resnet34", _C100, sw=16, tw=16)),
+    ("resnet18_0.75m/resnet50_1.99m", _pair("resnet18", "resnet50", _C100, sw=16, tw=16)),
+    ("resnet10_4.95m/resnet34_21.33m", _pair("resnet10", "resnet34", _C100, sw=64, tw=64)),
+    ("wrn_16_2/resnet34", _pair("wrn_16_2", "resnet34", _C100, tw=64)),
+    ("mobilenetv2/resnet34", _pair("mobilenetv2", "resnet34", _C100, tw=64)),
+    ("mobilenetv2/wrn_40_4", _pair("mobilenetv2", "wrn_40_4", _C100)),
+)
+_SRRL_OURS = ("ours", "srrl", (*_FM_SR, *_SRRL_END))
+_SRRL_SIZES = (
+    "ResNet pairs named by size are CIFAR-style ResNets: width 64 gives the 4.95M / 21.33M "
+    "pair exactly; the 0.34M / 1.39M and 0.75M / 1.99M pairs run at width 16 (0.32M / 1.35M "
+    "and 0.71M / 1.53M: close, not the paper's models; docs/zoo.md)."
+)
+# CRD benchmark (srrl_crd preset): KD at its alpha 0.9; every other method at alpha 0.5 with its
+# reference weight (method_params), i.e. the reference code's CE + w L times 1/2.
+_CRD_METHODS = (
+    ("Teacher", "teacher", ()),
+    ("Student", "ce", ()),
+    ("KD", "kd", (("alpha", 0.9),)),
+    *(
+        (label, model, (("alpha", 0.5),))
+        for label, model in (
+            ("FitNet", "fitnet"),
+            ("AT", "at"),
+            ("SP", "sp"),
+            ("CC", "cc"),
+            ("VID", "vid"),
+            ("RKD", "rkd"),
+            ("PKT", "pkt"),
+            ("AB", "ab"),
+            ("FT", "ft"),
+            ("FSP", "fsp"),
+            ("NST", "nst"),
+            ("CRD", "crd"),
+            ("Ours", "srrl"),
+        )
+    ),
+)
+_CRD_NOTE = (
+    "Cells are the mean of 3 seeds (0, 1, 2), as the paper's. KD at alpha 0.9 (T 4); every "
+    "other method at alpha 0.5 with its reference weight: the reference code's CE + w L "
+    "times 1/2."
+)
+PAIRS: dict[str, PairSpec] = {
+    "srrl_table5": PairSpec(
+        "srrl",
+        "table5",
+        (
+            ("wrn_16_1/wrn_16_2", _pair("wrn_16_1", "wrn_16_2", _C10)),
+            ("wrn_16_2/wrn_40_2", _pair("wrn_16_2", "wrn_40_2", _C10)),
+            ("resnet8/resnet26", _pair("resnet8", "resnet26", _C10)),
+            ("resnet14/resnet26", _pair("resnet14", "resnet26", _C10)),
+            ("resnet18/resnet34", _pair("resnet18", "resnet34", _C10, sw=64, tw=64)),
+            ("wrn_16_1/resnet26", _pair("wrn_16_1", "resnet26", _C10)),
+        ),
+        (
+            ("student", "ce", ()),
+            ("kd", "kd", _KD_09),
+            ("at", "at", _AT),
+            ("ofd", "ofd", ()),
+            ("rkd", "rkd", _AT),
+            _SRRL_OURS,
+            ("teacher", "teacher", ()),
+        ),
+        ("srrl",),
+        note="OFD is not implemented here: its column stays missing.",
+    ),
+    "srrl_table6": PairSpec(
+        "srrl",
+        "table6",
+        _SRRL_PAIRS,
+        (
+            ("student", "ce", ()),
+            ("kd", "kd", _KD_09),
+            ("at", "at", _AT),
+            ("ofd", "ofd", ()),
+            ("rkd", "rkd", _AT),
+            ("crd", "crd", _AT),
+            _SRRL_OURS,
+            ("teacher", "teacher", ()),
+        ),
+        ("srrl",),
+        note="OFD is not implemented here: its column stays missing. " + _SRRL_SIZES,
+    ),
+    "srrl_table10": PairSpec(
+        "srrl",
+        "table10",
+        _SRRL_PAIRS,
+        (
+            ("student", "ce", ()),
+            ("kd", "kd", _KD_09),
+            ("at", "at", _AT),
+            ("kd+ours", "kd_srrl", _AT),
+            ("at+ours", "at_srrl", _AT),
+            _SRRL_OURS,
+            ("teacher", "teacher", ()),
+        ),
+        ("srrl",),
+        note="kd+ours and at+ours (SRRL added to KD or AT) are not implemented here: their "
+        "columns stay missing. " + _SRRL_SIZES,
+    ),
+    "srrl_table11": PairSpec(
+        "srrl",
+        "table11",
+        tuple(
+            (f"{t}/{s}", _pair(s, t))
+            for t, s in (
+                ("wrn_40_2", "wrn_16_2"),
+                ("wrn_40_2", "wrn_40_1"),
+                ("resnet56", "resnet20"),
+                ("resnet110", "resnet20"),
+                ("resnet110", "resnet32"),
+                ("resnet32x4", "resnet8x4"),
+                ("vgg13", "vgg8"),
+            )
+        ),
+        _CRD_METHODS,
+        ("srrl_crd",),
+        pairs_are_rows=False,
+        seeds=(0, 1, 2),
+        note=_CRD_NOTE,
+    ),
+    "srrl_table12": PairSpec(
+        "srrl",
+        "table12",
+        tuple(
+            (f"{t}/{s}", _pair(model or s, t))
+            for t, s, model in (
+                # CRD's MobileNetV2 student is RepDistiller's mobile_half (width 0.5)
+                ("vgg13", "mobilenetv2", "mobilenetv2_half"),
+                ("resnet50", "mobilenetv2", "mobilenetv2_half"),
+                ("resnet50", "vgg8", None),
+                ("resnet32x4", "shufflenetv1", "shufflev1"),
+                ("resnet32x4", "shufflenetv2", "shufflev2"),
+                ("wrn_40_2", "shufflenetv1", "shufflev1"),
+            )
+        ),
+        tuple(m for m in _CRD_METHODS if m[1] != "fsp"),
+        ("srrl_crd",),
+        pairs_are_rows=False,
+        seeds=(0, 1, 2),
+        note=_CRD_NOTE,
+    ),
+}
+
+
+def _flat_runs(runs: list[dict[str, Any]], profiles: tuple[str, ...]) -> list[tuple]:
+    """``(flat params, scores, listed methods)`` of the runs of ``profiles``."""
+    out = []
+    for r in runs:
+        flat = {k: json.loads(v) for k, v in flatten(r["params"]).items()}
+        if flat.get("profile_name", "default") in profiles:
+            out.append((flat, r["scores"], listed_methods(r["params"])))
+    return out
+
+
+def build_pairs(runs: list[dict[str, Any]], name: str) -> pd.DataFrame:
+    """The table ``name`` of :data:`PAIRS` in the paper's layout: per pair and method, ours
+    (mean ± std over seeds), n, the paper's number and ours - paper."""
+    spec = PAIRS[name]
+    published = paper_tables(spec.paper)[spec.table]
+    pcols = published["columns"]
+    by_label = {row[0]: row for row in published["rows"]}
+    flats = _flat_runs(runs, spec.profiles)
+    outer, inner = (spec.pairs, spec.methods) if spec.pairs_are_rows else (spec.methods, spec.pairs)
+    out = []
+    for o in outer:
+        prow = by_label.get(o[0])
+        if prow is None:
+            raise ValueError(f"{name}: row {o[0]!r} is not a row of the paper's table")
+        row: dict[str, Any] = {pcols[0]: o[0]}
+        for i in inner:
+            (pair, pair_pins), (method, model, pins) = (o, i) if spec.pairs_are_rows else (i, o)
+            by_seed: dict[int, float] = {}
+            for flat, scores, listed in flats:
+                if (model in ("ce", "teacher") or model in listed) and _pinned(
+                    flat, (*pair_pins, *pins)
+                ):
+                    value = (scores.get(model) or {}).get(spec.metric)
+                    if isinstance(value, (int, float)) and not isinstance(value, bool):
+                        by_seed[int(flat.get("seed", 0))] = value
+            mean, std = mean_std(list(by_seed.values()))
+            col = i[0]
+            shown, paper = _paper_cell(prow[pcols.index(col)])
+            row[f"{col} ours"] = _cell(mean, std)
+            row[f"{col} n"] = len(by_seed)
+            row[f"{col} paper"] = shown
+            row[f"{col} ours - paper"] = (
+                None if mean is None or paper is None else round(mean - paper, 2)
+            )
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def _lookup(params: dict[str, Any], key: str) -> tuple[bool, Any]:
+    node: Any = params
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def _run_groups(spec: PairSpec, methods: set[str]) -> list[tuple[dict[str, Any], list[str]]]:
+    """The table's methods (those registered) packed into as few runs as their pins allow:
+    ``[(pins, [method, ...]), ...]``; methods whose pins agree share a run."""
+    groups: list[tuple[dict[str, Any], list[str]]] = []
+    for _, model, pins in spec.methods:
+        if model in ("ce", "teacher") or model not in methods:
+            continue  # every run trains the teacher and the CE student; not implemented here
+        for group_pins, models in groups:
+            if all(group_pins.get(k, v) == v for k, v in pins):
+                group_pins.update(pins)
+                models.append(model)
+                break
+        else:
+            groups.append((dict(pins), [model]))
+    return groups
+
+
+def queue_overrides(name: str, preset: dict[str, Any], methods: set[str]) -> list[list[str]]:
+    """The ``-S`` overrides of every experiment that fills the table ``name`` of
+    :data:`PAIRS`, from ``preset`` (its resolved params.yaml): one run per pair, seed and
+    group of methods whose pins agree. Only what differs from the preset is overridden; a
+    key the preset lacks is added with ``+`` (DVC refuses a new key otherwise)."""
+    spec = PAIRS[name]
+    profile = preset.get("profile_name")
+    if profile not in spec.profiles:
+        raise ValueError(
+            f"{name}'s experiments start from preset {' or '.join(spec.profiles)}, but "
+            f"params.yaml holds {profile!r}: run `kdlab preset {spec.profiles[0]}` (and commit "
+            "it) first"
+        )
+    runs = []
+    for _, pair_pins in spec.pairs:
+        for seed in spec.seeds:
+            for group_pins, models in _run_groups(spec, methods):
+                pins = {**dict(pair_pins), **group_pins}
+                if seed is not None:
+                    pins["seed"] = seed
+                over = []
+                for key, value in pins.items():
+                    found, current = _lookup(preset, key)
+                    if not found:
+                        over.append(f"+{key}={value}")
+                    elif current != value:
+                        over.append(f"{key}={value}")
+                listed = set(preset.get("methods") or {})
+                over += [f"~methods.{m}" for m in sorted(listed - set(models))]
+                over += [f"+methods.{m}=teacher" for m in models if m not in listed]
+                runs.append(over)
+    return runs
