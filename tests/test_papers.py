@@ -146,13 +146,14 @@ def test_papers_command_json_and_readme(capsys, tmp_path, monkeypatch):
 
 
 def test_report_names_match_the_implemented_reports():
-    from kdlab import experiments
+    from kdlab import experiments, patel_report
 
     assert set(catalogue.REPORTS) == {
         *experiments.GRIDS,
         *experiments.ROWS,
         *experiments.PAIRS,
         "hao_figure3",
+        *patel_report.TABLES,
     }
 
 

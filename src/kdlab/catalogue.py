@@ -34,6 +34,9 @@ REPORTS = (
     "srrl_table11",
     "srrl_table12",
     "hao_figure3",
+    "patel_table1",
+    "patel_table2",
+    "patel_table3",
 )
 _TIME = re.compile(r"^(?:(\d+)h\s*)?(\d+)m\s*(\d+)s$")
 

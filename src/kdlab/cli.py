@@ -205,6 +205,10 @@ def cmd_report(args) -> None:
 
     if args.name == "hao_figure3":
         out = figures.report_hao_figure3(Path(args.repo))
+    elif args.name.startswith("patel_"):
+        from kdlab.patel_report import report_patel
+
+        out = report_patel(args.name, Path(args.repo))
     else:
         out = experiments.report(args.name, Path(args.repo), all_commits=args.all_commits)
     print(out.read_text(), end="")

@@ -172,21 +172,32 @@ def scale_note(runs: list[dict[str, Any]], models: list[str]) -> str:
     )
 
 
+def model_stage(model: str) -> str:
+    """The stage that trains ``model``: ``student`` for ce, ``distill/<m>`` for a method."""
+    return {"ce": "student", "teacher": "teacher"}.get(model, f"distill/{model}")
+
+
+def run_record(repo: Path, rev: str, stage: str) -> dict[str, Any] | None:
+    """A stage's plain record (``metrics/<stage>.json``) as committed in run ``rev``; None when
+    that run has none."""
+    proc = subprocess.run(
+        ["git", "show", f"{rev}:{paths.metrics(stage).as_posix()}"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(proc.stdout) if proc.returncode == 0 else None
+
+
 def wall_time_note(runs: list[dict[str, Any]], models: list[str], repo: Path) -> str | None:
     """The measured wall time of the runs' stages of ``models``, from each run's committed
     plain record (``git show REV:metrics/distill/<model>.json``)."""
     total, stages = 0.0, 0
     for run in runs:
         for model in models:
-            stage = {"ce": "student", "teacher": "teacher"}.get(model, f"distill/{model}")
-            proc = subprocess.run(
-                ["git", "show", f"{run['rev']}:{paths.metrics(stage).as_posix()}"],
-                cwd=repo,
-                capture_output=True,
-                text=True,
-            )
-            if proc.returncode == 0:
-                total += float(json.loads(proc.stdout).get("wall_time_s", 0.0))
+            record = run_record(repo, run["rev"], model_stage(model))
+            if record is not None:
+                total += float(record.get("wall_time_s", 0.0))
                 stages += 1
     if not stages:
         return None
