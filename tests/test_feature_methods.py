@@ -48,6 +48,8 @@ FEATURE_METHODS = {
     "kdsvd": {"kdsvd"},
     "crd": {"crd"},
     "srrl": {"fm", "sr"},
+    "kd_srrl": {"fm", "sr", "kd"},
+    "at_srrl": {"fm", "sr", "at"},
     "simkd": {"simkd"},
 }
 
@@ -745,3 +747,27 @@ def test_srrl_map_connector_is_the_official_codes():
     assert float(losses["fm"].detach()) == pytest.approx(statm, rel=1e-5)
     q = teacher.classifier(torch.flatten(F.adaptive_avg_pool2d(g, 1), 1))  # ResNet: GAP + fc
     assert torch.allclose(losses["sr"], F.mse_loss(q, teacher(b.x)), rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["kd_srrl", "at_srrl"])
+def test_srrl_combinations_add_the_other_term_to_srrls(name):
+    """SRRL Table 10's KD+Ours / AT+Ours: SRRL's own terms unchanged, plus KD (T^2 KL on the
+    live teacher's logits) or AT summed over the stage pairs, all weighed by alpha."""
+    from kdlab.losses import at_loss
+
+    extra = {"kd_weight": 2.0} if name == "kd_srrl" else {"at_weight": 500.0}
+    combo, teacher, student = make(name, extra, alpha=0.6)
+    srrl, _, _ = make("srrl", {}, alpha=0.6)
+    combo.eval(), srrl.eval()  # connector BN in eval mode: deterministic
+    b = batch()
+    _, got = combo.forward_train(b, 0)
+    _, ref = srrl.forward_train(b, 0)
+    for k in ("ce", "fm", "sr"):
+        assert torch.allclose(got[k], ref[k], rtol=1e-6), k
+    if name == "kd_srrl":
+        want = 0.6 * 2.0 * kd_loss(student(b.x), teacher(b.x), 4.0)
+        assert torch.allclose(got["kd"], want, rtol=1e-5)
+    else:
+        s, t = student.forward_features(b.x)["stages"], teacher.forward_features(b.x)["stages"]
+        want = 0.6 * 500.0 * sum(at_loss(s[i], t[j], 2) for i, j in [(0, 1), (1, 3)])
+        assert torch.allclose(got["at"], want, rtol=1e-5)

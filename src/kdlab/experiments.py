@@ -601,8 +601,9 @@ PAIRS: dict[str, PairSpec] = {
             ("teacher", "teacher", ()),
         ),
         ("srrl",),
-        note="kd+ours and at+ours (SRRL added to KD or AT) are not implemented here: their "
-        "columns stay missing. " + _SRRL_SIZES,
+        note="kd+ours and at+ours are the methods kd_srrl and at_srrl (SRRL's terms plus KD's or "
+        "AT's at their reference weights 1 and 1000; the paper gives no weights for the "
+        "combination) at alpha 0.5. " + _SRRL_SIZES,
     ),
     "srrl_table11": PairSpec(
         "srrl",

@@ -54,5 +54,6 @@ from kdlab.methods import (  # noqa: E402,F401
     simkd,
     sp,
     srrl,
+    srrl_combined,
     vid,
 )
