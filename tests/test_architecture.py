@@ -88,6 +88,7 @@ STAGE_MODULES = {
     "soft_labels": "kdlab.stages.softlabels",
     "teacher_logits": "kdlab.stages.teacher_logits",
     "analyse": "kdlab.stages.analyse",
+    "probe": "kdlab.stages.probe",
     "distill": "kdlab.stages.distill",
     "profile": "kdlab.stages.profile",
     "tables": "kdlab.stages.tables",

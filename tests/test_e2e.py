@@ -84,6 +84,7 @@ def test_repro_runs_every_stage_and_writes_results(repo):
         "soft_labels",
         "teacher_logits",
         "analyse",
+        "probe",
         "profile",
         "tables",
         *(f"distill@{m}" for m in methods),
@@ -130,6 +131,7 @@ def test_repro_runs_every_stage_and_writes_results(repo):
     assert len(soft) == 11 and soft[0].startswith("label,T-shirt/top,Trouser")
     assert (repo / "plots/png/soft_labels.png").stat().st_size > 1000
     check_analysis(repo, methods)
+    check_probe(repo, methods)
     status = run([sys.executable, "-m", "dvc", "status"], repo)
     assert "up to date" in status
 
@@ -170,6 +172,31 @@ def check_analysis(repo: Path, methods: list[str]) -> None:
     assert 0 < rows["kd"]["nmi"] <= 100
 
 
+def check_probe(repo: Path, methods: list[str]) -> None:
+    """The probe stage against scikit-learn's logistic regression on the same features."""
+    from sklearn.linear_model import LogisticRegression
+
+    from kdlab.data import get_dataset, load
+    from kdlab.stages.common import saved_model_outputs
+
+    rows = json.loads((repo / "metrics/probe.json").read_text())["models"]
+    assert set(rows) == {"ce", *methods}
+    assert json.loads((repo / "metrics/probe/metrics.json").read_text()) == rows
+    spec = get_dataset("fashion_mnist")
+    root = repo / "data/raw"
+    (x, y), (xt, yt) = load("fashion_mnist", root, "train"), load("fashion_mnist", root, "test")
+    cpu = torch.device("cpu")
+    for name in ("ce", "kd"):
+        path = repo / (
+            "data/models/student.pt" if name == "ce" else f"data/models/distill/{name}.pt"
+        )
+        _, f = saved_model_outputs(path, x, y, spec.mean, spec.std, cpu)
+        _, ft = saved_model_outputs(path, xt, yt, spec.mean, spec.std, cpu)
+        lr = LogisticRegression(max_iter=3000).fit(f.numpy(), y.numpy())
+        ref = 100.0 * float((lr.predict(ft.numpy()) == yt.numpy()).mean())
+        assert rows[name]["probe_fashion_mnist"] == pytest.approx(ref, abs=6.0), name
+
+
 def test_changing_alpha_marks_only_distill_and_downstream(repo):
     params = (repo / "params.yaml").read_text()
     (repo / "params.yaml").write_text(params.replace("alpha: 0.6", "alpha: 0.8"))
@@ -201,6 +228,7 @@ def test_exp_run_alpha_reruns_distill_only_and_moves_metrics(repo):
         "distill@dkd",
         "distill@reffakd_dkd",
         "analyse",
+        "probe",
         "tables",
     }
     for m, old in before.items():

@@ -290,7 +290,8 @@ def _apply(params: dict, overrides: list[str]) -> dict:
 
 
 @pytest.mark.parametrize(
-    "name", ["srrl_table5", "srrl_table6", "srrl_table10", "srrl_table11", "srrl_table12"]
+    "name",
+    ["srrl_table4", "srrl_table5", "srrl_table6", "srrl_table10", "srrl_table11", "srrl_table12"],
 )
 def test_queued_experiments_fill_every_implemented_cell_of_a_pairs_table(name):
     """`kdlab queue` -> (runs) -> `kdlab report`: the runs the queue asks for, with every
@@ -309,7 +310,10 @@ def test_queued_experiments_fill_every_implemented_cell_of_a_pairs_table(name):
         params = _apply(preset, over)
         assert params["student"]["model"] in model_names()
         assert params["teacher"]["model"] in model_names()
-        scores = {m: {"test_acc": 50.0 + params["seed"]} for m in [*params["methods"], "ce"]}
+        metrics = {"test_acc", *spec.pair_metrics}
+        scores = {
+            m: {k: 50.0 + params["seed"] for k in metrics} for m in [*params["methods"], "ce"]
+        }
         scores["teacher"] = {"test_acc": 70.0 + params["seed"]}
         runs.append(run(params, scores, name=str(i)))
     df = experiments.build_pairs(runs, name)
@@ -367,3 +371,21 @@ def test_pairs_table_pins_settings_and_widths():
 def test_queue_refuses_another_presets_params():
     with pytest.raises(ValueError, match="start from preset srrl_crd.*kdlab preset srrl_crd"):
         experiments.queue_overrides("srrl_table11", {"profile_name": "srrl"}, {"kd"})
+
+
+def test_table4_rows_read_their_own_probe_metric():
+    params = {
+        **SRRL_BASE,
+        "data": {"name": "cifar100"},
+        "student": {"model": "wrn_16_4"},
+        "teacher": {"model": "wrn_40_4"},
+        "methods": {"srrl": "teacher", "crd": "teacher"},
+        "method_params": {"srrl": SRRL},
+    }
+    scores = {m: {"probe_stl10": 70.0, "probe_cifar100": 78.0} for m in ("srrl", "crd")}
+    df = experiments.build_pairs([run(params, scores)], "srrl_table4").set_index("student/dataset")
+    assert df.loc["wrn_16_4/stl10", "fm+sr ours"] == "70.00"
+    assert df.loc["wrn_16_4/cifar100", "fm+sr ours"] == "78.00"
+    assert df.loc["wrn_16_4/cifar100", "crd ours"] == "78.00"
+    assert df.loc["wrn_16_4/stl10", "fm ours"] == "—"  # the run is fm+sr, not fm alone
+    assert df.loc["mobilenetv2/stl10", "crd n"] == 0

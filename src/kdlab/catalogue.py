@@ -27,6 +27,7 @@ REPORTS = (
     "srrl_table1",
     "srrl_table2",
     "srrl_table3",
+    "srrl_table4",
     "srrl_table5",
     "srrl_table6",
     "srrl_table9",

@@ -76,6 +76,12 @@ def cmd_distill(args) -> None:
     distill(_cfg(args), args.method)
 
 
+def cmd_probe(args) -> None:
+    from kdlab.stages.probe import probe
+
+    probe(_cfg(args))
+
+
 def cmd_analyse(args) -> None:
     from kdlab.stages.analyse import analyse
 
@@ -257,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("soft-labels", cmd_soft_labels, "stage: CAE embeddings -> soft-label matrix")
     add("teacher-logits", cmd_teacher_logits, "stage: cache teacher logits (as is and flipped)")
     add("analyse", cmd_analyse, "stage: KL/CE/feature distance/NMI of every student to the teacher")
+    add("probe", cmd_probe, "stage: linear probe of every student's frozen features")
     sp = add("distill", cmd_distill, "stage: distil the student with METHOD")
     sp.add_argument("method")
     sp = add("profile", cmd_profile, "stage (no MODEL) or one model's params/MACs/FLOPs/memory")

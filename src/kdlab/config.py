@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from kdlab.accel import AccelConfig
-from kdlab.data import dataset_names
+from kdlab.data import dataset_names, get_dataset
 from kdlab.distributed import DistributedConfig
 from kdlab.errors import ConfigError
 from kdlab.methods import get_method, method_names
@@ -130,6 +130,43 @@ class SoftLabelConfig:
 
 
 @dataclass(frozen=True)
+class ProbeConfig:
+    """The linear probe of every student's frozen features (SRRL Table 4)."""
+
+    datasets: tuple[str, ...]
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+
+    @staticmethod
+    def parse(d: dict, data: DataConfig) -> ProbeConfig:
+        p = "probe."
+        names = d.get("datasets")
+        if not isinstance(names, list):
+            raise _fail(f"{p}datasets", names, f"a list of: {', '.join(dataset_names())}")
+        names = names or [data.name]  # []: the distillation data set itself
+        channels = get_dataset(data.name).shape[0]
+        for name in names:
+            if name not in dataset_names():
+                raise _fail(f"{p}datasets", name, ", ".join(dataset_names()))
+            if get_dataset(name).shape[0] != channels:
+                same = [n for n in dataset_names() if get_dataset(n).shape[0] == channels]
+                raise ConfigError(
+                    f"params.yaml: {p}datasets: {name} has {get_dataset(name).shape[0]} "
+                    f"channels, the students of {data.name} take {channels}; allowed: "
+                    f"{', '.join(same)}"
+                )
+        return ProbeConfig(
+            datasets=tuple(names),
+            epochs=_number(d, "epochs", p, lo=1, integer=True),
+            batch_size=_number(d, "batch_size", p, lo=1, integer=True),
+            lr=_number(d, "lr", p, lo=0, lo_open=True),
+            weight_decay=_number(d, "weight_decay", p, lo=0),
+        )
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole validated params.yaml."""
 
@@ -145,6 +182,7 @@ class Config:
     student: ModelConfig
     cae: ModelConfig
     soft_labels: SoftLabelConfig
+    probe: ProbeConfig
     profile: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
     accel: AccelConfig = field(default_factory=AccelConfig)  # the fast GPU path
@@ -212,6 +250,7 @@ def parse_config(raw: dict[str, Any]) -> Config:
         dist_cfg = DistributedConfig.parse(raw.get("distributed"))
     except ValueError as err:
         raise ConfigError(f"params.yaml: {err}") from None
+    data = DataConfig.parse(_section(raw, "data"))
     cfg = Config(
         seed=_number(raw, "seed", "", lo=0, integer=True),
         alpha=_number(raw, "alpha", "", lo=0, hi=1),
@@ -220,11 +259,12 @@ def parse_config(raw: dict[str, Any]) -> Config:
         method_params={k: dict(v) for k, v in method_params.items()},
         device=device,
         threads=_number(raw, "threads", "", lo=0, integer=True) if "threads" in raw else 0,
-        data=DataConfig.parse(_section(raw, "data")),
+        data=data,
         teacher=ModelConfig.parse(_section(raw, "teacher"), "teacher."),
         student=ModelConfig.parse(_section(raw, "student"), "student."),
         cae=ModelConfig.parse(_section(raw, "cae"), "cae."),
         soft_labels=SoftLabelConfig.parse(_section(raw, "soft_labels")),
+        probe=ProbeConfig.parse(_section(raw, "probe"), data),
         profile=dict(raw.get("profile") or {}),
         raw=raw,
         accel=accel,

@@ -480,6 +480,7 @@ class PairSpec:
     seeds: tuple[int | None, ...] = (None,)  # seeds `kdlab queue` runs (None: the preset's)
     metric: str = "test_acc"
     note: str = ""
+    pair_metrics: tuple[str, ...] = ()  # one metric per pair instead of ``metric`` (Table 4)
 
 
 def _pair(student: str, teacher: str, *extra: tuple[str, Any], sw=None, tw=None) -> Pins:
@@ -547,6 +548,28 @@ _CRD_NOTE = (
     "times 1/2."
 )
 PAIRS: dict[str, PairSpec] = {
+    "srrl_table4": PairSpec(
+        "srrl",
+        "table4",
+        tuple(
+            (f"{student}/{ds}", _pair(student, "wrn_40_4", _C100))
+            for student in ("wrn_16_4", "mobilenetv2")
+            for ds in ("stl10", "cifar100")
+        ),
+        (
+            ("kd", "kd", _KD_09),
+            ("crd", "crd", _AT),
+            ("fm", "srrl", _FM),
+            ("sr", "srrl", _SR),
+            ("fm+sr", "srrl", (*_FM_SR, *_SRRL_END)),
+        ),
+        ("srrl",),
+        pair_metrics=("probe_stl10", "probe_cifar100") * 2,
+        note="Linear probe (the probe stage): a linear classifier on the student's frozen "
+        "penultimate features, trained on the probed set's training split (SGD, cosine, "
+        "params.yaml probe), its final test top-1. The paper does not name the MobileNetV2 "
+        "student's teacher: WRN-40-4 here (the preset's).",
+    ),
     "srrl_table5": PairSpec(
         "srrl",
         "table5",
@@ -677,12 +700,17 @@ def build_pairs(runs: list[dict[str, Any]], name: str) -> pd.DataFrame:
         row: dict[str, Any] = {pcols[0]: o[0]}
         for i in inner:
             (pair, pair_pins), (method, model, pins) = (o, i) if spec.pairs_are_rows else (i, o)
+            metric = (
+                spec.pair_metrics[[p for p, _ in spec.pairs].index(pair)]
+                if spec.pair_metrics
+                else spec.metric
+            )
             by_seed: dict[int, float] = {}
             for flat, scores, listed in flats:
                 if (model in ("ce", "teacher") or model in listed) and _pinned(
                     flat, (*pair_pins, *pins)
                 ):
-                    value = (scores.get(model) or {}).get(spec.metric)
+                    value = (scores.get(model) or {}).get(metric)
                     if isinstance(value, (int, float)) and not isinstance(value, bool):
                         by_seed[int(flat.get("seed", 0))] = value
             mean, std = mean_std(list(by_seed.values()))
@@ -754,5 +782,6 @@ def queue_overrides(name: str, preset: dict[str, Any], methods: set[str]) -> lis
                 listed = set(preset.get("methods") or {})
                 over += [f"~methods.{m}" for m in sorted(listed - set(models))]
                 over += [f"+methods.{m}=teacher" for m in models if m not in listed]
-                runs.append(over)
+                if over not in runs:  # rows that differ only in their metric share runs
+                    runs.append(over)
     return runs

@@ -16,44 +16,8 @@ import torch
 from kdlab import paths
 from kdlab.analysis import closeness
 from kdlab.config import Config
-from kdlab.data.pipeline import TensorLoader
 from kdlab.io import write_json
-from kdlab.stages.common import EVAL_BATCH_SIZE, Data, load_data, load_model, start, write_metrics
-
-
-def test_outputs(path: Path, data: Data, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and pooled penultimate features of the saved model ``path`` on the test set,
-    validated (the expected shape, every value finite)."""
-    model, blob = load_model(path, device)
-    cl = bool(blob.get("channels_last"))  # as the stage that trained it evaluated it
-    if cl:
-        model = model.to(memory_format=torch.channels_last)
-    loader = TensorLoader(
-        data.test_images,
-        data.test_labels,
-        torch.arange(len(data.test_labels)),
-        EVAL_BATCH_SIZE,
-        blob["input_size"],
-        data.spec.mean,
-        data.spec.std,
-        device=device,
-        channels_last=cl,
-    )
-    logits, feats = [], []
-    with torch.no_grad():
-        for b in loader:
-            out = model.forward_features(b.x)
-            logits.append(out["logits"].float().cpu())
-            feats.append(out["pooled"].float().cpu())
-    z, h = torch.cat(logits), torch.cat(feats)
-    n, c = len(data.test_labels), data.spec.num_classes
-    if z.shape != (n, c) or h.shape[0] != n or not (z.isfinite().all() and h.isfinite().all()):
-        raise ValueError(
-            f"{path}: test outputs of shape {tuple(z.shape)} / features {tuple(h.shape)} "
-            f"(expected ({n}, {c}) and {n} rows), all finite: "
-            f"{bool(z.isfinite().all() and h.isfinite().all())}; retrain it"
-        )
-    return z, h
+from kdlab.stages.common import load_data, saved_model_outputs, start, write_metrics
 
 
 def analyse(cfg: Config) -> None:
@@ -63,12 +27,17 @@ def analyse(cfg: Config) -> None:
     device = start(cfg, "analyse")
     data = load_data(cfg)
     labels = data.test_labels
-    t_logits, t_feats = test_outputs(paths.TEACHER, data, device)
+    spec = data.spec
+
+    def test_outputs(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+        return saved_model_outputs(path, data.test_images, labels, spec.mean, spec.std, device)
+
+    t_logits, t_feats = test_outputs(paths.TEACHER)
     models = {"teacher": paths.TEACHER, "ce": paths.STUDENT}
     models.update({m: paths.distilled(m) for m in cfg.methods})
     rows = {}
     for name, path in models.items():
-        z, h = (t_logits, t_feats) if name == "teacher" else test_outputs(path, data, device)
+        z, h = (t_logits, t_feats) if name == "teacher" else test_outputs(path)
         rows[name] = closeness(z, h, t_logits, t_feats, labels, cfg.seed)
         shown = ", ".join(f"{k} {v:g}" for k, v in rows[name].items())
         print(f"[analyse] {name}: {shown}", flush=True)

@@ -58,6 +58,7 @@ SEED_STREAMS = {
     "soft_labels": 3,
     "teacher_logits": 4,
     "analyse": 5,  # k-means initialisation of the NMI
+    "probe": 6,  # the linear probes' initialisation and shuffling
     "distill": 10,  # every distill@<method> starts from the same student initialisation
 }
 
@@ -173,6 +174,49 @@ def load_model(path: Path, device: torch.device) -> tuple[nn.Module, dict[str, A
     )
     model.load_state_dict(blob["state_dict"])
     return model.to(device).eval(), blob
+
+
+def saved_model_outputs(
+    path: Path,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and pooled penultimate features of the saved model ``path`` on ``images``
+    (un-augmented, resized to its input size, normalised with ``mean``/``std``), validated:
+    one row per image, the model's classes, every value finite."""
+    model, blob = load_model(path, device)
+    cl = bool(blob.get("channels_last"))  # as the stage that trained it evaluated it
+    if cl:
+        model = model.to(memory_format=torch.channels_last)
+    loader = TensorLoader(
+        images,
+        labels,
+        torch.arange(len(labels)),
+        EVAL_BATCH_SIZE,
+        blob["input_size"],
+        mean,
+        std,
+        device=device,
+        channels_last=cl,
+    )
+    logits, feats = [], []
+    with torch.no_grad():
+        for b in loader:
+            out = model.forward_features(b.x)
+            logits.append(out["logits"].float().cpu())
+            feats.append(out["pooled"].float().cpu())
+    z, h = torch.cat(logits), torch.cat(feats)
+    n, c = len(labels), blob["num_classes"]
+    finite = bool(z.isfinite().all() and h.isfinite().all())
+    if z.shape != (n, c) or h.shape[0] != n or not finite:
+        raise ValueError(
+            f"{path}: outputs of shape {tuple(z.shape)} / features {tuple(h.shape)} (expected "
+            f"({n}, {c}) and {n} rows), all finite: {finite}; retrain it"
+        )
+    return z, h
 
 
 def write_curve_png(stage: str, history: list[dict[str, float]]) -> Path:

@@ -13,14 +13,19 @@ from kdlab.io import write_json
 
 
 def download(cfg: Config) -> None:
-    """Fetch the data set's published files into ``data.root/<name>/`` and verify them."""
+    """Fetch the data set's published files into ``data.root/<name>/`` and verify them; the
+    linear probe's other data sets (``probe.datasets``) likewise, from their mirrors."""
     t0 = time.time()
     d = cfg.data
     print(f"[download] {d.name} -> {d.root}/{d.name}/", flush=True)
     report = fetch(d.name, d.root, d.source_dir, d.md5)
+    record = {"dataset": d.name, "files": report}
+    for name in cfg.probe.datasets:
+        if name != d.name:
+            print(f"[download] {name} (linear probe) -> {d.root}/{name}/", flush=True)
+            record.setdefault("probe_files", {})[name] = fetch(name, d.root)
     write_json(
-        paths.METRICS / "download.json",
-        {"dataset": d.name, "files": report, "wall_time_s": round(time.time() - t0, 2)},
+        paths.METRICS / "download.json", {**record, "wall_time_s": round(time.time() - t0, 2)}
     )
 
 
