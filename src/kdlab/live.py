@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from kdlab import paths
+from kdlab.io import write_json
 
 # Per-epoch values kept in the summary (``metrics.json``) next to ``step``: the latest
 # validation score. Every other per-epoch value is a plot only.
@@ -87,3 +88,11 @@ class EpochLog:
         self._summarise()
         live.end()
         return Path(live.metrics_file)
+
+
+def write_summary(stage: str, scores: dict[str, dict[str, Any]]) -> Path:
+    """The ``dvc exp show`` summary of a stage that does not train (DVCLive's summary place,
+    :func:`kdlab.paths.summary`): values nested under a name, the stage's
+    (``{"soft_labels": {"gamma": ...}}``) or each model's (``{"kd": {"kl_teacher": ...}}``),
+    as the training stages nest theirs under the model's."""
+    return write_json(paths.summary(stage), scores)

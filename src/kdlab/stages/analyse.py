@@ -16,7 +16,7 @@ import torch
 from kdlab import paths
 from kdlab.analysis import closeness
 from kdlab.config import Config
-from kdlab.io import write_json
+from kdlab.live import write_summary
 from kdlab.stages.common import load_data, saved_model_outputs, start, write_metrics
 
 
@@ -41,5 +41,5 @@ def analyse(cfg: Config) -> None:
         rows[name] = closeness(z, h, t_logits, t_feats, labels, cfg.seed)
         shown = ", ".join(f"{k} {v:g}" for k, v in rows[name].items())
         print(f"[analyse] {name}: {shown}", flush=True)
-    write_json(paths.summary("analysis"), rows)
+    write_summary("analysis", rows)
     write_metrics("analysis", {"models": rows, "test_images": len(labels)}, t0)

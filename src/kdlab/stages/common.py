@@ -236,13 +236,6 @@ def finish_training_stage(
     write_metrics(stage, record, t0)
 
 
-def write_summary(stage: str, values: dict[str, Any]) -> Path:
-    """What ``dvc exp show`` compares for a stage that does not train (the DVCLive summary's
-    place, :func:`kdlab.paths.summary`), nested under the stage's name (``soft_labels.gamma``)
-    as the training stages nest theirs under the model's."""
-    return write_json(paths.summary(stage), {stage: values})
-
-
 def write_metrics(stage: str, values: dict[str, Any], t0: float) -> Path:
     """A stage's plain record (:func:`kdlab.paths.metrics`), with its wall time and peak
     memory."""

@@ -12,7 +12,7 @@ import time
 from kdlab import paths
 from kdlab.config import Config
 from kdlab.data import get_dataset, load
-from kdlab.io import write_json
+from kdlab.live import write_summary
 from kdlab.probe import linear_probe
 from kdlab.stages.common import SEED_STREAMS, saved_model_outputs, start, write_metrics
 
@@ -42,5 +42,5 @@ def probe(cfg: Config) -> None:
             )
             rows[name][f"probe_{ds}"] = round(acc, 2)
             print(f"[probe] {name} on {ds}: linear-probe top-1 {acc:.2f}%", flush=True)
-    write_json(paths.summary("probe"), rows)
+    write_summary("probe", rows)
     write_metrics("probe", {"models": rows, "datasets": list(cfg.probe.datasets)}, t0)

@@ -9,6 +9,7 @@ from kdlab import paths
 from kdlab.config import Config
 from kdlab.data import get_dataset
 from kdlab.io import write_json
+from kdlab.live import write_summary
 from kdlab.models import build_model
 from kdlab.profiling import Profile, parse_shape, profile_model, ratios
 
@@ -61,15 +62,9 @@ def profile(cfg: Config) -> None:
     out["wall_time_s"] = round(time.time() - t0, 2)
     write_json(paths.metrics("profile"), out)
     # Compared across experiments: this run's teacher-to-CAE reductions (its Table 6 row).
-    write_json(
-        paths.summary("profile"),
-        # MACs left out: fvcore's FLOPs are 2 x MACs, so the two ratios are equal.
-        {
-            "profile": {
-                f"{k}_ratio": round(v, 2) for k, v in out["ours_ratios"].items() if k != "macs"
-            }
-        },
-    )
+    # MACs left out: fvcore's FLOPs are 2 x MACs, so the two ratios are equal.
+    summary = {f"{k}_ratio": round(v, 2) for k, v in out["ours_ratios"].items() if k != "macs"}
+    write_summary("profile", {"profile": summary})
     for key, e in ours.items():
         print(
             f"[profile] this run's {key:8s} {e['model']:9s} {e['input']:8s} params "

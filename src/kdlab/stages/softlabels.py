@@ -12,6 +12,7 @@ from kdlab import paths
 from kdlab.config import Config
 from kdlab.data.pipeline import TensorLoader
 from kdlab.io import write_text
+from kdlab.live import write_summary
 from kdlab.plots import heatmap_png
 from kdlab.softlabels import (
     check_soft_labels,
@@ -20,7 +21,7 @@ from kdlab.softlabels import (
     search_gamma,
     soft_labels_from_similarity,
 )
-from kdlab.stages.common import load_data, load_model, start, write_metrics, write_summary
+from kdlab.stages.common import load_data, load_model, start, write_metrics
 
 
 def write_matrix(matrix: torch.Tensor, names: list[str], path=paths.SOFT_LABELS) -> None:
@@ -84,7 +85,7 @@ def build_soft_labels(cfg: Config) -> None:
         },
         t0,
     )
-    write_summary("soft_labels", {"gamma": gamma, "rows_own_class_max": diag_ok})
+    write_summary("soft_labels", {"soft_labels": {"gamma": gamma, "rows_own_class_max": diag_ok}})
     print(
         f"[soft_labels] gamma {gamma:g} ({'searched' if sl.gamma is None else 'given'}); "
         f"{diag_ok}/{c} rows peak on their own class -> {paths.SOFT_LABELS}",
