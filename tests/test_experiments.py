@@ -389,3 +389,29 @@ def test_table4_rows_read_their_own_probe_metric():
     assert df.loc["wrn_16_4/cifar100", "crd ours"] == "78.00"
     assert df.loc["wrn_16_4/stl10", "fm ours"] == "—"  # the run is fm+sr, not fm alone
     assert df.loc["mobilenetv2/stl10", "crd n"] == 0
+
+
+def test_reffakd_table8_rows_are_data_sets_and_methods_need_t4_alpha09():
+    def r(ds, profile, alpha, scores):
+        params = {
+            "profile_name": profile,
+            "seed": 0,
+            "alpha": alpha,
+            "temperature": 4.0,
+            "data": {"name": ds},
+            "methods": {m: "teacher" for m in scores if m not in ("ce", "teacher")},
+        }
+        return run(params, {m: {"test_acc": v} for m, v in scores.items()})
+
+    runs = [
+        r("cifar100", "reffakd_cifar100", 0.9, {"kd": 76.0, "reffakd": 77.0, "teacher": 76.3}),
+        r("cifar100", "reffakd_cifar100", 0.6, {"kd": 1.0}),  # not the caption's alpha
+        r("tiny_imagenet", "reffakd_tiny", 0.9, {"dkd": 64.0, "ce": 62.5}),
+        r("cifar100", "default", 0.9, {"at": 5.0}),  # another preset
+    ]
+    df = experiments.build_pairs(runs, "reffakd_table8").set_index("dataset")
+    assert df.loc["cifar100", "kd ours"] == "76.00" and df.loc["cifar100", "kd paper"] == "76.91"
+    assert df.loc["cifar100", "resnet50 ours"] == "76.30"
+    assert df.loc["tiny_imagenet", "dkd ours"] == "64.00"
+    assert df.loc["tiny_imagenet", "resnet18 ours"] == "62.50"
+    assert df.loc["cifar100", "at n"] == 0 and df.loc["tiny_imagenet", "kd n"] == 0

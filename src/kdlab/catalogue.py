@@ -21,6 +21,7 @@ _REPORT = re.compile(r"kdlab report (\w+)")
 # `kdlab report` names implemented so far (kdlab.experiments GRIDS + ROWS, the Hao figure).
 REPORTS = (
     "reffakd_table5",
+    "reffakd_table8",
     "reffakd_table9",
     "reffakd_table10",
     "simkd_study",

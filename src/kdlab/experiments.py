@@ -548,6 +548,24 @@ _CRD_NOTE = (
     "times 1/2."
 )
 PAIRS: dict[str, PairSpec] = {
+    # ReffAKD Table 8: one row per data set (its preset), every method at T 4, alpha 0.9.
+    "reffakd_table8": PairSpec(
+        "reffakd",
+        "table8",
+        (("cifar100", (_C100,)), ("tiny_imagenet", (("data.name", "tiny_imagenet"),))),
+        (
+            ("resnet50", "teacher", ()),
+            ("resnet18", "ce", ()),
+            *(
+                (m, m, (("temperature", 4.0), ("alpha", 0.9)))
+                for m in ("at", "kd", "fitnet", "kdsvd", "pkt", "rkd", "dkd", "reffakd_dkd")
+            ),
+            ("reffakd", "reffakd", (("temperature", 4.0), ("alpha", 0.9))),
+        ),
+        ("reffakd_cifar100", "reffakd_tiny"),
+        note="Every method at the caption's T 4 and alpha 0.9 (alpha weighs the distillation "
+        "term in ReffAKD too), from the reffakd_cifar100 and reffakd_tiny presets.",
+    ),
     "srrl_table4": PairSpec(
         "srrl",
         "table4",
