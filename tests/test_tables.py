@@ -92,3 +92,27 @@ def test_data_set_without_a_paper_table(tmp_path, monkeypatch):
     assert "The ReffAKD paper has no accuracy table for mnist" in acc
     assert "| teacher (resnet18) | 80.00 |" in acc
     assert "| kd (lenet5) | 71.50 |" in acc  # the distilled student
+
+
+def test_reffakd_table7_compares_the_recipe(tmp_path, monkeypatch):
+    out = _run_tables(tmp_path, monkeypatch, "fashion_mnist")
+    t7 = (out / "reffakd_table7.md").read_text()
+    # the default (CPU) profile: batch 128, 12 epochs, onecycle; the paper: 256, 200, step
+    assert "| batch_size | 256 | 128 | no |" in t7
+    assert (
+        "| lr_initial | 0.1 | 0.1 | yes |" in t7
+        and "| weight_decay | 0.0005 | 0.0005 | yes |" in t7
+    )
+    assert "| lr_decay | 0.2 | none (onecycle schedule) | no |" in t7
+    assert "| decay_stage_1 | 60 | — | no |" in t7
+
+
+def test_reffakd_table7_of_the_paper_preset_matches_every_row():
+    from kdlab.config import load_preset
+    from kdlab.stages.tables import _student_settings
+    from kdlab.tables import published
+
+    cfg = load_preset("paper")
+    ours = _student_settings(cfg)
+    for key, value in published("reffakd")["tables"]["table7"]["rows"]:
+        assert ours[key] == value, key
