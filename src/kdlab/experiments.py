@@ -281,6 +281,28 @@ _FM_SR = ((_SRRL + "fm_weight", 1.0), (_SRRL + "sr_weight", 1.0), *_SRRL_BASE)
 _FM_SR_ANY_LOSS = tuple(kv for kv in (*_FM_SR, *_SRRL_END) if kv[0] != _SRRL + "sr_loss")
 _KD_09 = (("alpha", 0.9), ("temperature", 4.0))  # SRRL's KD: alpha 0.9, T 4
 _AT = (("alpha", 0.5),)
+# SRRL's settings by the paper's row / column label: our model and the params of its runs.
+_SRRL_ROWS = {
+    "student": ("ce", ()),
+    "kd": ("kd", _KD_09),
+    "at": ("at", _AT),
+    "fm": ("srrl", _FM),
+    "sr": ("srrl", _SR),
+    "fm+sr": ("srrl", (*_FM_SR, *_SRRL_END)),
+    "ours": ("srrl", (*_FM_SR, *_SRRL_END)),
+    "teacher": ("teacher", ()),
+    "ofd": ("ofd", ()),  # not implemented here: always missing
+    "rkd": ("rkd", _AT),
+    "crd": ("crd", _AT),
+    "kd+ours": ("kd_srrl", _AT),
+    "at+ours": ("at_srrl", _AT),
+}
+
+
+def _srrl_rows(*labels: str) -> tuple[tuple[str, str, Pins], ...]:
+    return tuple((label, *_SRRL_ROWS[label]) for label in labels)
+
+
 ROWS: dict[str, RowsSpec] = {
     "simkd_study": RowsSpec(
         "simkd",
@@ -327,26 +349,14 @@ ROWS: dict[str, RowsSpec] = {
     "srrl_table2": RowsSpec(
         "srrl",
         "table2",
-        (
-            ("student", "ce", ()),
-            ("kd", "kd", _KD_09),
-            ("at", "at", _AT),
-            ("fm", "srrl", _FM),
-            ("sr", "srrl", _SR),
-            ("fm+sr", "srrl", (*_FM_SR, *_SRRL_END)),
-        ),
+        _srrl_rows("student", "kd", "at", "fm", "sr", "fm+sr"),
         (("kl_teacher", "kl_teacher"), ("ce_label", "ce_label"), ("top1", "test_acc")),
         ("srrl",),
     ),
     "srrl_table3": RowsSpec(
         "srrl",
         "table3",
-        (
-            ("student", "ce", ()),
-            ("fm", "srrl", _FM),
-            ("sr", "srrl", _SR),
-            ("fm+sr", "srrl", (*_FM_SR, *_SRRL_END)),
-        ),
+        _srrl_rows("student", "fm", "sr", "fm+sr"),
         (("l2_distance", "l2_distance"), ("nmi", "nmi"), ("top1", "test_acc")),
         ("srrl",),
         transposed=True,
@@ -376,6 +386,16 @@ def _paper_cell(v: Any) -> tuple[str, float | None]:
     if isinstance(v, list):  # [mean, std]
         return f"{v[0]:.2f} ± {v[1]:.2f}", v[0]
     return ("—", None) if v is None else (f"{v:.2f}" if isinstance(v, float) else str(v), v)
+
+
+def _put_cell(row: dict[str, Any], col: str, by_seed: dict[int, float], published: Any) -> None:
+    """Column ``col`` of a report row: ours (mean ± std), n, the paper's cell, ours - paper."""
+    mean, std = mean_std(list(by_seed.values()))
+    shown, paper = _paper_cell(published)
+    row[f"{col} ours"] = _cell(mean, std)
+    row[f"{col} n"] = len(by_seed)
+    row[f"{col} paper"] = shown
+    row[f"{col} ours - paper"] = None if mean is None or paper is None else round(mean - paper, 2)
 
 
 def build_rows(runs: list[dict[str, Any]], name: str) -> pd.DataFrame:
@@ -421,15 +441,7 @@ def build_rows(runs: list[dict[str, Any]], name: str) -> pd.DataFrame:
             row[f"{spec.best_column} ours"] = best
             row[f"{spec.best_column} paper"] = prow[pcols.index(spec.best_column)]
         for col, key in spec.columns:
-            by_seed = chosen.get(key, {})
-            mean, std = mean_std(list(by_seed.values()))
-            shown, paper = _paper_cell(prow[pcols.index(col)])
-            row[f"{col} ours"] = _cell(mean, std)
-            row[f"{col} n"] = len(by_seed)
-            row[f"{col} paper"] = shown
-            row[f"{col} ours - paper"] = (
-                None if mean is None or paper is None else round(mean - paper, 2)
-            )
+            _put_cell(row, col, chosen.get(key, {}), prow[pcols.index(col)])
         out.append(row)
     df = pd.DataFrame(out)
     return _metric_per_row(df, spec) if spec.transposed else df
@@ -511,7 +523,6 @@ _SRRL_PAIRS = (
     ("mobilenetv2/resnet34", _pair("mobilenetv2", "resnet34", _C100, tw=64)),
     ("mobilenetv2/wrn_40_4", _pair("mobilenetv2", "wrn_40_4", _C100)),
 )
-_SRRL_OURS = ("ours", "srrl", (*_FM_SR, *_SRRL_END))
 _SRRL_SIZES = (
     "ResNet pairs named by size are CIFAR-style ResNets: width 64 gives the 4.95M / 21.33M "
     "pair exactly; the 0.34M / 1.39M and 0.75M / 1.99M pairs run at width 16 (0.32M / 1.35M "
@@ -574,13 +585,7 @@ PAIRS: dict[str, PairSpec] = {
             for student in ("wrn_16_4", "mobilenetv2")
             for ds in ("stl10", "cifar100")
         ),
-        (
-            ("kd", "kd", _KD_09),
-            ("crd", "crd", _AT),
-            ("fm", "srrl", _FM),
-            ("sr", "srrl", _SR),
-            ("fm+sr", "srrl", (*_FM_SR, *_SRRL_END)),
-        ),
+        _srrl_rows("kd", "crd", "fm", "sr", "fm+sr"),
         ("srrl",),
         pair_metrics=("probe_stl10", "probe_cifar100") * 2,
         note="Linear probe (the probe stage): a linear classifier on the student's frozen "
@@ -599,15 +604,7 @@ PAIRS: dict[str, PairSpec] = {
             ("resnet18/resnet34", _pair("resnet18", "resnet34", _C10, sw=64, tw=64)),
             ("wrn_16_1/resnet26", _pair("wrn_16_1", "resnet26", _C10)),
         ),
-        (
-            ("student", "ce", ()),
-            ("kd", "kd", _KD_09),
-            ("at", "at", _AT),
-            ("ofd", "ofd", ()),
-            ("rkd", "rkd", _AT),
-            _SRRL_OURS,
-            ("teacher", "teacher", ()),
-        ),
+        _srrl_rows("student", "kd", "at", "ofd", "rkd", "ours", "teacher"),
         ("srrl",),
         note="OFD is not implemented here: its column stays missing.",
     ),
@@ -615,16 +612,7 @@ PAIRS: dict[str, PairSpec] = {
         "srrl",
         "table6",
         _SRRL_PAIRS,
-        (
-            ("student", "ce", ()),
-            ("kd", "kd", _KD_09),
-            ("at", "at", _AT),
-            ("ofd", "ofd", ()),
-            ("rkd", "rkd", _AT),
-            ("crd", "crd", _AT),
-            _SRRL_OURS,
-            ("teacher", "teacher", ()),
-        ),
+        _srrl_rows("student", "kd", "at", "ofd", "rkd", "crd", "ours", "teacher"),
         ("srrl",),
         note="OFD is not implemented here: its column stays missing. " + _SRRL_SIZES,
     ),
@@ -632,15 +620,7 @@ PAIRS: dict[str, PairSpec] = {
         "srrl",
         "table10",
         _SRRL_PAIRS,
-        (
-            ("student", "ce", ()),
-            ("kd", "kd", _KD_09),
-            ("at", "at", _AT),
-            ("kd+ours", "kd_srrl", _AT),
-            ("at+ours", "at_srrl", _AT),
-            _SRRL_OURS,
-            ("teacher", "teacher", ()),
-        ),
+        _srrl_rows("student", "kd", "at", "kd+ours", "at+ours", "ours", "teacher"),
         ("srrl",),
         note="kd+ours and at+ours are the methods kd_srrl and at_srrl (SRRL's terms plus KD's or "
         "AT's at their reference weights 1 and 1000; the paper gives no weights for the "
@@ -731,15 +711,7 @@ def build_pairs(runs: list[dict[str, Any]], name: str) -> pd.DataFrame:
                     value = (scores.get(model) or {}).get(metric)
                     if isinstance(value, (int, float)) and not isinstance(value, bool):
                         by_seed[int(flat.get("seed", 0))] = value
-            mean, std = mean_std(list(by_seed.values()))
-            col = i[0]
-            shown, paper = _paper_cell(prow[pcols.index(col)])
-            row[f"{col} ours"] = _cell(mean, std)
-            row[f"{col} n"] = len(by_seed)
-            row[f"{col} paper"] = shown
-            row[f"{col} ours - paper"] = (
-                None if mean is None or paper is None else round(mean - paper, 2)
-            )
+            _put_cell(row, i[0], by_seed, prow[pcols.index(i[0])])
         out.append(row)
     return pd.DataFrame(out)
 
