@@ -415,3 +415,18 @@ def test_reffakd_table8_rows_are_data_sets_and_methods_need_t4_alpha09():
     assert df.loc["tiny_imagenet", "dkd ours"] == "64.00"
     assert df.loc["tiny_imagenet", "resnet18 ours"] == "62.50"
     assert df.loc["cifar100", "at n"] == 0 and df.loc["tiny_imagenet", "kd n"] == 0
+
+
+def test_kdlab_queue_dry_run_prints_the_commands(tmp_path, capsys):
+    from kdlab import presets
+    from kdlab.cli import main
+
+    params = tmp_path / "params.yaml"
+    params.write_text(presets.resolve("srrl"))
+    assert main(["--params", str(params), "queue", "srrl_table9", "--dry-run"]) == 2
+    assert "unknown table 'srrl_table9' for `kdlab queue`" in capsys.readouterr().err
+    assert main(["--params", str(params), "queue", "srrl_table6", "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1] == "[queue] 18 experiments for srrl_table6 (dry run)"  # 9 pairs x 2 runs
+    assert lines[0].startswith("dvc exp run --queue -S student.model=wrn_16_2 ")
+    assert "-S alpha=0.9" in lines[0] and "'~methods.srrl'" in lines[0]
