@@ -66,10 +66,85 @@ def test_alpha_epochs_grid_and_plot(tmp_path):
     df = alpha_epochs({0.1: hist(1000, 50.0), 1.0: hist(300, 10.0)})
     assert list(df.columns) == ["paper alpha", "our alpha", "100", "300", "500", "1000"]
     # paper alpha = 1 - ours, sorted by the paper's alpha; epoch e is row e (value base + e - 1)
-    assert df["paper alpha"].tolist() == [0.0, 0.9]
+    assert df["paper alpha"].tolist() == [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
     assert df.iloc[0][["100", "300"]].tolist() == [109.0, 309.0]
     assert df.iloc[0][["500", "1000"]].isna().all()  # the 300-epoch run is missing them
-    assert df.iloc[1]["1000"] == 1049.0
+    assert df.iloc[9]["1000"] == 1049.0
+    assert df.iloc[1:9][["100", "300", "500", "1000"]].isna().all().all()  # no run: missing
     png = tmp_path / "f.png"
     plot(df, png, "val_acc (%)")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+HAO_STAGE = """
+import json, os, yaml
+p = yaml.safe_load(open("params.yaml"))
+a = float(p["alpha"])
+os.makedirs("metrics/distill/kd/plots/metrics", exist_ok=True)
+with open("metrics/distill/kd/plots/metrics/test_acc.tsv", "w") as fh:
+    fh.write("step\\ttest_acc\\n")
+    for e in (100, 300):  # test accuracy after epochs 100 and 300 of a 300-epoch run
+        fh.write(f"{e - 1}\\t{50 + 10 * a + e / 100}\\n")
+json.dump({"step": 299, "kd": {"test_acc": 50 + 10 * a + 3}},
+          open("metrics/distill/kd/metrics.json", "w"))
+json.dump({"test_acc": 1.0, "wall_time_s": 100 * a}, open("metrics/distill/kd.json", "w"))
+"""
+
+
+def test_hao_figure_from_a_real_dvc_repo(tmp_path):
+    import csv
+    import subprocess
+    import sys
+    import textwrap
+
+    from kdlab.figures import report_hao_figure3
+
+    def sh(*cmd):
+        proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    dvc = (sys.executable, "-m", "dvc")
+    sh("git", "init", "-q")
+    sh("git", "config", "user.email", "t@t")
+    sh("git", "config", "user.name", "t")
+    sh(*dvc, "init", "-q")
+    (tmp_path / "stage.py").write_text(HAO_STAGE)
+    (tmp_path / "params.yaml").write_text(
+        "profile_name: hao\nalpha: 1.0\nseed: 0\nmethods: {kd: teacher}\ndevice: cpu\n"
+        "data: {name: fashion_mnist}\nstudent: {model: hao_student, train: {epochs: 300}}\n"
+        "teacher: {model: hao_teacher, options: {}, train: {epochs: 20}}\n"
+    )
+    (tmp_path / "dvc.yaml").write_text(
+        textwrap.dedent(
+            f"""
+            stages:
+              distill:
+                cmd: {sys.executable} stage.py
+                deps: [stage.py]
+                params: [alpha, profile_name, methods]
+                outs:
+                  - metrics/distill/kd.json: {{cache: false}}
+                  - metrics/distill/kd/plots: {{cache: false}}
+                metrics:
+                  - metrics/distill/kd/metrics.json: {{cache: false}}
+            """
+        )
+    )
+    sh(*dvc, "repro", "-q")
+    sh("git", "add", "-A")
+    sh("git", "commit", "-qm", "base")  # our alpha 1.0 = the paper's 0.0
+    sh(*dvc, "exp", "run", "-q", "-S", "alpha=0.5")
+    out = report_hao_figure3(tmp_path)
+    md = out.read_text()
+    assert out == tmp_path / "results/hao_figure3.md"
+    assert "2 of 10 alphas have a run; not run: paper alpha 0.1, 0.2, 0.3, 0.4, 0.6" in md
+    # paper alpha 0.0 (ours 1.0): 50 + 10 + 1 after epoch 100; 0.5: 50 + 5 + 3 after 300
+    assert "| 0.00 | 1.00 | 61.00 | 63.00 | — | — |" in md
+    assert "| 0.50 | 0.50 | 56.00 | 58.00 | — | — |" in md and "| 0.30 | 0.70 | — | — |" in md
+    with open(out.with_suffix(".csv")) as fh:
+        rows = {r["paper alpha"]: r for r in csv.DictReader(fh)}
+    assert float(rows["0.0"]["100"]) == 61.0 and float(rows["0.5"]["300"]) == 58.0
+    assert rows["0.0"]["500"] == "" and rows["0.3"]["100"] == ""
+    assert "Measured: 2 stages of kd over 2 runs took 150 s of wall time" in md
+    assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"

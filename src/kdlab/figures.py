@@ -27,19 +27,27 @@ from kdlab.seeds import exp_show, flatten, listed_methods, runs_from_exp_show
 from kdlab.tables import write_table
 
 EPOCHS = (100, 300, 500, 1000)
+# The figure's alphas: the paper's 0.0 ... 0.9, i.e. our 1.0 ... 0.1.
+ALPHAS = tuple(round(1.0 - a / 10, 1) for a in range(10))
 
 
 def alpha_epochs(
-    histories: dict[float, pd.DataFrame], epochs=EPOCHS, column: str = "test_acc"
+    histories: dict[float, pd.DataFrame],
+    epochs=EPOCHS,
+    column: str = "test_acc",
+    alphas: tuple[float, ...] = ALPHAS,
 ) -> pd.DataFrame:
-    """Rows: the paper's alpha (= 1 - ours); columns: epochs; cells: ``column`` of the history
-    row of that epoch (None where the run is shorter)."""
+    """Rows: the paper's alpha (= 1 - ours), every one of ``alphas`` (ours) and any other run;
+    columns: epochs; cells: ``column`` of the history row of that epoch (None where no run
+    reached it: a missing cell, never another run's number)."""
     rows = []
-    for our_alpha in sorted(histories, reverse=True):
-        h = histories[our_alpha].set_index("epoch")
+    for our_alpha in sorted(set(alphas) | set(histories), reverse=True):
+        h = histories.get(our_alpha)
+        h = h.set_index("epoch") if h is not None else pd.DataFrame()
         row = {"paper alpha": round(1.0 - our_alpha, 4), "our alpha": our_alpha}
         for e in epochs:
-            row[str(e)] = float(h.loc[e, column]) if e in h.index else None
+            ok = e in h.index and column in h.columns and pd.notna(h.loc[e, column])
+            row[str(e)] = float(h.loc[e, column]) if ok else None
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -101,7 +109,10 @@ def report_hao_figure3(repo: Path, method: str = "kd", column: str = "test_acc")
         )
     df = alpha_epochs(histories, column=column)
     stem = repo / REPORTS / "hao_figure3"
+    missing = [f"{1.0 - a:.1f}" for a in ALPHAS if a not in histories]
     notes = [
+        f"{len(histories)} of {len(ALPHAS)} alphas have a run"
+        + (f"; not run: paper alpha {', '.join(missing)} (— cells)." if missing else "."),
         f"{column} of the {method} student after each epoch count, from one run per alpha "
         "(constant lr: epoch k of the long run equals a k-epoch run; tests/test_figures.py).",
         scale_note(runs, [method]),
