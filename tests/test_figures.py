@@ -88,6 +88,7 @@ with open("metrics/distill/kd/plots/metrics/test_acc.tsv", "w") as fh:
 json.dump({"step": 299, "kd": {"test_acc": 50 + 10 * a + 3}},
           open("metrics/distill/kd/metrics.json", "w"))
 json.dump({"test_acc": 1.0, "wall_time_s": 100 * a}, open("metrics/distill/kd.json", "w"))
+json.dump({"test_acc": 77.5}, open("metrics/teacher.json", "w"))
 """
 
 
@@ -112,7 +113,8 @@ def test_hao_figure_from_a_real_dvc_repo(tmp_path):
     (tmp_path / "stage.py").write_text(HAO_STAGE)
     (tmp_path / "params.yaml").write_text(
         "profile_name: hao\nalpha: 1.0\nseed: 0\nmethods: {kd: teacher}\ndevice: cpu\n"
-        "data: {name: fashion_mnist}\nstudent: {model: hao_student, train: {epochs: 300}}\n"
+        "data: {name: fashion_mnist, subset: 11000, val_size: 1000, label_noise: 0.05}\n"
+        "student: {model: hao_student, train: {epochs: 300}}\n"
         "teacher: {model: hao_teacher, options: {}, train: {epochs: 20}}\n"
     )
     (tmp_path / "dvc.yaml").write_text(
@@ -126,6 +128,7 @@ def test_hao_figure_from_a_real_dvc_repo(tmp_path):
                 outs:
                   - metrics/distill/kd.json: {{cache: false}}
                   - metrics/distill/kd/plots: {{cache: false}}
+                  - metrics/teacher.json: {{cache: false}}
                 metrics:
                   - metrics/distill/kd/metrics.json: {{cache: false}}
             """
@@ -147,4 +150,6 @@ def test_hao_figure_from_a_real_dvc_repo(tmp_path):
     assert float(rows["0.0"]["100"]) == 61.0 and float(rows["0.5"]["300"]) == 58.0
     assert rows["0.0"]["500"] == "" and rows["0.3"]["100"] == ""
     assert "Measured: 2 stages of kd over 2 runs took 150 s of wall time" in md
+    assert "11000 images of which 1000 held out for validation, 5% of the training labels" in md
+    assert "reaches 77.50% test accuracy" in md
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"

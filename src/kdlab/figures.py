@@ -22,7 +22,13 @@ from typing import Any
 import pandas as pd
 
 from kdlab import paths
-from kdlab.experiments import ALPHA_CONVENTION, REPORTS, scale_note, wall_time_note
+from kdlab.experiments import (
+    ALPHA_CONVENTION,
+    REPORTS,
+    run_record,
+    scale_note,
+    wall_time_note,
+)
 from kdlab.seeds import exp_show, flatten, listed_methods, runs_from_exp_show
 from kdlab.tables import write_table
 
@@ -119,6 +125,16 @@ def report_hao_figure3(repo: Path, method: str = "kd", column: str = "test_acc")
         ALPHA_CONVENTION["hao"] + " (rows are labelled with both).",
         "The paper's figure is an image without printed points: no paper or difference column.",
     ]
+    teacher = run_record(repo, runs[0]["rev"], "teacher") if runs else None
+    if teacher and "test_acc" in teacher:
+        flat = {k: json.loads(v) for k, v in flatten(runs[0]["params"]).items()}
+        notes.append(
+            f"Data: {flat.get('data.name')}, {flat.get('data.subset')} images of which "
+            f"{flat.get('data.val_size')} held out for validation, "
+            f"{100 * float(flat.get('data.label_noise') or 0):g}% of the training labels "
+            f"flipped; the teacher ({flat.get('teacher.model')}, trained on the same noisy "
+            f"images) reaches {teacher['test_acc']:.2f}% test accuracy."
+        )
     wall = wall_time_note(runs, [method], repo)
     if wall:
         notes.append(wall)
