@@ -56,3 +56,22 @@ def tiny_params(default: dict, source_dir: Path, md5: dict[str, str]) -> dict:
         p[role]["train"].update(epochs=epochs, batch_size=64)
     p["soft_labels"]["samples_per_class"] = 5
     return p
+
+
+def git_dvc_repo(path: Path):
+    """``git init`` + ``dvc init`` in ``path``; returns ``sh(*cmd)``, which runs a command there
+    and fails the test on a non-zero exit (``sh.dvc`` is the ``python -m dvc`` prefix)."""
+    import subprocess
+    import sys
+
+    def sh(*cmd: str) -> str:
+        proc = subprocess.run(cmd, cwd=path, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    sh.dvc = (sys.executable, "-m", "dvc")
+    sh("git", "init", "-q")
+    sh("git", "config", "user.email", "t@t")
+    sh("git", "config", "user.name", "t")
+    sh(*sh.dvc, "init", "-q")
+    return sh

@@ -2,7 +2,6 @@
 
 import shutil
 import statistics
-import subprocess
 import sys
 import textwrap
 
@@ -84,16 +83,10 @@ STAGE = textwrap.dedent(
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="git needed")
 def test_report_from_a_real_dvc_repo(tmp_path):
-    def sh(*cmd):
-        proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stderr
-        return proc.stdout
+    from fixtures import git_dvc_repo
 
-    dvc = (sys.executable, "-m", "dvc")
-    sh("git", "init", "-q")
-    sh("git", "config", "user.email", "t@t")
-    sh("git", "config", "user.name", "t")
-    sh(*dvc, "init", "-q")
+    sh = git_dvc_repo(tmp_path)
+    dvc = sh.dvc
     (tmp_path / "stage.py").write_text(STAGE)
     (tmp_path / "params.yaml").write_text(
         "profile_name: default\ntemperature: 20.0\nalpha: 0.6\nseed: 1\n"

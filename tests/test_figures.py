@@ -94,22 +94,14 @@ json.dump({"test_acc": 77.5}, open("metrics/teacher.json", "w"))
 
 def test_hao_figure_from_a_real_dvc_repo(tmp_path):
     import csv
-    import subprocess
     import sys
     import textwrap
 
+    from fixtures import git_dvc_repo
     from kdlab.figures import report_hao_figure3
 
-    def sh(*cmd):
-        proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stderr
-        return proc.stdout
-
-    dvc = (sys.executable, "-m", "dvc")
-    sh("git", "init", "-q")
-    sh("git", "config", "user.email", "t@t")
-    sh("git", "config", "user.name", "t")
-    sh(*dvc, "init", "-q")
+    sh = git_dvc_repo(tmp_path)
+    dvc = sh.dvc
     (tmp_path / "stage.py").write_text(HAO_STAGE)
     (tmp_path / "params.yaml").write_text(
         "profile_name: hao\nalpha: 1.0\nseed: 0\nmethods: {kd: teacher}\ndevice: cpu\n"
