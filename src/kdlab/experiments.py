@@ -405,15 +405,7 @@ def build_rows(runs: list[dict[str, Any]], name: str) -> pd.DataFrame:
     spec = ROWS[name]
     published = _row_per_setting(paper_tables(spec.paper)[spec.table], spec.transposed)
     pcols = published["columns"]
-    flats = [
-        (
-            {k: json.loads(v) for k, v in flatten(r["params"]).items()},
-            r["scores"],
-            listed_methods(r["params"]),
-        )
-        for r in runs
-    ]
-    flats = [f for f in flats if f[0].get("profile_name", "default") in spec.profiles]
+    flats = _flat_runs(runs, spec.profiles)
     out = []
     for (label, model, want), prow in zip(spec.rows, published["rows"]):
         if prow[0] != label:
