@@ -423,3 +423,77 @@ def test_kdlab_queue_dry_run_prints_the_commands(tmp_path, capsys):
     assert lines[-1] == "[queue] 18 experiments for srrl_table6 (dry run)"  # 9 pairs x 2 runs
     assert lines[0].startswith("dvc exp run --queue -S student.model=wrn_16_2 ")
     assert "-S alpha=0.9" in lines[0] and "'~methods.srrl'" in lines[0]
+
+
+def direction_run(scores, seed, profile="fmnist_direction", alpha=0.5, **over):
+    r = srrl_run(scores, seed=seed, alpha=alpha, **over)
+    r["params"]["profile_name"] = profile
+    return r
+
+
+def test_direction_word():
+    assert experiments.direction(1.2, 0.5, 0.8) == "same"
+    assert experiments.direction(-1.2, None, 0.8) == "opposite"
+    assert experiments.direction(0.3, 0.9, -2.0) == "opposite (within 1 std)"
+    assert experiments.direction(0.0, None, 1.0) == "no change"
+    assert experiments.direction(None, None, 1.0) == "—"
+    assert experiments.direction(1.0, None, 0.0) == "—"  # the baseline row itself
+
+
+def test_srrl_table1_direction_check_pairs_each_row_with_its_own_ce():
+    runs = [
+        # fm@conv4 at seeds 0 and 1; each run's own CE student is its baseline
+        direction_run({"srrl": {"test_acc": 60.0}, "ce": {"test_acc": 55.0}}, 0, sr_weight=0),
+        direction_run({"srrl": {"test_acc": 62.0}, "ce": {"test_acc": 58.0}}, 1, sr_weight=0),
+        # conv2: below its CE student, while the paper's row is above its student
+        direction_run({"srrl": {"test_acc": 54.0}, "ce": {"test_acc": 55.0}}, 0, stage=0),
+        # a run of the srrl preset (GPU scale) is not part of the direction check ...
+        direction_run({"srrl": {"test_acc": 99.0}, "ce": {"test_acc": 1.0}}, 2, "srrl"),
+    ]
+    df = experiments.build_rows(runs, "srrl_table1_fmnist").set_index("method")
+    r = df.loc["fm@conv4"]
+    assert r["top1 ours"] == f"61.00 ± {statistics.stdev([60.0, 62.0]):.2f}"
+    assert r["top1 - ce ours"] == f"4.50 ± {statistics.stdev([5.0, 4.0]):.2f}"
+    assert r["top1 - ce paper"] == round(78.05 - 76.97, 2) and r["direction"] == "same"
+    r = df.loc["fm+sr@conv2"]
+    assert r["top1 - ce ours"] == "-1.00" and r["top1 - ce paper"] == round(77.03 - 76.97, 2)
+    assert r["direction"] == "opposite"
+    r = df.loc["student"]  # the baseline itself: ce - ce over the three runs' seeds
+    assert r["top1 - ce ours"] == "0.00 ± 0.00" and r["direction"] == "—"
+    assert df.loc["fm+sr@conv4", "top1 - ce ours"] == "—"  # no run
+    # ... and the GPU-scale table never shows the direction check's runs
+    gpu = experiments.build_rows(runs, "srrl_table1").set_index("method")
+    assert gpu.loc["fm@conv4", "top1 n"] == 0 and gpu.loc["student", "top1 ours"] == "1.00"
+
+
+def test_simkd_direction_check_needs_alpha_1_and_compares_with_the_baseline_column():
+    def run_(alpha, seed, acc, ce):
+        r = simkd_run("all", 0, "l2", 0.1, seed, acc)
+        r["params"].update(profile_name="fmnist_direction", alpha=alpha)
+        r["scores"]["ce"] = {"test_acc": ce}
+        return r
+
+    runs = [run_(1.0, 0, 80.0, 89.0), run_(1.0, 1, 81.0, 89.5), run_(0.5, 2, 95.0, 89.0)]
+    df = experiments.build_rows(runs, "simkd_study_fmnist")
+    r = df[df["projector/loss"] == "all_layers_unbiased/l2"].iloc[0]
+    assert r["test_acc n"] == 2 and r["lr_best ours"] == 0.1  # the alpha-0.5 run is not SimKD's
+    assert r["test_acc - ce ours"] == f"-8.75 ± {statistics.stdev([-9.0, -8.5]):.2f}"
+    assert r["test_acc - ce paper"] == round(53.23 - 75.43, 2) and r["direction"] == "same"
+
+
+def test_direction_report_header_says_what_it_is(tmp_path, monkeypatch):
+    runs = [direction_run({"srrl": {"test_acc": 60.0}, "ce": {"test_acc": 55.0}}, 0, sr_weight=0)]
+    runs[0]["params"].update(
+        data={"name": "fashion_mnist", "subset": 25000},
+        student={"model": "resnet8", "train": {"epochs": 5}},
+    )
+    monkeypatch.setattr(experiments, "exp_show", lambda repo, all_commits: None)
+    monkeypatch.setattr(experiments, "runs_from_exp_show", lambda data: runs)
+    md = experiments.report("srrl_table1_fmnist", tmp_path).read_text()
+    assert md.startswith(
+        "# Effect of L_FM / L_SR and position of distillation, CIFAR-100 (WRN-40-4 -> WRN-16-4)"
+        " — direction check on Fashion-MNIST (ours from DVC experiments)"
+    )
+    assert "Direction check on Fashion-MNIST at reduced scale (preset `fmnist_direction`)" in md
+    assert "fashion_mnist (a seeded subset of 25000 images)" in md
+    assert "5-epoch resnet8 students" in md

@@ -124,6 +124,9 @@ def test_papers_command_json_and_readme(capsys, tmp_path, monkeypatch):
         "reason",
         "committed",
         "report_ready",
+        "check_command",
+        "check_output",
+        "check_committed",
     }
     assert not any(r["committed"] for r in rows)  # nothing under an empty directory
     (tmp_path / "tables").mkdir()
@@ -139,7 +142,13 @@ def test_papers_command_json_and_readme(capsys, tmp_path, monkeypatch):
     assert "up to date" in capsys.readouterr().out
     assert "| reffakd | table4 | 4 | regenerated | [tables/reffakd_table4.md]" in md
     assert "| reffakd | table10 | 31 | regenerated | results/reffakd_table10.md | ready |" in md
-    assert "| srrl | table1 | 16 | needs_gpu | results/srrl_table1.md | ready |" in md
+    assert (
+        "| srrl | table1 | 16 | needs_gpu | results/srrl_table1.md | ready "
+        "| results/srrl_table1_fmnist.md |"
+    ) in md
+    assert "| reffakd | table4 | 4 | regenerated | [tables/reffakd_table4.md]" in md
+    assert main(["papers"]) == 0
+    assert "$ kdlab preset fmnist_direction && " in capsys.readouterr().out
     assert "| srrl | table2 | 18 | needs_gpu | results/srrl_table2.md | ready |" in md
     assert "| srrl | table5 | 42 | needs_gpu | results/srrl_table5.md | ready |" in md
     assert "| srrl | table7 | 32 | out_of_scope (ImageNet-1K" in md
@@ -209,12 +218,13 @@ def test_catalogue_commands_name_registered_models_and_presets():
     known = set(model_names())
     checked = 0
     for e in catalogue.catalogue(REPO):
-        for preset in re.findall(r"kdlab preset (\S+)", e.command):
-            assert preset in presets.names(), (e.paper, e.table, preset)
-        for value in re.findall(r"-S (?:teacher|student)\.model=([^\s;]+)", e.command):
-            for name in _expand(e.command, value):
-                assert name in known, (e.paper, e.table, name)
-                checked += 1
+        for command in e.commands:
+            for preset in re.findall(r"kdlab preset (\S+)", command):
+                assert preset in presets.names(), (e.paper, e.table, preset)
+            for value in re.findall(r"-S (?:teacher|student)\.model=([^\s;]+)", command):
+                for name in _expand(command, value):
+                    assert name in known, (e.paper, e.table, name)
+                    checked += 1
     assert checked >= 12  # Patel's tables set teacher and student models per experiment
     assert _expand("for m in a b; do x=p_${m}_half", "p_${m}_half") == ["p_a_half", "p_b_half"]
 
@@ -228,12 +238,14 @@ def test_catalogue_command_overrides_name_existing_params():
     from kdlab import presets
 
     checked = 0
-    for e in catalogue.catalogue(REPO):
-        preset = re.findall(r"kdlab preset (\S+)", e.command)
+    commands = [(e, c) for e in catalogue.catalogue(REPO) for c in e.commands]
+    assert sum("fmnist_direction" in c for _, c in commands) == 2  # the direction checks
+    for e, command in commands:
+        preset = re.findall(r"kdlab preset (\S+)", command)
         if not preset:
             continue
         params = yaml.safe_load(presets.resolve(preset[0]))
-        for op, key in re.findall(r"-S '?([+~]?)([\w.]+)[=' ]", e.command + " "):
+        for op, key in re.findall(r"-S '?([+~]?)([\w.]+)[=' ]", command + " "):
             node = params
             *parents, leaf = key.split(".")
             for part in parents:

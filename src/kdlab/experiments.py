@@ -13,7 +13,7 @@ import json
 import math
 import statistics
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -161,11 +161,13 @@ def scale_note(runs: list[dict[str, Any]], models: list[str]) -> str:
     """What the runs behind a table ran at: models, epochs, data, device, KL reduction."""
     by_model = {m: _values(runs, f"method_params.{m}.reduction") for m in models}
     reductions = "; ".join(f"{m} {r}" for m, r in by_model.items() if r != "None")
+    sizes = _values(runs, "data.subset")
+    subset = f" (a seeded subset of {sizes} images)" if sizes not in ("", "None") else ""
     return (
         f"Ours: {_values(runs, 'student.train.epochs')}-epoch {_values(runs, 'student.model')} "
         f"students, {_values(runs, 'teacher.train.epochs')}-epoch "
         f"{_values(runs, 'teacher.model')} teacher (options {_values(runs, 'teacher.options')}), "
-        f"{_values(runs, 'data.name')}, device {_values(runs, 'device')}, seeds "
+        f"{_values(runs, 'data.name')}{subset}, device {_values(runs, 'device')}, seeds "
         f"{_values(runs, 'seed')}, final-epoch test accuracy"
         + (f"; KL reduction: {reductions}" if reductions else "")
         + "."
@@ -251,7 +253,9 @@ def report(name: str, repo: Path, out_dir: Path | None = None, all_commits: bool
     if wall:
         notes.append(wall)
     stem = (out_dir or repo / REPORTS) / name
-    write_table(df, stem, title + " (ours from DVC experiments)", notes)
+    write_table(
+        df, stem, title + getattr(spec, "title", "") + " (ours from DVC experiments)", notes
+    )
     return stem.with_suffix(".md")
 
 
@@ -267,6 +271,12 @@ class RowsSpec:
     best_of: str | None = None  # a swept param: keep its value with the best mean (SimKD's lr)
     best_column: str | None = None  # the paper column that reports best_of
     transposed: bool = False  # the paper prints settings as columns and metrics as rows
+    # Direction checks: every row's first metric minus ``baseline``'s (our model, seed by seed in
+    # the same runs) beside the paper's row minus ``paper_baseline`` (a paper column, or a row).
+    baseline: str | None = None
+    paper_baseline: str | None = None
+    title: str = ""  # appended to the paper table's title
+    note: str = ""  # a header line: the scale and what the table is (and is not)
 
 
 _SIMKD = "method_params.simkd."
@@ -378,6 +388,35 @@ ROWS: dict[str, RowsSpec] = {
 }
 
 
+# Reduced-scale direction checks on Fashion-MNIST (the `fmnist_direction` preset): the same rows,
+# each compared with the CE student of the same run and seed, beside the paper's change.
+_DIRECTION = (
+    "Direction check on Fashion-MNIST at reduced scale (preset `fmnist_direction`), not a "
+    "reproduction: read the `direction` column (does each row move top-1 against the CE student "
+    "the paper's way?), not the accuracies. Our differences are paired by seed (the same run's "
+    "CE student)."
+)
+ROWS["simkd_study_fmnist"] = replace(
+    ROWS["simkd_study"],
+    # SimKD trains on its feature loss alone: alpha 1 (the preset's 0.5 is SRRL's).
+    rows=tuple((label, m, (*want, ("alpha", 1.0))) for label, m, want in ROWS["simkd_study"].rows),
+    profiles=("fmnist_direction",),
+    baseline="ce",
+    paper_baseline="baseline",
+    title=" — direction check on Fashion-MNIST",
+    note=_DIRECTION + " One learning rate ran (the preset's); the paper's is its best of five.",
+)
+ROWS["srrl_table1_fmnist"] = replace(
+    ROWS["srrl_table1"],
+    profiles=("fmnist_direction",),
+    baseline="ce",
+    paper_baseline="student",
+    title=" — direction check on Fashion-MNIST",
+    note=_DIRECTION + " conv2 / conv3 / conv4 are the ResNet-8 student's three stages (stage "
+    "pairs 0, 1 and the end, paired with the ResNet18 teacher's stages at proportional depths).",
+)
+
+
 def _matches(flat: dict[str, Any], want: tuple[tuple[str, Any], ...]) -> bool:
     return all(k in flat and flat[k] == v for k, v in want)
 
@@ -418,9 +457,13 @@ def build_rows(runs: list[dict[str, Any]], name: str) -> pd.DataFrame:
                 continue
             values = scores.get(model) or {}
             g = groups.setdefault(flat.get(spec.best_of) if spec.best_of else None, {})
+            seed = int(flat.get("seed", 0))
             for _, key in spec.columns:
                 if isinstance(values.get(key), (int, float)):
-                    g.setdefault(key, {})[int(flat.get("seed", 0))] = values[key]
+                    g.setdefault(key, {})[seed] = values[key]
+            base = (scores.get(spec.baseline) or {}).get(spec.columns[0][1])
+            if spec.baseline and isinstance(base, (int, float)):
+                g.setdefault(_BASELINE, {})[seed] = base  # the same run's baseline model
         first = spec.columns[0][1]
         best = max(
             groups,
@@ -434,9 +477,61 @@ def build_rows(runs: list[dict[str, Any]], name: str) -> pd.DataFrame:
             row[f"{spec.best_column} paper"] = prow[pcols.index(spec.best_column)]
         for col, key in spec.columns:
             _put_cell(row, col, chosen.get(key, {}), prow[pcols.index(col)])
+        if spec.baseline:
+            _put_direction(row, spec, chosen, prow, published)
         out.append(row)
     df = pd.DataFrame(out)
     return _metric_per_row(df, spec) if spec.transposed else df
+
+
+_BASELINE = "__baseline__"  # key of the baseline model's per-seed values in a row's group
+
+
+def _number(v: Any) -> float | None:
+    """A published cell as a number (the mean of ``[mean, std]``); None when not printed."""
+    v = v[0] if isinstance(v, list) else v
+    return float(v) if isinstance(v, (int, float)) else None
+
+
+def direction(ours: float | None, std: float | None, paper: float | None) -> str:
+    """Does our change against the baseline go the paper's way? ``same`` / ``opposite``, with
+    ``(within 1 std)`` when our mean change is smaller than its spread over seeds; ``—`` when
+    either side is missing or the paper shows no change (the baseline row itself)."""
+    if ours is None or paper is None or paper == 0:
+        return "—"
+    if ours == 0:
+        return "no change"
+    word = "same" if (ours > 0) == (paper > 0) else "opposite"
+    return word + (" (within 1 std)" if std is not None and abs(ours) < std else "")
+
+
+def _put_direction(
+    row: dict[str, Any],
+    spec: RowsSpec,
+    chosen: dict[str, dict[int, float]],
+    prow: list[Any],
+    published: dict[str, Any],
+) -> None:
+    """Columns of a direction check: our first metric minus the baseline's, paired by seed
+    (mean ± std (n - 1) of the per-seed differences), the paper's difference, and whether the
+    two agree in sign."""
+    col, key = spec.columns[0]
+    pcols = published["columns"]
+    ours, base = chosen.get(key, {}), chosen.get(_BASELINE, {})
+    mean, std = mean_std([ours[s] - base[s] for s in sorted(ours) if s in base])
+    if spec.paper_baseline in pcols:
+        paper_base = _number(prow[pcols.index(spec.paper_baseline)])
+    else:
+        ref = [r for r in published["rows"] if r[0] == spec.paper_baseline]
+        if not ref:
+            raise ValueError(f"{spec.paper}.{spec.table}: no row {spec.paper_baseline!r}")
+        paper_base = _number(ref[0][pcols.index(col)])
+    mine = _number(prow[pcols.index(col)])
+    paper = None if mine is None or paper_base is None else round(mine - paper_base, 2)
+    label = f"{col} - {spec.baseline}"
+    row[f"{label} ours"] = _cell(mean, std)
+    row[f"{label} paper"] = paper
+    row["direction"] = direction(mean, std, paper)
 
 
 def _row_per_setting(published: dict[str, Any], transposed: bool) -> dict[str, Any]:
