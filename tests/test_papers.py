@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -148,7 +149,7 @@ def test_papers_command_json_and_readme(capsys, tmp_path, monkeypatch):
     ) in md
     assert "| reffakd | table4 | 4 | regenerated | [tables/reffakd_table4.md]" in md
     assert main(["papers"]) == 0
-    assert "$ kdlab preset fmnist_direction && " in capsys.readouterr().out
+    assert "$ bash scripts/direction_checks.sh srrl\n" in capsys.readouterr().out
     assert "| srrl | table2 | 18 | needs_gpu | results/srrl_table2.md | ready |" in md
     assert "| srrl | table5 | 42 | needs_gpu | results/srrl_table5.md | ready |" in md
     assert "| srrl | table7 | 32 | out_of_scope (ImageNet-1K" in md
@@ -239,7 +240,6 @@ def test_catalogue_command_overrides_name_existing_params():
 
     checked = 0
     commands = [(e, c) for e in catalogue.catalogue(REPO) for c in e.commands]
-    assert sum("fmnist_direction" in c for _, c in commands) == 2  # the direction checks
     for e, command in commands:
         preset = re.findall(r"kdlab preset (\S+)", command)
         if not preset:
@@ -258,3 +258,52 @@ def test_catalogue_command_overrides_name_existing_params():
             )
             checked += 1
     assert checked >= 20
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git needed")
+def test_direction_checks_script_queues_every_row_on_its_seeds_baseline():
+    """`scripts/direction_checks.sh --dry-run` prints what it runs: per seed, a baseline commit
+    that trains the seed's teacher and CE student, then one queued experiment per report row,
+    every `-S` naming a key of the preset; and the two reports it ends with exist."""
+    import subprocess
+
+    import yaml
+
+    from kdlab import experiments, presets
+
+    entries = {(e.paper, e.table): e for e in catalogue.catalogue(REPO)}
+    assert entries["simkd", "study"].check_command == "bash scripts/direction_checks.sh simkd"
+    assert entries["srrl", "table1"].check_command == "bash scripts/direction_checks.sh srrl"
+    out = subprocess.run(
+        ["bash", "scripts/direction_checks.sh", "both", "--dry-run"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    params = yaml.safe_load(presets.resolve("fmnist_direction"))
+    assert out[0] == "kdlab preset fmnist_direction"
+    queued = [line for line in out if line.startswith("dvc exp run --queue")]
+    assert len(queued) == 3 * 12
+    for s in (0, 1, 2):
+        repro = out.index(
+            "dvc repro train_student teacher_logits",
+            out.index(f"sed -i s/^seed: [0-9]* /seed: {s} / params.yaml"),
+        )
+        mine = [i for i, line in enumerate(out) if f"-S seed={s} " in line]
+        assert len(mine) == 12 and min(mine) > repro  # queued after the seed's baseline
+    for line in queued:
+        for key in re.findall(r"-S ~?([\w.]+)", line):
+            node = params
+            for part in key.split("."):
+                assert isinstance(node, dict) and part in node, (line, key)
+                node = node[part]
+    # every SRRL Table 1 / SimKD study row of the reports is one queued setting
+    srrl = [line for line in queued if "distill@srrl" in line and "seed=0" in line]
+    simkd = [line for line in queued if "distill@simkd" in line and "seed=0" in line]
+    assert len(srrl) == len(experiments.ROWS["srrl_table1_fmnist"].rows) - 2  # not student, teacher
+    assert len(simkd) == len(experiments.ROWS["simkd_study_fmnist"].rows)
+    assert all("-S alpha=1 " in line for line in simkd)  # SimKD trains on its loss alone
+    reports = [line.split()[2] for line in out if line.startswith("kdlab report")]
+    assert reports == ["simkd_study_fmnist", "srrl_table1_fmnist"]
+    assert set(reports) <= set(catalogue.REPORTS)

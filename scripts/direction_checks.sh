@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Reduced-scale Fashion-MNIST direction checks of the SimKD student study (seed 001) and SRRL's
+# Table 1 (seed 003): preset `fmnist_direction`, every setting at seeds 0 1 2, two experiments at
+# a time (one thread each), then `kdlab report simkd_study_fmnist` / `srrl_table1_fmnist`.
+#
+#   bash scripts/direction_checks.sh [simkd|srrl|both] [--dry-run]
+#
+# Why per-seed baseline commits: DVC skips its run-cache for any stage with a `cache: false`
+# output (treeverse/dvc#8738), and every training stage here writes its metrics uncached (they
+# are committed to git), so queued experiments would each retrain the seed's teacher and CE
+# student. Instead each seed gets a branch `direction-seedN` whose dvc.lock holds that seed's
+# teacher and CE student, trained once here, and the seed's experiments are queued on it. The
+# queue starts after the first seed, so it runs while the next seeds' teachers train.
+# Run it on a clean checkout of the branch you start from (it commits the preset there).
+# --dry-run prints the commands instead of running them.
+set -euo pipefail
+which=both
+run=()
+for arg in "$@"; do
+  case "$arg" in
+    simkd | srrl | both) which=$arg ;;
+    --dry-run) run=(echo) ;;
+    *) echo "direction_checks.sh: unknown argument '$arg'; allowed: simkd, srrl, both, --dry-run" >&2; exit 2 ;;
+  esac
+done
+seeds=(0 1 2)
+cd "$(dirname "$0")/.."
+if [ ${#run[@]} -eq 0 ]; then
+  source scripts/setup.sh
+fi
+
+settings=()
+if [ "$which" != srrl ]; then  # SimKD: feature loss alone (alpha 1), 3 projector variants x L2/KL
+  for v in two_thirds,0 all,0 end,1; do
+    for l in l2 kl; do
+      settings+=("-S alpha=1 -S ~methods.srrl -S method_params.simkd.projectors=${v%,*} -S method_params.simkd.label_gated=${v#*,} -S method_params.simkd.loss=$l distill@simkd train_student")
+    done
+  done
+fi
+if [ "$which" != simkd ]; then  # SRRL Table 1: L_FM alone, L_SR alone, both at conv4 / 2 / 3 / all
+  for o in srrl.sr_weight=0 srrl.fm_weight=0 srrl.stage=-1 srrl.stage=0 srrl.stage=1 srrl.all_stages=1; do
+    settings+=("-S ~methods.simkd -S method_params.$o distill@srrl train_student")
+  done
+fi
+
+start=$(git rev-parse --abbrev-ref HEAD)
+"${run[@]}" kdlab preset fmnist_direction
+if [ ${#run[@]} -eq 0 ] && ! git diff --quiet params.yaml; then
+  git commit -qm "params: fmnist_direction preset" params.yaml
+fi
+for s in "${seeds[@]}"; do
+  "${run[@]}" git checkout -q -B "direction-seed$s" "$start"
+  "${run[@]}" sed -i "s/^seed: [0-9]* /seed: $s /" params.yaml
+  "${run[@]}" dvc repro train_student teacher_logits  # the seed's teacher and CE student, once
+  "${run[@]}" git add params.yaml dvc.lock metrics plots
+  "${run[@]}" git commit -qm "fmnist_direction seed $s: its teacher and CE student"
+  for setting in "${settings[@]}"; do
+    # shellcheck disable=SC2086  # a setting is several words
+    "${run[@]}" dvc exp run --queue -S "seed=$s" $setting
+  done
+  if [ "$s" = "${seeds[0]}" ]; then
+    "${run[@]}" dvc queue start -j 2
+  fi
+done
+"${run[@]}" git checkout -q "$start"
+if [ ${#run[@]} -eq 0 ]; then
+  while dvc queue status | grep -qE 'Queued|Running'; do sleep 30; done
+  dvc queue status | grep -q Failed && echo "some experiments failed: dvc queue logs NAME" >&2
+fi
+[ "$which" != srrl ] && "${run[@]}" kdlab report simkd_study_fmnist --all-commits
+[ "$which" != simkd ] && "${run[@]}" kdlab report srrl_table1_fmnist --all-commits
+exit 0
