@@ -497,3 +497,20 @@ def test_direction_report_header_says_what_it_is(tmp_path, monkeypatch):
     assert "Direction check on Fashion-MNIST at reduced scale (preset `fmnist_direction`)" in md
     assert "fashion_mnist (a seeded subset of 25000 images)" in md
     assert "5-epoch resnet8 students" in md
+
+
+def test_wall_time_counts_a_shared_baseline_stage_once(monkeypatch):
+    """Experiments that did not rerun the teacher carry their baseline's record: the teacher's
+    time counts once, each experiment's own distill stage once each."""
+    records = {
+        ("a", "teacher"): {"wall_time_s": 300.0, "test_acc": 91.0},
+        ("b", "teacher"): {"wall_time_s": 300.0, "test_acc": 91.0},  # the same run, carried
+        ("a", "distill/srrl"): {"wall_time_s": 100.0},
+        ("b", "distill/srrl"): {"wall_time_s": 120.0},
+    }
+    monkeypatch.setattr(
+        experiments, "run_record", lambda repo, rev, stage: records.get((rev, stage))
+    )
+    runs = [{"rev": "a"}, {"rev": "b"}]
+    note = experiments.wall_time_note(runs, ["srrl", "teacher"], None)
+    assert note.startswith("Measured: 3 stages of srrl, teacher over 2 runs took 520 s")

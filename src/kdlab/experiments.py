@@ -195,18 +195,22 @@ def wall_time_note(runs: list[dict[str, Any]], models: list[str], repo: Path) ->
     """The measured wall time of the runs' stages of ``models``, from each run's committed
     plain record (``git show REV:metrics/distill/<model>.json``)."""
     total, stages = 0.0, 0
+    seen: set[str] = set()
     for run in runs:
         for model in models:
             record = run_record(repo, run["rev"], model_stage(model))
-            if record is not None:
+            # A stage an experiment did not rerun keeps its baseline's record: count it once.
+            key = json.dumps([model, record], sort_keys=True)
+            if record is not None and key not in seen:
+                seen.add(key)
                 total += float(record.get("wall_time_s", 0.0))
                 stages += 1
     if not stages:
         return None
     return (
         f"Measured: {stages} stages of {', '.join(models)} over {len(runs)} runs took "
-        f"{total:,.0f} s of wall time in all (their records' wall_time_s; the stages the runs "
-        "restored from DVC's cache cost nothing)."
+        f"{total:,.0f} s of wall time in all (their records' wall_time_s; a stage several runs "
+        "share, trained once in their baseline, counts once)."
     )
 
 
