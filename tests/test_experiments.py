@@ -434,7 +434,11 @@ def direction_run(scores, seed, profile="fmnist_direction", alpha=0.5, **over):
 def test_direction_word():
     assert experiments.direction(1.2, 0.5, 0.8) == "same"
     assert experiments.direction(-1.2, None, 0.8) == "opposite"
-    assert experiments.direction(0.3, 0.9, -2.0) == "opposite (within 1 std)"
+    assert experiments.direction(0.3, 0.9, -2.0) == "opposite (ours within 1 std)"
+    assert experiments.direction(0.3, 0.9, 0.09, 0.18) == (
+        "same (ours within 1 std; paper's within 1 std)"
+    )
+    assert experiments.direction(2.0, 0.5, -8.55, 3.78) == "opposite"
     assert experiments.direction(0.0, None, 1.0) == "no change"
     assert experiments.direction(None, None, 1.0) == "—"
     assert experiments.direction(1.0, None, 0.0) == "—"  # the baseline row itself
@@ -479,6 +483,10 @@ def test_simkd_direction_check_needs_alpha_1_and_compares_with_the_baseline_colu
     assert r["test_acc n"] == 2 and r["lr_best ours"] == 0.1  # the alpha-0.5 run is not SimKD's
     assert r["test_acc - ce ours"] == f"-8.75 ± {statistics.stdev([-9.0, -8.5]):.2f}"
     assert r["test_acc - ce paper"] == round(53.23 - 75.43, 2) and r["direction"] == "same"
+    runs = [run_(1.0, 0, 89.0, 88.5), run_(1.0, 1, 89.2, 89.0)]  # paper: -22.2 +- 0.38
+    r = experiments.build_rows(runs, "simkd_study_fmnist").iloc[2]
+    assert r["projector/loss"] == "all_layers_unbiased/l2"
+    assert r["test_acc - ce ours"] == "0.35 ± 0.21" and r["direction"] == "opposite"
 
 
 def test_direction_report_header_says_what_it_is(tmp_path, monkeypatch):

@@ -497,16 +497,24 @@ def _number(v: Any) -> float | None:
     return float(v) if isinstance(v, (int, float)) else None
 
 
-def direction(ours: float | None, std: float | None, paper: float | None) -> str:
-    """Does our change against the baseline go the paper's way? ``same`` / ``opposite``, with
-    ``(within 1 std)`` when our mean change is smaller than its spread over seeds; ``—`` when
-    either side is missing or the paper shows no change (the baseline row itself)."""
+def direction(
+    ours: float | None, std: float | None, paper: float | None, paper_std: float | None = None
+) -> str:
+    """Does our change against the baseline go the paper's way? ``same`` / ``opposite``, noting
+    a side whose mean change is smaller than its own spread over seeds (``ours within 1 std``,
+    ``paper's within 1 std`` where the paper prints a std); ``—`` when either side is missing
+    or the paper shows no change (the baseline row itself)."""
     if ours is None or paper is None or paper == 0:
         return "—"
     if ours == 0:
         return "no change"
     word = "same" if (ours > 0) == (paper > 0) else "opposite"
-    return word + (" (within 1 std)" if std is not None and abs(ours) < std else "")
+    notes = []
+    if std is not None and abs(ours) < std:
+        notes.append("ours within 1 std")
+    if paper_std is not None and abs(paper) < paper_std:
+        notes.append("paper's within 1 std")
+    return word + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def _put_direction(
@@ -530,12 +538,14 @@ def _put_direction(
         if not ref:
             raise ValueError(f"{spec.paper}.{spec.table}: no row {spec.paper_baseline!r}")
         paper_base = _number(ref[0][pcols.index(col)])
-    mine = _number(prow[pcols.index(col)])
+    cell = prow[pcols.index(col)]
+    mine = _number(cell)
     paper = None if mine is None or paper_base is None else round(mine - paper_base, 2)
     label = f"{col} - {spec.baseline}"
     row[f"{label} ours"] = _cell(mean, std)
     row[f"{label} paper"] = paper
-    row["direction"] = direction(mean, std, paper)
+    # The paper's std over its seeds, where printed ([mean, std]), bounds its own change's noise.
+    row["direction"] = direction(mean, std, paper, cell[1] if isinstance(cell, list) else None)
 
 
 def _row_per_setting(published: dict[str, Any], transposed: bool) -> dict[str, Any]:
