@@ -139,6 +139,47 @@ def test_report_from_a_real_dvc_repo(tmp_path):
     assert (tmp_path / "results/reffakd_table10.csv").exists()
 
 
+@pytest.mark.skipif(shutil.which("git") is None, reason="git needed")
+def test_a_commit_that_changed_params_without_rerunning_shows_no_scores(tmp_path):
+    """A preset switch committed before `dvc repro` carries the previous run's metrics under
+    the new params: with the repository given, those files are left out (their stage's params
+    in dvc.lock differ from the commit's), and the consistent commit keeps its scores."""
+    from fixtures import git_dvc_repo
+
+    sh = git_dvc_repo(tmp_path)
+    (tmp_path / "stage.py").write_text(STAGE)
+    (tmp_path / "params.yaml").write_text(
+        "profile_name: default\ntemperature: 20.0\nalpha: 0.6\nseed: 1\n"
+        "methods: {kd: teacher, reffakd: soft_labels}\n"
+    )
+    (tmp_path / "dvc.yaml").write_text(
+        textwrap.dedent(
+            f"""
+            stages:
+              distill:
+                cmd: {sys.executable} stage.py
+                deps: [stage.py]
+                params: [temperature, alpha, seed]
+                metrics:
+                  - metrics/distill/kd/metrics.json: {{cache: false}}
+                  - metrics/distill/reffakd/metrics.json: {{cache: false}}
+            """
+        )
+    )
+    sh(*sh.dvc, "repro", "-q")
+    sh("git", "add", "-A")
+    sh("git", "commit", "-qm", "ran")
+    params = (tmp_path / "params.yaml").read_text().replace("temperature: 20.0", "temperature: 5")
+    (tmp_path / "params.yaml").write_text(params)
+    sh("git", "commit", "-qam", "new params, not run")
+    data = exp_show(tmp_path, all_commits=True)
+    by_t = {r["params"]["temperature"]: r for r in runs_from_exp_show(data, tmp_path)}
+    assert by_t[20.0]["scores"]["kd"]["test_acc"] == 80 + 20 + 6 + 1
+    assert by_t[5]["scores"] == {}  # T 20's metrics, not T 5's
+    stale = {r["params"]["temperature"]: r for r in runs_from_exp_show(data)}  # no repo given
+    assert stale[5]["scores"]["kd"]["test_acc"] == 80 + 20 + 6 + 1
+
+
 def simkd_run(proj, gated, loss, lr, seed, acc, methods=("simkd",)):
     params = {
         "profile_name": "simkd",
@@ -496,7 +537,7 @@ def test_direction_report_header_says_what_it_is(tmp_path, monkeypatch):
         student={"model": "resnet8", "train": {"epochs": 5}},
     )
     monkeypatch.setattr(experiments, "exp_show", lambda repo, all_commits: None)
-    monkeypatch.setattr(experiments, "runs_from_exp_show", lambda data: runs)
+    monkeypatch.setattr(experiments, "runs_from_exp_show", lambda data, repo: runs)
     md = experiments.report("srrl_table1_fmnist", tmp_path).read_text()
     assert md.startswith(
         "# Effect of L_FM / L_SR and position of distillation, CIFAR-100 (WRN-40-4 -> WRN-16-4)"

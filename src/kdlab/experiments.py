@@ -21,7 +21,7 @@ import pandas as pd
 
 from kdlab import paths
 from kdlab.catalogue import paper_tables
-from kdlab.seeds import exp_show, flatten, listed_methods, runs_from_exp_show
+from kdlab.seeds import exp_show, flatten, listed_methods, lookup, runs_from_exp_show
 from kdlab.tables import write_table
 
 # Where tables built from finished experiments go: outside `tables/` (the `tables` stage's
@@ -220,7 +220,7 @@ def report(name: str, repo: Path, out_dir: Path | None = None, all_commits: bool
     known = [*GRIDS, *ROWS, *PAIRS]
     if name not in known:
         raise ValueError(f"unknown report {name!r}; known: {', '.join(known)}")
-    runs = runs_from_exp_show(exp_show(repo, all_commits))
+    runs = runs_from_exp_show(exp_show(repo, all_commits), repo)
     if name in GRIDS:
         spec: Any = GRIDS[name]
         df, models = build(runs, name), [m for _, m in spec.models]
@@ -817,15 +817,6 @@ def build_pairs(runs: list[dict[str, Any]], name: str) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def _lookup(params: dict[str, Any], key: str) -> tuple[bool, Any]:
-    node: Any = params
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return False, None
-        node = node[part]
-    return True, node
-
-
 def _run_groups(spec: PairSpec, methods: set[str]) -> list[tuple[dict[str, Any], list[str]]]:
     """The table's methods (those registered) packed into as few runs as their pins allow:
     ``[(pins, [method, ...]), ...]``; methods whose pins agree share a run."""
@@ -865,7 +856,7 @@ def queue_overrides(name: str, preset: dict[str, Any], methods: set[str]) -> lis
                     pins["seed"] = seed
                 over = []
                 for key, value in pins.items():
-                    found, current = _lookup(preset, key)
+                    found, current = lookup(preset, key)
                     if not found:
                         over.append(f"+{key}={value}")
                     elif current != value:

@@ -40,6 +40,40 @@ def listed_methods(params: dict[str, Any]) -> set[str]:
     return set(methods)
 
 
+def lookup(params: dict[str, Any], key: str) -> tuple[bool, Any]:
+    """``(found, value)`` of a dotted key (``method_params.simkd.loss``) in nested params."""
+    node: Any = params
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def stale_outputs(repo: Path, rev: str, params: dict[str, Any]) -> set[str]:
+    """Outputs of commit ``rev`` that its params did not produce: those of every stage whose
+    params in the commit's ``dvc.lock`` differ from the commit's ``params.yaml`` (a commit that
+    changed params without rerunning, e.g. a preset switch, still carries the old metrics).
+    An experiment's commit is consistent by construction: nothing is stale there."""
+    import yaml
+
+    proc = subprocess.run(
+        ["git", "show", f"{rev}:dvc.lock"], cwd=repo, capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        return set()
+    stale: set[str] = set()
+    for stage in ((yaml.safe_load(proc.stdout) or {}).get("stages") or {}).values():
+        recorded = (stage.get("params") or {}).get("params.yaml") or {}
+        if any(lookup(params, key) != (True, value) for key, value in recorded.items()):
+            stale.update(out["path"] for out in stage.get("outs") or [])
+    return stale
+
+
+def _under(path: str, outs: set[str]) -> bool:
+    return any(path == out or path.startswith(out.rstrip("/") + "/") for out in outs)
+
+
 def model_scores(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """``{model: {metric: value}}`` of one metrics summary: each stage's summary nests its
     scores under the model's name (``{"step": 11, "kd": {"test_acc": 91.2, ...}}``, see
@@ -47,12 +81,16 @@ def model_scores(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {k: v for k, v in summary.items() if isinstance(v, dict)}
 
 
-def runs_from_exp_show(data: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def runs_from_exp_show(
+    data: list[dict[str, Any]], repo: Path | None = None
+) -> list[dict[str, Any]]:
     """Finished runs (baseline commits and their experiments) from ``dvc exp show --json``,
     each as ``{"name", "rev", "params", "scores": {model: {metric: value}}}``.
 
     The workspace entry is left out (it repeats whichever run was applied last), as are runs
-    still queued or running, failed runs and runs whose params could not be read.
+    still queued or running, failed runs and runs whose params could not be read. With
+    ``repo``, a commit's metrics files that its params did not produce (:func:`stale_outputs`)
+    are left out too.
     """
     runs = []
 
@@ -64,7 +102,10 @@ def runs_from_exp_show(data: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if not isinstance(params, dict):
             return
         scores: dict[str, dict[str, Any]] = {}
-        for m in (body.get("metrics") or {}).values():
+        stale = stale_outputs(repo, entry["rev"], params) if repo is not None else set()
+        for path, m in (body.get("metrics") or {}).items():
+            if _under(path, stale):
+                continue
             if isinstance(m, dict) and isinstance(m.get("data"), dict):
                 # A model's scores may come from several files (its training stage's summary
                 # and the analyse stage's): merge them.
