@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from kdlab import experiments
-from kdlab.seeds import exp_show, runs_from_exp_show
+from kdlab.seeds import REPO_KEY, exp_show, runs_from_exp_show
 
 
 def run(params, scores, name="x"):
@@ -176,7 +176,10 @@ def test_a_commit_that_changed_params_without_rerunning_shows_no_scores(tmp_path
     by_t = {r["params"]["temperature"]: r for r in runs_from_exp_show(data, tmp_path)}
     assert by_t[20.0]["scores"]["kd"]["test_acc"] == 80 + 20 + 6 + 1
     assert by_t[5]["scores"] == {}  # T 20's metrics, not T 5's
-    stale = {r["params"]["temperature"]: r for r in runs_from_exp_show(data)}  # no repo given
+    assert runs_from_exp_show(data) == runs_from_exp_show(data, tmp_path)  # exp_show noted it
+    for base in data:  # data not read by exp_show: no repository to check against
+        del base[REPO_KEY]
+    stale = {r["params"]["temperature"]: r for r in runs_from_exp_show(data)}
     assert stale[5]["scores"]["kd"]["test_acc"] == 80 + 20 + 6 + 1
 
 
@@ -537,7 +540,7 @@ def test_direction_report_header_says_what_it_is(tmp_path, monkeypatch):
         student={"model": "resnet8", "train": {"epochs": 5}},
     )
     monkeypatch.setattr(experiments, "exp_show", lambda repo, all_commits: None)
-    monkeypatch.setattr(experiments, "runs_from_exp_show", lambda data, repo: runs)
+    monkeypatch.setattr(experiments, "runs_from_exp_show", lambda data: runs)
     md = experiments.report("srrl_table1_fmnist", tmp_path).read_text()
     assert md.startswith(
         "# Effect of L_FM / L_SR and position of distillation, CIFAR-100 (WRN-40-4 -> WRN-16-4)"

@@ -186,9 +186,7 @@ def cmd_preset(args) -> None:
 def cmd_seeds(args) -> None:
     from kdlab import seeds
 
-    runs = seeds.runs_from_exp_show(
-        seeds.exp_show(Path(args.repo), args.all_commits), Path(args.repo)
-    )
+    runs = seeds.runs_from_exp_show(seeds.exp_show(Path(args.repo), args.all_commits))
     df = seeds.summarize(runs, args.metric)
     if args.out:
         seeds.write_summary(df, args.metric, Path(args.out))

@@ -220,7 +220,7 @@ def report(name: str, repo: Path, out_dir: Path | None = None, all_commits: bool
     known = [*GRIDS, *ROWS, *PAIRS]
     if name not in known:
         raise ValueError(f"unknown report {name!r}; known: {', '.join(known)}")
-    runs = runs_from_exp_show(exp_show(repo, all_commits), repo)
+    runs = runs_from_exp_show(exp_show(repo, all_commits))
     if name in GRIDS:
         spec: Any = GRIDS[name]
         df, models = build(runs, name), [m for _, m in spec.models]

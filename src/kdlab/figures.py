@@ -69,7 +69,7 @@ def histories_from_experiments(
     out: dict[float, pd.DataFrame] = {}
     used: dict[float, dict[str, Any]] = {}
     tsv = (paths.live(f"distill/{method}") / "plots" / "metrics" / f"{column}.tsv").as_posix()
-    for run in runs_from_exp_show(exp_show(repo), repo):
+    for run in runs_from_exp_show(exp_show(repo)):
         flat = {k: json.loads(v) for k, v in flatten(run["params"]).items()}
         if flat.get("profile_name") != profile or method not in listed_methods(run["params"]):
             continue

@@ -166,7 +166,7 @@ def report_patel(name: str, repo: Path) -> Path:
     """``results/<name>.md`` (+ .csv) for Patel Table 1, 2 or 3 from ``repo``'s experiments."""
     if name not in TABLES:
         raise ValueError(f"unknown Patel table {name!r}; known: {', '.join(TABLES)}")
-    runs = runs_from_exp_show(exp_show(repo), repo)
+    runs = runs_from_exp_show(exp_show(repo))
 
     def records(run: dict[str, Any], stage: str) -> dict[str, Any] | None:
         return run_record(repo, run["rev"], stage)

@@ -81,6 +81,9 @@ def model_scores(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {k: v for k, v in summary.items() if isinstance(v, dict)}
 
 
+REPO_KEY = "kdlab_repo"  # where exp_show notes the repository an entry was read from
+
+
 def runs_from_exp_show(
     data: list[dict[str, Any]], repo: Path | None = None
 ) -> list[dict[str, Any]]:
@@ -89,8 +92,8 @@ def runs_from_exp_show(
 
     The workspace entry is left out (it repeats whichever run was applied last), as are runs
     still queued or running, failed runs and runs whose params could not be read. With
-    ``repo``, a commit's metrics files that its params did not produce (:func:`stale_outputs`)
-    are left out too.
+    ``repo`` (by default the one :func:`exp_show` noted), a commit's metrics files that its
+    params did not produce (:func:`stale_outputs`) are left out too.
     """
     runs = []
 
@@ -102,7 +105,8 @@ def runs_from_exp_show(
         if not isinstance(params, dict):
             return
         scores: dict[str, dict[str, Any]] = {}
-        stale = stale_outputs(repo, entry["rev"], params) if repo is not None else set()
+        where = repo if repo is not None else base_repo
+        stale = stale_outputs(Path(where), entry["rev"], params) if where else set()
         for path, m in (body.get("metrics") or {}).items():
             if _under(path, stale):
                 continue
@@ -113,7 +117,9 @@ def runs_from_exp_show(
                     scores.setdefault(model, {}).update(values)
         runs.append({"name": name, "rev": entry["rev"], "params": params, "scores": scores})
 
+    base_repo: str | None = None
     for base in data:
+        base_repo = base.get(REPO_KEY)
         add(base, base.get("name") or base.get("rev", "?"))
         for exp in base.get("experiments") or []:
             state = (exp.get("executor") or {}).get("state")
@@ -198,14 +204,19 @@ def to_markdown(df: pd.DataFrame, metric: str) -> str:
 
 
 def exp_show(repo: Path, all_commits: bool = False) -> list[dict[str, Any]]:
-    """``dvc exp show --json`` of ``repo`` (HEAD and its experiments, or every commit's)."""
+    """``dvc exp show --json`` of ``repo`` (HEAD and its experiments, or every commit's); each
+    baseline entry is tagged with ``REPO_KEY`` so that :func:`runs_from_exp_show` can read its
+    commits' ``dvc.lock``."""
     cmd = [sys.executable, "-m", "dvc", "exp", "show", "--json"]
     if all_commits:
         cmd.append("--all-commits")
     proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"`dvc exp show` failed in {repo}: {proc.stderr.strip()}")
-    return json.loads(proc.stdout)
+    data = json.loads(proc.stdout)
+    for base in data:
+        base[REPO_KEY] = str(repo)
+    return data
 
 
 def write_summary(df: pd.DataFrame, metric: str, out: Path) -> None:
