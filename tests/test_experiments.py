@@ -566,3 +566,30 @@ def test_wall_time_counts_a_shared_baseline_stage_once(monkeypatch):
     runs = [{"rev": "a"}, {"rev": "b"}]
     note = experiments.wall_time_note(runs, ["srrl", "teacher"], None)
     assert note.startswith("Measured: 3 stages of srrl, teacher over 2 runs took 520 s")
+
+
+def test_rank_agreement_of_the_distilled_settings_with_the_paper():
+    # SRRL Table 1's six distilled rows in the paper's order of top-1 (fm+sr@conv4 79.58 >
+    # conv2+3+4 79.43 > sr 79.10 > fm 78.05 > conv3 77.34 > conv2 77.03): the same order gives
+    # +1, the reversed order -1; the student and teacher rows never count.
+    order = ["fm+sr@conv4", "fm+sr@conv2+3+4", "sr@conv4", "fm@conv4", "fm+sr@conv3"]
+    order.append("fm+sr@conv2")
+    spec = experiments.ROWS["srrl_table1_fmnist"]
+
+    def table(values):
+        df = experiments.build_rows([], "srrl_table1_fmnist")
+        for label, v in values.items():
+            df.loc[df["method"] == label, "top1 ours"] = v
+        return df
+
+    same = table({lab: f"{90 - i:.2f} ± 0.10" for i, lab in enumerate(order)})
+    same.loc[same["method"] == "student", "top1 ours"] = "99.00"  # not a distilled setting
+    assert experiments.rank_agreement(same, spec).endswith(
+        "Kendall's tau +1.00 (+1: the same order, -1: reversed)."
+    )
+    rev = table({lab: f"{80 + i:.2f}" for i, lab in enumerate(order)})
+    assert "6 distilled settings" in experiments.rank_agreement(rev, spec)
+    assert "Kendall's tau -1.00" in experiments.rank_agreement(rev, spec)
+    assert (
+        experiments.rank_agreement(table({"sr@conv4": "80.00", "fm@conv4": "79.00"}), spec) is None
+    )

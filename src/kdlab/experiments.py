@@ -221,12 +221,14 @@ def report(name: str, repo: Path, out_dir: Path | None = None, all_commits: bool
     if name not in known:
         raise ValueError(f"unknown report {name!r}; known: {', '.join(known)}")
     runs = runs_from_exp_show(exp_show(repo, all_commits))
+    extra = None  # a direction check's rank agreement
     if name in GRIDS:
         spec: Any = GRIDS[name]
         df, models = build(runs, name), [m for _, m in spec.models]
     elif name in ROWS:
         spec = ROWS[name]
         df, models = build_rows(runs, name), sorted({m for _, m, _ in spec.rows})
+        extra = rank_agreement(df, spec) if spec.baseline else None
     else:
         spec = PAIRS[name]
         df, models = build_pairs(runs, name), sorted({m for _, m, _ in spec.methods})
@@ -253,6 +255,8 @@ def report(name: str, repo: Path, out_dir: Path | None = None, all_commits: bool
     ]
     if getattr(spec, "note", ""):
         notes.append(spec.note)
+    if extra:
+        notes.append(extra)
     wall = wall_time_note(list(mine.values()), models, repo)
     if wall:
         notes.append(wall)
@@ -489,6 +493,34 @@ def build_rows(runs: list[dict[str, Any]], name: str) -> pd.DataFrame:
 
 
 _BASELINE = "__baseline__"  # key of the baseline model's per-seed values in a row's group
+
+
+def _shown_mean(cell: Any) -> float | None:
+    """The mean of a cell as printed (``"89.30 ± 0.45"``, ``"78.05"``); None for ``—``."""
+    return None if cell in (None, "—") else float(str(cell).split(" ± ")[0])
+
+
+def rank_agreement(df: pd.DataFrame, spec: RowsSpec) -> str | None:
+    """Kendall's tau (scipy, tau-b) between our and the paper's first metric over the rows
+    of distilled settings (not the baseline's, not the teacher's) that both have: do the
+    settings order as in the paper? None with fewer than three such rows."""
+    from scipy.stats import kendalltau
+
+    col = spec.columns[0][0]
+    keep = [m not in (spec.baseline, "teacher") for _, m, _ in spec.rows]
+    pairs = [
+        (_shown_mean(r[f"{col} ours"]), _shown_mean(r[f"{col} paper"]))
+        for (_, r), k in zip(df.iterrows(), keep)
+        if k
+    ]
+    pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
+    if len(pairs) < 3:
+        return None
+    tau = kendalltau([a for a, _ in pairs], [b for _, b in pairs]).statistic
+    return (
+        f"Order of the {len(pairs)} distilled settings, ours against the paper's (by {col}): "
+        f"Kendall's tau {tau:+.2f} (+1: the same order, -1: reversed)."
+    )
 
 
 def _number(v: Any) -> float | None:
