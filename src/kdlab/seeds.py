@@ -54,7 +54,7 @@ def stale_outputs(repo: Path, rev: str, params: dict[str, Any]) -> set[str]:
     """Outputs of commit ``rev`` that its params did not produce: those of every stage whose
     params in the commit's ``dvc.lock`` differ from the commit's ``params.yaml`` (a commit that
     changed params without rerunning, e.g. a preset switch, still carries the old metrics).
-    An experiment's commit is consistent by construction: nothing is stale there."""
+    An experiment's commit passes by construction (DVC wrote its lock from its params)."""
     import yaml
 
     proc = subprocess.run(
