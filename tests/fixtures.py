@@ -75,3 +75,36 @@ def git_dvc_repo(path: Path):
     sh("git", "config", "user.name", "t")
     sh(*sh.dvc, "init", "-q")
     return sh
+
+
+def one_stage_repo(
+    path: Path,
+    stage: str,
+    params: str,
+    declared: list[str],
+    outs: list[str] = (),
+    metrics: list[str] = (),
+):
+    """A git + DVC repository whose pipeline is one ``distill`` stage running the Python code
+    ``stage`` on ``params`` (params.yaml text), declaring ``declared`` params and the uncached
+    ``outs`` / ``metrics``; reproduced and committed. Returns :func:`git_dvc_repo`'s ``sh``."""
+    import sys
+
+    import yaml
+
+    sh = git_dvc_repo(path)
+    (path / "stage.py").write_text(stage)
+    (path / "params.yaml").write_text(params)
+    spec = {
+        "cmd": f"{sys.executable} stage.py",
+        "deps": ["stage.py"],
+        "params": list(declared),
+        "outs": [{o: {"cache": False}} for o in outs],
+        "metrics": [{m: {"cache": False}} for m in metrics],
+    }
+    spec = {k: v for k, v in spec.items() if v}
+    (path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"distill": spec}}))
+    sh(*sh.dvc, "repro", "-q")
+    sh("git", "add", "-A")
+    sh("git", "commit", "-qm", "base")
+    return sh

@@ -2,7 +2,6 @@
 
 import shutil
 import statistics
-import sys
 import textwrap
 
 import pandas as pd
@@ -83,38 +82,21 @@ STAGE = textwrap.dedent(
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="git needed")
 def test_report_from_a_real_dvc_repo(tmp_path):
-    from fixtures import git_dvc_repo
+    from fixtures import one_stage_repo
 
-    sh = git_dvc_repo(tmp_path)
-    dvc = sh.dvc
-    (tmp_path / "stage.py").write_text(STAGE)
-    (tmp_path / "params.yaml").write_text(
+    sh = one_stage_repo(
+        tmp_path,
+        STAGE,
         "profile_name: default\ntemperature: 20.0\nalpha: 0.6\nseed: 1\n"
         "methods: {kd: teacher, reffakd: soft_labels}\n"
         "device: cpu\ndata: {name: fashion_mnist}\nmethod_params: {kd: {reduction: mean}}\n"
         "student: {model: lenet5, train: {epochs: 12}}\n"
-        "teacher: {model: resnet18, options: {width: 16}, train: {epochs: 3}}\n"
+        "teacher: {model: resnet18, options: {width: 16}, train: {epochs: 3}}\n",
+        ["temperature", "alpha", "seed", "profile_name", "methods"],
+        outs=["metrics/distill/kd.json", "metrics/distill/reffakd.json"],
+        metrics=["metrics/distill/kd/metrics.json", "metrics/distill/reffakd/metrics.json"],
     )
-    (tmp_path / "dvc.yaml").write_text(
-        textwrap.dedent(
-            f"""
-            stages:
-              distill:
-                cmd: {sys.executable} stage.py
-                deps: [stage.py]
-                params: [temperature, alpha, seed, profile_name, methods]
-                outs:
-                  - metrics/distill/kd.json: {{cache: false}}
-                  - metrics/distill/reffakd.json: {{cache: false}}
-                metrics:
-                  - metrics/distill/kd/metrics.json: {{cache: false}}
-                  - metrics/distill/reffakd/metrics.json: {{cache: false}}
-            """
-        )
-    )
-    sh(*dvc, "repro", "-q")
-    sh("git", "add", "-A")
-    sh("git", "commit", "-qm", "base")
+    dvc = sh.dvc
     sh(*dvc, "exp", "run", "-q", "-S", "seed=2")
     # (dvc exp run leaves the last experiment applied: name every param that matters)
     sh(*dvc, "exp", "run", "-q", "-S", "temperature=5", "-S", "alpha=0.8", "-S", "seed=1")
@@ -144,31 +126,16 @@ def test_a_commit_that_changed_params_without_rerunning_shows_no_scores(tmp_path
     """A preset switch committed before `dvc repro` carries the previous run's metrics under
     the new params: with the repository given, those files are left out (their stage's params
     in dvc.lock differ from the commit's), and the consistent commit keeps its scores."""
-    from fixtures import git_dvc_repo
+    from fixtures import one_stage_repo
 
-    sh = git_dvc_repo(tmp_path)
-    (tmp_path / "stage.py").write_text(STAGE)
-    (tmp_path / "params.yaml").write_text(
+    sh = one_stage_repo(
+        tmp_path,
+        STAGE,
         "profile_name: default\ntemperature: 20.0\nalpha: 0.6\nseed: 1\n"
-        "methods: {kd: teacher, reffakd: soft_labels}\n"
+        "methods: {kd: teacher, reffakd: soft_labels}\n",
+        ["temperature", "alpha", "seed"],
+        metrics=["metrics/distill/kd/metrics.json", "metrics/distill/reffakd/metrics.json"],
     )
-    (tmp_path / "dvc.yaml").write_text(
-        textwrap.dedent(
-            f"""
-            stages:
-              distill:
-                cmd: {sys.executable} stage.py
-                deps: [stage.py]
-                params: [temperature, alpha, seed]
-                metrics:
-                  - metrics/distill/kd/metrics.json: {{cache: false}}
-                  - metrics/distill/reffakd/metrics.json: {{cache: false}}
-            """
-        )
-    )
-    sh(*sh.dvc, "repro", "-q")
-    sh("git", "add", "-A")
-    sh("git", "commit", "-qm", "ran")
     params = (tmp_path / "params.yaml").read_text().replace("temperature: 20.0", "temperature: 5")
     (tmp_path / "params.yaml").write_text(params)
     sh("git", "commit", "-qam", "new params, not run")

@@ -94,41 +94,22 @@ json.dump({"test_acc": 77.5}, open("metrics/teacher.json", "w"))
 
 def test_hao_figure_from_a_real_dvc_repo(tmp_path):
     import csv
-    import sys
-    import textwrap
 
-    from fixtures import git_dvc_repo
+    from fixtures import one_stage_repo
     from kdlab.figures import report_hao_figure3
 
-    sh = git_dvc_repo(tmp_path)
-    dvc = sh.dvc
-    (tmp_path / "stage.py").write_text(HAO_STAGE)
-    (tmp_path / "params.yaml").write_text(
+    sh = one_stage_repo(  # our alpha 1.0 = the paper's 0.0
+        tmp_path,
+        HAO_STAGE,
         "profile_name: hao\nalpha: 1.0\nseed: 0\nmethods: {kd: teacher}\ndevice: cpu\n"
         "data: {name: fashion_mnist, subset: 11000, val_size: 1000, label_noise: 0.05}\n"
         "student: {model: hao_student, train: {epochs: 300}}\n"
-        "teacher: {model: hao_teacher, options: {}, train: {epochs: 20}}\n"
+        "teacher: {model: hao_teacher, options: {}, train: {epochs: 20}}\n",
+        ["alpha", "profile_name", "methods"],
+        outs=["metrics/distill/kd.json", "metrics/distill/kd/plots", "metrics/teacher.json"],
+        metrics=["metrics/distill/kd/metrics.json"],
     )
-    (tmp_path / "dvc.yaml").write_text(
-        textwrap.dedent(
-            f"""
-            stages:
-              distill:
-                cmd: {sys.executable} stage.py
-                deps: [stage.py]
-                params: [alpha, profile_name, methods]
-                outs:
-                  - metrics/distill/kd.json: {{cache: false}}
-                  - metrics/distill/kd/plots: {{cache: false}}
-                  - metrics/teacher.json: {{cache: false}}
-                metrics:
-                  - metrics/distill/kd/metrics.json: {{cache: false}}
-            """
-        )
-    )
-    sh(*dvc, "repro", "-q")
-    sh("git", "add", "-A")
-    sh("git", "commit", "-qm", "base")  # our alpha 1.0 = the paper's 0.0
+    dvc = sh.dvc
     sh(*dvc, "exp", "run", "-q", "-S", "alpha=0.5")
     out = report_hao_figure3(tmp_path)
     md = out.read_text()
