@@ -539,24 +539,23 @@ def test_rank_agreement_of_the_distilled_settings_with_the_paper():
     # SRRL Table 1's six distilled rows in the paper's order of top-1 (fm+sr@conv4 79.58 >
     # conv2+3+4 79.43 > sr 79.10 > fm 78.05 > conv3 77.34 > conv2 77.03): the same order gives
     # +1, the reversed order -1; the student and teacher rows never count.
-    order = ["fm+sr@conv4", "fm+sr@conv2+3+4", "sr@conv4", "fm@conv4", "fm+sr@conv3"]
-    order.append("fm+sr@conv2")
+    order = [{}, {"all_stages": 1}, {"fm_weight": 0}, {"sr_weight": 0}, {"stage": 1}]
+    order.append({"stage": 0})
     spec = experiments.ROWS["srrl_table1_fmnist"]
 
-    def table(values):
-        df = experiments.build_rows([], "srrl_table1_fmnist")
-        for label, v in values.items():
-            df.loc[df["method"] == label, "top1 ours"] = v
-        return df
+    def table(values, student=55.0):
+        runs = [
+            direction_run({"srrl": {"test_acc": v}, "ce": {"test_acc": student}}, 0, **over)
+            for over, v in zip(order, values)
+        ]
+        return experiments.build_rows(runs, "srrl_table1_fmnist")
 
-    same = table({lab: f"{90 - i:.2f} ± 0.10" for i, lab in enumerate(order)})
-    same.loc[same["method"] == "student", "top1 ours"] = "99.00"  # not a distilled setting
+    # 0.001 apart: printed to two decimals they would tie; the ranking uses the real means
+    same = table([90 - 0.001 * i for i in range(6)], student=99.0)  # the student never counts
     assert experiments.rank_agreement(same, spec).endswith(
         "Kendall's tau +1.00 (+1: the same order, -1: reversed)."
     )
-    rev = table({lab: f"{80 + i:.2f}" for i, lab in enumerate(order)})
+    rev = table([80 + i for i in range(6)])
     assert "6 distilled settings" in experiments.rank_agreement(rev, spec)
     assert "Kendall's tau -1.00" in experiments.rank_agreement(rev, spec)
-    assert (
-        experiments.rank_agreement(table({"sr@conv4": "80.00", "fm@conv4": "79.00"}), spec) is None
-    )
+    assert experiments.rank_agreement(table([80.0, 79.0]), spec) is None

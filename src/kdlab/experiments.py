@@ -455,6 +455,7 @@ def build_rows(runs: list[dict[str, Any]], name: str) -> pd.DataFrame:
     pcols = published["columns"]
     flats = _flat_runs(runs, spec.profiles)
     out = []
+    order = []  # (our mean, the paper's number) of each distilled setting: rank_agreement
     for (label, model, want), prow in zip(spec.rows, published["rows"]):
         if prow[0] != label:
             raise ValueError(f"{name}: row {label!r} does not match the paper's {prow[0]!r}")
@@ -488,39 +489,33 @@ def build_rows(runs: list[dict[str, Any]], name: str) -> pd.DataFrame:
             _put_cell(row, col, chosen.get(key, {}), prow[pcols.index(col)])
         if spec.baseline:
             _put_direction(row, spec, chosen, prow, published)
+            if model not in (spec.baseline, "teacher"):
+                ours = mean_std(list(chosen.get(first, {}).values()))[0]
+                order.append((ours, _number(prow[pcols.index(spec.columns[0][0])])))
         out.append(row)
     df = pd.DataFrame(out)
-    return _metric_per_row(df, spec) if spec.transposed else df
+    df = _metric_per_row(df, spec) if spec.transposed else df
+    df.attrs["order"] = order  # metadata, not a column: write_table leaves it out
+    return df
 
 
 _BASELINE = "__baseline__"  # key of the baseline model's per-seed values in a row's group
 
 
-def _shown_mean(cell: Any) -> float | None:
-    """The mean of a cell as printed (``"89.30 ± 0.45"``, ``"78.05"``); None for ``—``."""
-    return None if cell in (None, "—") else float(str(cell).split(" ± ")[0])
-
-
 def rank_agreement(df: pd.DataFrame, spec: RowsSpec) -> str | None:
-    """Kendall's tau (scipy, tau-b) between our and the paper's first metric over the rows
-    of distilled settings (not the baseline's, not the teacher's) that both have: do the
-    settings order as in the paper? None with fewer than three such rows."""
+    """Kendall's tau (scipy, tau-b) between our mean and the paper's first metric over the
+    distilled settings (not the baseline's row, not the teacher's) that both have, from the
+    unrounded numbers :func:`build_rows` keeps in ``df.attrs["order"]``: do the settings order
+    as in the paper? None with fewer than three such rows."""
     from scipy.stats import kendalltau
 
-    col = spec.columns[0][0]
-    keep = [m not in (spec.baseline, "teacher") for _, m, _ in spec.rows]
-    pairs = [
-        (_shown_mean(r[f"{col} ours"]), _shown_mean(r[f"{col} paper"]))
-        for (_, r), k in zip(df.iterrows(), keep)
-        if k
-    ]
-    pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
+    pairs = [(a, b) for a, b in df.attrs.get("order", []) if a is not None and b is not None]
     if len(pairs) < 3:
         return None
     tau = kendalltau([a for a, _ in pairs], [b for _, b in pairs]).statistic
     return (
-        f"Order of the {len(pairs)} distilled settings, ours against the paper's (by {col}): "
-        f"Kendall's tau {tau:+.2f} (+1: the same order, -1: reversed)."
+        f"Order of the {len(pairs)} distilled settings, ours against the paper's (by "
+        f"{spec.columns[0][0]}): Kendall's tau {tau:+.2f} (+1: the same order, -1: reversed)."
     )
 
 
