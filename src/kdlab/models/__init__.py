@@ -90,12 +90,17 @@ def count_params(model: nn.Module) -> int:
 
 
 def check_input(model: nn.Module, name: str, shape: tuple[int, int, int]) -> None:
-    """Run one dummy forward pass so a shape a model cannot take fails before any training."""
+    """Run one dummy forward pass so a shape a model cannot take fails before any training.
+
+    The dummy input goes where the model's parameters are (a model already moved to the GPU
+    would otherwise reject a CPU tensor, whatever the shape).
+    """
+    device = next(model.parameters(), torch.empty(0)).device
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            model(torch.zeros(1, *shape))
+            model(torch.zeros(1, *shape, device=device))
     except RuntimeError as err:
         raise ValueError(
             f"model {name!r} cannot take input of shape {'x'.join(map(str, shape))}: {err}"
