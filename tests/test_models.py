@@ -1,5 +1,6 @@
 import pytest
 import torch
+from torch import nn
 
 from kdlab.models import UnknownModelError, build_model, check_input, count_params
 
@@ -61,3 +62,29 @@ def test_unknown_model_and_bad_input():
         check_input(m, "resnet18", (1, 32, 32))
     with pytest.raises(ValueError, match="input_size 28 or 32, not 64"):
         build_model("lenet5", 10, 1, input_size=64)
+
+
+class _DeviceProbe(nn.Module):
+    """Records the device of each input; its one parameter lives on ``device``."""
+
+    def __init__(self, device: str | None) -> None:
+        super().__init__()
+        if device is not None:
+            self.w = nn.Parameter(torch.zeros(1, device=device))
+        self.seen: list[torch.device] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x.device)
+        return x
+
+
+def test_check_input_puts_the_dummy_batch_where_the_parameters_are():
+    """A model moved to the GPU gets a GPU batch (the first H100 run failed here: a CPU batch
+    into the CAE on cuda); 'meta' stands in for another device on a CPU-only machine. A model
+    without parameters gets a CPU batch."""
+    on_meta = _DeviceProbe("meta")
+    check_input(on_meta, "probe", (1, 4, 4))
+    assert on_meta.seen == [torch.device("meta")]
+    bare = _DeviceProbe(None)
+    check_input(bare, "probe", (1, 4, 4))
+    assert bare.seen == [torch.device("cpu")]
