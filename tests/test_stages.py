@@ -324,3 +324,20 @@ def test_cae_test_mse_is_the_saved_autoencoder_on_unnormalised_test_images(run):
             se += float(((cae(b.x) - b.x) ** 2).sum())
             n += b.x.numel()
     assert run["metrics"]["cae"]["test_mse"] == pytest.approx(se / n, rel=1e-4, abs=1e-6)
+
+
+def test_a_resumed_stage_records_the_time_of_the_run_it_resumed(run, capsys, monkeypatch):
+    """A stage interrupted and resumed reports what it cost in all: its record's wall_time_s
+    and train_time_s include the interrupted process's training time (read from the
+    checkpoint; set to 1,000 s here so the sum is unmistakable), not only the last process's."""
+    import torch
+
+    ckpt = run["root"] / paths.CHECKPOINTS / "distill_kd.pt"
+    _interrupt_after_first_epoch(run, capsys, monkeypatch)
+    state = torch.load(ckpt, weights_only=True)
+    state["elapsed"] = 1000.0
+    torch.save(state, ckpt)
+    record, out = _distill(run, {}, capsys)
+    assert "resuming from checkpoint" in out
+    assert 1000.0 < record["train_time_s"] < 1000.0 + 300
+    assert record["train_time_s"] <= record["wall_time_s"] < 1000.0 + 300

@@ -107,6 +107,7 @@ class FitResult:
     best_value: float
     wall_time_s: float
     resumed_from_epoch: int = 0
+    elapsed_before_s: float = 0.0  # training time of the interrupted processes it resumed
 
 
 @dataclass
@@ -337,4 +338,5 @@ def fit(
         best_value=p.best_value,
         wall_time_s=p.elapsed_before + time.time() - t0,
         resumed_from_epoch=p.start_epoch,
+        elapsed_before_s=p.elapsed_before,
     )

@@ -19,7 +19,7 @@ from kdlab.data.split import Split, read_manifest
 from kdlab.io import torch_load, torch_save, write_json
 from kdlab.live import EpochLog
 from kdlab.models import build_model, check_input
-from kdlab.train import peak_rss_mib, resolve_device, seed_everything, setup_threads
+from kdlab.train import FitResult, peak_rss_mib, resolve_device, seed_everything, setup_threads
 
 
 @dataclass
@@ -227,13 +227,17 @@ def write_curve_png(stage: str, history: list[dict[str, float]]) -> Path:
 
 
 def finish_training_stage(
-    stage: str, log: EpochLog, history: list[dict[str, float]], record: dict[str, Any], t0: float
+    stage: str, log: EpochLog, result: FitResult, record: dict[str, Any], t0: float
 ) -> None:
     """A training stage's outputs besides its model: the PNG of its curves, the final scores
-    in its DVCLive summary and its plain record."""
-    write_curve_png(stage, history)
+    in its DVCLive summary and its plain record.
+
+    The record's ``wall_time_s`` counts the training time of the interrupted processes this
+    one resumed (from the checkpoint) on top of this process's own: what the stage cost.
+    """
+    write_curve_png(stage, result.history)
     log.finish(record)
-    write_metrics(stage, record, t0)
+    write_metrics(stage, record, t0 - result.elapsed_before_s)
 
 
 def write_metrics(stage: str, values: dict[str, Any], t0: float) -> Path:

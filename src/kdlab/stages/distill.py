@@ -195,5 +195,5 @@ def distill(cfg: Config, method: str) -> None:
     )
     extra = distiller.extra_state()
     save_model(paths.distilled(method), student, mc, data.spec, extra_state=extra)
-    finish_training_stage(f"distill/{method}", log, result.history, metrics, t0)
+    finish_training_stage(f"distill/{method}", log, result, metrics, t0)
     print(f"[distill@{method}] test accuracy {metrics['test_acc']:.2f}%", flush=True)

@@ -87,7 +87,7 @@ def train_classifier(cfg: Config, role: str) -> None:
     metrics.update(model=mc.model, params=n_params, train_time_s=round(result.wall_time_s, 2))
     target = paths.TEACHER if role == "teacher" else paths.STUDENT
     save_model(target, model, mc, data.spec)
-    finish_training_stage(role, log, result.history, metrics, t0)
+    finish_training_stage(role, log, result, metrics, t0)
     print(f"[train_{role}] test accuracy {metrics['test_acc']:.2f}% -> {target}", flush=True)
 
 
@@ -134,5 +134,5 @@ def train_cae(cfg: Config) -> None:
         "train_time_s": round(result.wall_time_s, 2),
     }
     save_model(paths.CAE, model, mc, data.spec)
-    finish_training_stage("cae", log, result.history, metrics, t0)
+    finish_training_stage("cae", log, result, metrics, t0)
     print(f"[train_cae] test MSE {metrics['test_mse']:.5f} -> {paths.CAE}", flush=True)
