@@ -307,3 +307,59 @@ def test_direction_checks_script_queues_every_row_on_its_seeds_baseline():
     reports = [line.split()[2] for line in out if line.startswith("kdlab report")]
     assert reports == ["simkd_study_fmnist", "srrl_table1_fmnist"]
     assert set(reports) <= set(catalogue.REPORTS)
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git needed")
+def test_hao_figure3_script_trains_the_teacher_once_then_queues_each_alpha(tmp_path):
+    """`scripts/hao_figure3.sh --dry-run` on a repository without the `hao-figure3` branch:
+    a baseline commit whose dvc.lock gets the teacher (threads 1, as every queued run), then
+    one queued 1,000-epoch KD run per alpha with keys of the hao preset, then the report; an
+    argument that is no alpha is refused by name."""
+    import subprocess
+
+    import yaml
+
+    from kdlab import presets
+
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(REPO / "scripts" / "hao_figure3.sh", tmp_path / "scripts")
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "commit", "-qm", "init"], cwd=tmp_path, check=True)
+
+    def dry(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["bash", "scripts/hao_figure3.sh", "--dry-run", *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+        )
+
+    out = dry().stdout.splitlines()
+    assert out[:6] == [
+        "git checkout -q -b hao-figure3",
+        "kdlab preset hao",
+        "sed -i s/^threads: [0-9]* /threads: 1 / params.yaml",
+        "dvc repro teacher_logits",
+        "git add params.yaml dvc.lock metrics plots",
+        "git commit -qm hao preset, threads 1: the Figure 3 teacher",
+    ]
+    queued = [line for line in out if line.startswith("dvc exp run --queue")]
+    alphas = [re.search(r"-S alpha=(\S+)", line).group(1) for line in queued]
+    assert alphas == [f"{a / 10:.1f}" for a in range(10, 0, -1)]
+    params = yaml.safe_load(presets.resolve("hao"))
+    assert re.search(r"^threads: \d+ ", presets.resolve("hao"), re.M)  # what the sed edits
+    for line in queued:
+        assert line.endswith("-S student.train.epochs=1000 -S ~methods.reffakd distill@kd")
+        assert "reffakd" in params["methods"] and "epochs" in params["student"]["train"]
+    assert out[-3:] == [
+        "dvc queue start -j 2",
+        "kdlab report hao_figure3 --all-commits",
+        "git checkout -q main",
+    ]
+    assert [line for line in dry("0.4", "0.2").stdout.splitlines() if "--queue" in line] == [
+        q.replace("alpha=1.0", "alpha=0.4") for q in queued[:1]
+    ] + [queued[8]]
+    bad = dry("fast")
+    assert bad.returncode == 2 and "unknown argument 'fast'" in bad.stderr
