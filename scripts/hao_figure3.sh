@@ -45,18 +45,7 @@ for a in "${alphas[@]}"; do
 done
 "${run[@]}" dvc queue start -j 2
 if [ ${#run[@]} -eq 0 ]; then
-  # Done after two polls in a row show nothing queued or running and `dvc queue status` itself
-  # succeeded: right after `dvc queue start` one poll found neither and the report ran too early.
-  idle=0
-  while [ "$idle" -lt 2 ]; do
-    sleep 30
-    if status=$(dvc queue status 2>&1) && ! grep -qE 'Queued|Running' <<<"$status"; then
-      idle=$((idle + 1))
-    else
-      idle=0
-    fi
-  done
-  dvc queue status | grep -q Failed && echo "some experiments failed: dvc queue logs NAME" >&2
+  bash scripts/queue_wait.sh
 fi
 "${run[@]}" kdlab report hao_figure3 --all-commits
 [ "$start" != hao-figure3 ] && "${run[@]}" git checkout -q "$start"
