@@ -35,6 +35,17 @@ from kdlab.schema import (  # noqa: F401 (re-exported: the config types live in 
 )
 
 
+def _flag(d: dict, key: str, prefix: str) -> bool:
+    """``d[key]`` as a boolean; a missing key or anything but true/false is refused (the
+    default lives in presets/default.yaml, nowhere else)."""
+    if key not in d:
+        raise ConfigError(f"params.yaml: {prefix}{key} is missing")
+    value = d[key]
+    if not isinstance(value, bool):
+        raise _fail(f"{prefix}{key}", value, "true | false")
+    return value
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """A model from the registry plus how to train it."""
@@ -65,6 +76,26 @@ class ModelConfig:
             options=dict(options),
             train=TrainConfig.parse(_section(d, "train", prefix), f"{prefix}train."),
         )
+
+
+CAE_KEEP = ("best_val", "final")
+
+
+@dataclass(frozen=True)
+class CaeConfig(ModelConfig):
+    """ReffAKD's autoencoder: a model config plus how its input is prepared and which epoch's
+    weights the soft labels use."""
+
+    # Both required in params.yaml (defaults: presets/default.yaml); see its comments.
+    normalize: bool = True  # train on (and reconstruct) mean/std-normalised images
+    keep: str = "best_val"  # which epoch's weights are saved
+
+    @staticmethod
+    def parse(d: dict, prefix: str) -> CaeConfig:
+        base = ModelConfig.parse(d, prefix)
+        normalize = _flag(d, "normalize", prefix)
+        keep = _choice(d, "keep", prefix, CAE_KEEP)
+        return CaeConfig(**base.__dict__, normalize=normalize, keep=keep)
 
 
 @dataclass(frozen=True)
@@ -111,6 +142,7 @@ class SoftLabelConfig:
     gamma_step: float
     gamma_max: float
     batch_size: int
+    augment: bool = True  # embed the images as the CAE's training loader shows them (required)
 
     @staticmethod
     def parse(d: dict) -> SoftLabelConfig:
@@ -126,6 +158,7 @@ class SoftLabelConfig:
             gamma_step=_number(d, "gamma_step", p, lo=0, lo_open=True),
             gamma_max=_number(d, "gamma_max", p, lo=0, lo_open=True),
             batch_size=_number(d, "batch_size", p, lo=1, integer=True, default=512),
+            augment=_flag(d, "augment", p),
         )
 
 
@@ -180,7 +213,7 @@ class Config:
     data: DataConfig
     teacher: ModelConfig
     student: ModelConfig
-    cae: ModelConfig
+    cae: CaeConfig
     soft_labels: SoftLabelConfig
     probe: ProbeConfig
     profile: dict[str, Any] = field(default_factory=dict)
@@ -262,7 +295,7 @@ def parse_config(raw: dict[str, Any]) -> Config:
         data=data,
         teacher=ModelConfig.parse(_section(raw, "teacher"), "teacher."),
         student=ModelConfig.parse(_section(raw, "student"), "student."),
-        cae=ModelConfig.parse(_section(raw, "cae"), "cae."),
+        cae=CaeConfig.parse(_section(raw, "cae"), "cae."),
         soft_labels=SoftLabelConfig.parse(_section(raw, "soft_labels")),
         probe=ProbeConfig.parse(_section(raw, "probe"), data),
         profile=dict(raw.get("profile") or {}),

@@ -10,7 +10,9 @@ from kdlab.data.pipeline import Batch
 
 
 class Reconstruction(nn.Module):
-    """Mean squared reconstruction error of an autoencoder on [0, 1] images (seed 000 3.2)."""
+    """Mean squared reconstruction error of an autoencoder: the target is its own input batch,
+    raw [0, 1] or normalised as the loader made it (seed 000 3.2; the official notebooks
+    normalise both)."""
 
     def __init__(self, autoencoder: nn.Module) -> None:
         super().__init__()

@@ -57,6 +57,17 @@ def soft_label_matrix(
     return soft_labels_from_similarity(class_similarity(embeddings, labels, num_classes), gamma)
 
 
+def uniform_off_diagonal(matrix: torch.Tensor) -> torch.Tensor:
+    """The same-strength label-smoothing control of a soft-label matrix: each row keeps its
+    diagonal entry and spreads the rest of its mass evenly over the other classes, so the
+    class structure of the off-diagonal entries is removed and nothing else changes."""
+    c = matrix.shape[0]
+    diag = matrix.diagonal()
+    off = ((1 - diag) / (c - 1))[:, None].expand(c, c)
+    eye = torch.eye(c, dtype=torch.bool, device=matrix.device)
+    return torch.where(eye, diag[:, None].expand(c, c), off).to(matrix.dtype)
+
+
 def check_soft_labels(matrix: torch.Tensor, num_classes: int, source: str) -> torch.Tensor:
     """Validate a soft-label matrix before use: ``C x C``, finite, >= 0, rows summing to 1."""
     if matrix.shape != (num_classes, num_classes):

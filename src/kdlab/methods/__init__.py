@@ -50,6 +50,7 @@ from kdlab.methods import (  # noqa: E402,F401
     pkt,
     reffakd,
     reffakd_dkd,
+    reffakd_uniform,
     rkd,
     simkd,
     sp,

@@ -14,6 +14,7 @@ from kdlab.data.pipeline import TensorLoader
 from kdlab.io import write_text
 from kdlab.live import write_summary
 from kdlab.plots import heatmap_png
+from kdlab.schema import AugmentConfig
 from kdlab.softlabels import (
     check_soft_labels,
     class_similarity,
@@ -34,9 +35,33 @@ def write_matrix(matrix: torch.Tensor, names: list[str], path=paths.SOFT_LABELS)
     write_text(path, buf.getvalue())
 
 
+def embedding_loader(
+    data, chosen: torch.Tensor, blob: dict, augment: bool, batch_size: int, seed: int, device
+) -> TensorLoader:
+    """The sampled images as the CAE is shown them: normalised if it was trained normalised
+    and, with ``augment``, through its training augmentation (one view each, drawn from the
+    loader's epoch-0 stream of ``seed``), as the notebooks embed their training-loader images.
+    """
+    aug = AugmentConfig(**blob["augment"]) if augment and blob.get("augment") else None
+    return TensorLoader(
+        data.images,
+        data.labels,
+        chosen,
+        batch_size,
+        blob["input_size"],
+        data.spec.mean,
+        data.spec.std,
+        augment=aug,
+        seed=seed,
+        normalize=bool(blob.get("normalize", False)),
+        device=device,
+    )
+
+
 def build_soft_labels(cfg: Config) -> None:
-    """Embed ``samples_per_class`` seeded, un-augmented training images per class, build the
-    matrix, pick gamma (or use the given one) and save matrix, metrics and heatmap."""
+    """Embed ``samples_per_class`` seeded training images per class (augmented and normalised
+    as the CAE trained, see ``soft_labels.augment``), build the matrix, pick gamma (or use the
+    given one) and save matrix, metrics and heatmap."""
     t0 = time.time()
     sl = cfg.soft_labels
     device = start(cfg, "soft_labels")
@@ -44,17 +69,7 @@ def build_soft_labels(cfg: Config) -> None:
     cae, blob = load_model(paths.CAE, device)
     c = data.spec.num_classes
     chosen = sample_per_class(data.labels, data.split.train, sl.samples_per_class, c, cfg.seed)
-    loader = TensorLoader(
-        data.images,
-        data.labels,
-        chosen,
-        sl.batch_size,
-        blob["input_size"],
-        data.spec.mean,
-        data.spec.std,
-        normalize=False,
-        device=device,
-    )
+    loader = embedding_loader(data, chosen, blob, sl.augment, sl.batch_size, cfg.seed, device)
     with torch.no_grad():
         embeddings = torch.cat([cae.encode(b.x).cpu() for b in loader])
     labels = data.labels[chosen]
@@ -82,6 +97,8 @@ def build_soft_labels(cfg: Config) -> None:
             "samples": len(chosen),
             "mean_diagonal_prob": round(float(matrix.diagonal().mean()), 6),
             "mean_row_entropy": round(entropy, 6),
+            "embedded_views": "augmented" if loader.augment is not None else "plain",
+            "embedded_normalized": loader.normalize,
         },
         t0,
     )

@@ -92,7 +92,9 @@ def train_classifier(cfg: Config, role: str) -> None:
 
 
 def train_cae(cfg: Config) -> None:
-    """Train ReffAKD's autoencoder on un-normalised [0, 1] images (MSE)."""
+    """Train ReffAKD's autoencoder (MSE between input and reconstruction; both normalised
+    with the data set's mean/std when ``cae.normalize``, as the official notebooks do) and save
+    the epoch ``cae.keep`` names: lowest validation MSE, or the last."""
     t0 = time.time()
     mc = cfg.cae
     device = start_training(cfg, "train_cae")
@@ -107,7 +109,7 @@ def train_cae(cfg: Config) -> None:
         flush=True,
     )
     objective = Reconstruction(model)
-    train, val, test = loaders(cfg, data, mc, device, normalize=False)
+    train, val, test = loaders(cfg, data, mc, device, normalize=mc.normalize)
     run_id = fingerprint(["cae", cfg.seed, cfg.data.__dict__, mc.__dict__, str(device)])
     log = EpochLog("cae", "cae")
     result = fit(
@@ -125,14 +127,31 @@ def train_cae(cfg: Config) -> None:
         **_parallel(cfg),
     )
     end_training()
+    final_test = objective.evaluate(test)["val_mse"]
+    if mc.keep == "best_val" and result.best_state is not None:
+        objective.load_state_dict(result.best_state)
+    kept = result.best_epoch if mc.keep == "best_val" else len(result.history)
     metrics = {
         "val_mse": round(result.final["val_mse"], 6),
-        "test_mse": round(objective.evaluate(test)["val_mse"], 6),
+        "test_mse": round(final_test, 6),  # the final epoch's
         "best_val_mse": round(result.best_value, 6),
+        "best_val_epoch": result.best_epoch,
+        "kept_epoch": kept,  # the weights saved (cae.keep)
+        "kept_test_mse": round(objective.evaluate(test)["val_mse"], 6),
+        "normalized": mc.normalize,
         "epochs": len(result.history),
         "params": n_params,
         "train_time_s": round(result.wall_time_s, 2),
     }
-    save_model(paths.CAE, model, mc, data.spec)
+    # How it saw its images travels with it: the soft-label stage embeds images the same way.
+    save_model(
+        paths.CAE,
+        model,
+        mc,
+        data.spec,
+        normalize=mc.normalize,
+        augment=dict(mc.train.augment.__dict__),
+        kept_epoch=kept,
+    )
     finish_training_stage("cae", log, result, metrics, t0)
     print(f"[train_cae] test MSE {metrics['test_mse']:.5f} -> {paths.CAE}", flush=True)
