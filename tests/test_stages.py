@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,8 @@ def run(tmp_path_factory):
     with open(REPO / "src/kdlab/presets/default.yaml", encoding="utf-8") as fh:
         params = tiny_params(yaml.safe_load(fh), root / "fixture", md5)
     params["soft_labels"]["gamma"] = 0.5  # a searched 0 could not tell gamma dropped from used
+    # An augmented CAE: the soft labels must embed its training views (flip + rotation).
+    params["cae"]["train"]["augment"] = {"hflip": True, "rotation": 10.0, "crop_padding": 0}
     # An unstable student (constant lr 0.5, 4 epochs): its best validation epoch is not the
     # last and its validation and test accuracies differ, so a best-val save, or swapped
     # validation/test loaders, change the numbers the tests recompute.
@@ -74,21 +77,6 @@ def run(tmp_path_factory):
     finally:
         os.chdir(old)
     return out
-
-
-def _raw_loader(images, labels, positions, blob, spec) -> TensorLoader:
-    """Unnormalised [0, 1] images at the saved model's input size (the autoencoder's input)."""
-    return TensorLoader(
-        images,
-        labels,
-        positions,
-        256,
-        blob["input_size"],
-        spec.mean,
-        spec.std,
-        normalize=False,
-        device=CPU,
-    )
 
 
 def _accuracy(model, images, labels, positions, blob, spec) -> float:
@@ -143,6 +131,44 @@ def test_split_is_disjoint_and_covers_the_train_set(run):
     assert len(val) == 100 and len(train | val) == 600
 
 
+def _embeddings(run, data, chosen, augment: bool = True, normalize: bool = True):
+    """CAE codes of the chosen images as the official notebooks make them: the training
+    loader's view (the CAE's flip + rotation, drawn from the loader's epoch-0 stream of the
+    seed, in the order of ``chosen``), normalised, the model in eval mode."""
+    from kdlab.schema import AugmentConfig
+
+    cae, blob = run["cae"]
+    seed = run["cfg"].seed
+    aug = AugmentConfig(hflip=True, rotation=10.0) if augment else None
+    loader = TensorLoader(
+        data.images, data.labels, chosen, 10_000, blob["input_size"], data.spec.mean,
+        data.spec.std, augment=aug, normalize=normalize, device=CPU,
+    )  # fmt: skip
+    g = torch.Generator().manual_seed(seed * 1_000_003)  # the loader's epoch-0 stream
+    x, _ = loader.transform(data.images[chosen], g if augment else None)
+    with torch.no_grad():
+        return cae.eval().encode(x).double().flatten(1)
+
+
+def test_soft_labels_embed_augmented_normalised_views(run):
+    """The matrix is not the one of un-augmented or of raw [0, 1] images (a planted
+    regression to either changes it beyond the tolerance of the recomputation)."""
+    data, cfg = _data(run), run["cfg"]
+    c = data.spec.num_classes
+    chosen = sample_per_class(
+        data.labels, data.split.train, cfg.soft_labels.samples_per_class, c, cfg.seed
+    )
+    from kdlab.softlabels import class_similarity
+
+    labels = data.labels[chosen]
+    used = class_similarity(_embeddings(run, data, chosen), labels, c)
+    for aug, norm in ((False, True), (True, False)):
+        other = class_similarity(_embeddings(run, data, chosen, aug, norm), labels, c)
+        assert float((other - used).abs().max()) > 1e-3
+    m = run["metrics"]["soft_labels"]
+    assert (m["embedded_views"], m["embedded_normalized"]) == ("augmented", True)
+
+
 def test_soft_label_csv_matches_an_independent_computation(run):
     """Cosine similarity of the CAE codes of the sampled images, mean over class pairs
     without self-pairs, gamma added after averaging, row softmax."""
@@ -152,9 +178,7 @@ def test_soft_label_csv_matches_an_independent_computation(run):
     chosen = sample_per_class(
         data.labels, data.split.train, cfg.soft_labels.samples_per_class, c, cfg.seed
     )
-    loader = _raw_loader(data.images, data.labels, chosen, blob, data.spec)
-    with torch.no_grad():
-        emb = torch.cat([cae.encode(b.x) for b in loader]).double().flatten(1)
+    emb = _embeddings(run, data, chosen)
     y = data.labels[chosen].tolist()
     n = len(y)
     z = torch.zeros(c, c, dtype=torch.float64)
@@ -310,20 +334,55 @@ def test_distilled_test_acc_is_the_saved_model_on_the_test_split(run, capsys):
     _assert_scores_recomputed(record, model, blob, _data(run))
 
 
-def test_cae_test_mse_is_the_saved_autoencoder_on_unnormalised_test_images(run):
-    """The CAE learns to reconstruct [0, 1] images (seed 000 3.2), not normalised ones: its
-    record's test MSE is recomputed from the saved weights on the raw test images."""
+def _normalised_test_images(data, size: int) -> torch.Tensor:
+    """The test images as the official notebooks feed the CAE: resized, (x - mean) / std."""
+    x = F.interpolate(data.test_images.float() / 255, size=(size, size), mode="bilinear")
+    mean = torch.tensor(data.spec.mean).view(1, -1, 1, 1)
+    std = torch.tensor(data.spec.std).view(1, -1, 1, 1)
+    return (x - mean) / std
+
+
+def test_cae_test_mse_is_the_saved_autoencoder_on_normalised_test_images(run):
+    """Every official autoencoder notebook normalises its input and computes the MSE against
+    that normalised input: the record's test MSE of the kept weights is recomputed that way."""
     data = _data(run)
     cae, blob = run["cae"]
-    every_test_image = torch.arange(len(data.test_labels))
-    loader = _raw_loader(data.test_images, data.test_labels, every_test_image, blob, data.spec)
-    se = n = 0.0
+    assert blob["normalize"] is True and blob["kept_epoch"] == run["metrics"]["cae"]["kept_epoch"]
+    x = _normalised_test_images(data, blob["input_size"])
+    assert float(x.min()) < 0  # normalised, not [0, 1]
     with torch.no_grad():
-        for b in loader:
-            assert float(b.x.min()) >= 0.0 and float(b.x.max()) <= 1.0
-            se += float(((cae(b.x) - b.x) ** 2).sum())
-            n += b.x.numel()
-    assert run["metrics"]["cae"]["test_mse"] == pytest.approx(se / n, rel=1e-4, abs=1e-6)
+        mse = float(((cae(x) - x) ** 2).mean())
+    assert run["metrics"]["cae"]["kept_test_mse"] == pytest.approx(mse, rel=1e-4, abs=1e-6)
+
+
+def test_cae_saves_its_best_validation_epoch(run, tmp_path, monkeypatch):
+    """``cae.keep: best_val`` saves the best-validation weights fit() kept, not the last.
+    The run is constructed: fit is replaced by one whose final weights are all zero and whose
+    best state is a known perturbation, so the two cannot coincide on any CPU."""
+    import kdlab.stages.train as stage
+    from kdlab.stages.common import load_model
+    from kdlab.train import FitResult
+
+    def fake_fit(objective, *args, **kwargs):
+        best = {k: torch.full_like(v, 0.25) for k, v in objective.state_dict().items()}
+        for v in objective.state_dict().values():
+            v.zero_()
+        row = {"epoch": 1, "val_mse": 0.5}
+        return FitResult([row, {**row, "epoch": 2}], row, best, 1, 0.4, 1.0)
+
+    monkeypatch.setattr(stage, "fit", fake_fit)
+    monkeypatch.chdir(run["root"])
+    cae_before = paths.CAE.read_bytes()
+    for keep, value in (("best_val", 0.25), ("final", 0.0)):
+        cfg = replace(run["cfg"], cae=replace(run["cfg"].cae, keep=keep))
+        try:
+            stage.train_cae(cfg)
+            model, blob = load_model(paths.CAE, CPU)
+            record = json.loads(paths.metrics("cae").read_text())
+        finally:
+            paths.CAE.write_bytes(cae_before)  # the module's other tests read the real one
+        assert all(bool((v == value).all()) for v in model.state_dict().values()), keep
+        assert blob["kept_epoch"] == record["kept_epoch"] == (1 if keep == "best_val" else 2)
 
 
 def test_a_resumed_stage_records_the_time_of_the_run_it_resumed(run, capsys, monkeypatch):
