@@ -91,6 +91,24 @@ def train_classifier(cfg: Config, role: str) -> None:
     print(f"[train_{role}] test accuracy {metrics['test_acc']:.2f}% -> {target}", flush=True)
 
 
+def _keep_cae_epoch(objective, result, test_loader, mc) -> dict:
+    """Load the weights ``cae.keep`` names into ``objective``; return the CAE's scores: the
+    final epoch's test MSE and the kept weights' (selected on validation, never on test)."""
+    final_test = objective.evaluate(test_loader)["val_mse"]
+    if mc.keep == "best_val" and result.best_state is not None:
+        objective.load_state_dict(result.best_state)
+    return {
+        "val_mse": round(result.final["val_mse"], 6),
+        "test_mse": round(final_test, 6),  # the final epoch's
+        "best_val_mse": round(result.best_value, 6),
+        "best_val_epoch": result.best_epoch,
+        "kept_epoch": result.best_epoch if mc.keep == "best_val" else len(result.history),
+        "kept_test_mse": round(objective.evaluate(test_loader)["val_mse"], 6),
+        "normalized": mc.normalize,
+        "epochs": len(result.history),
+    }
+
+
 def train_cae(cfg: Config) -> None:
     """Train ReffAKD's autoencoder (MSE between input and reconstruction; both normalised
     with the data set's mean/std when ``cae.normalize``, as the official notebooks do) and save
@@ -127,22 +145,8 @@ def train_cae(cfg: Config) -> None:
         **_parallel(cfg),
     )
     end_training()
-    final_test = objective.evaluate(test)["val_mse"]
-    if mc.keep == "best_val" and result.best_state is not None:
-        objective.load_state_dict(result.best_state)
-    kept = result.best_epoch if mc.keep == "best_val" else len(result.history)
-    metrics = {
-        "val_mse": round(result.final["val_mse"], 6),
-        "test_mse": round(final_test, 6),  # the final epoch's
-        "best_val_mse": round(result.best_value, 6),
-        "best_val_epoch": result.best_epoch,
-        "kept_epoch": kept,  # the weights saved (cae.keep)
-        "kept_test_mse": round(objective.evaluate(test)["val_mse"], 6),
-        "normalized": mc.normalize,
-        "epochs": len(result.history),
-        "params": n_params,
-        "train_time_s": round(result.wall_time_s, 2),
-    }
+    metrics = _keep_cae_epoch(objective, result, test, mc)
+    metrics.update(params=n_params, train_time_s=round(result.wall_time_s, 2))
     # How it saw its images travels with it: the soft-label stage embeds images the same way.
     save_model(
         paths.CAE,
@@ -151,7 +155,7 @@ def train_cae(cfg: Config) -> None:
         data.spec,
         normalize=mc.normalize,
         augment=dict(mc.train.augment.__dict__),
-        kept_epoch=kept,
+        kept_epoch=metrics["kept_epoch"],
     )
     finish_training_stage("cae", log, result, metrics, t0)
     print(f"[train_cae] test MSE {metrics['test_mse']:.5f} -> {paths.CAE}", flush=True)
