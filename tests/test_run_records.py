@@ -99,6 +99,7 @@ def test_summary_table_means_stds_and_paired_differences(tmp_path):
     got = run_records.read_records(tmp_path)
     assert [(r["arm"], r["seed"]) for r in got] == [(r["arm"], r["seed"]) for r in recs]
     table = run_records.summary_table(got, [("ce", "CE"), ("reffakd", "R")], {"ce": 92.14})
+    assert "| R − CE | 0, 1 |" in table
     ce = [91.0, 92.0, 91.5]
     assert f"{statistics.mean(ce):.2f} ± {statistics.stdev(ce):.2f}" in table
     assert "| CE | 92.14 |" in table and "| R | — |" in table

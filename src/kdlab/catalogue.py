@@ -7,6 +7,7 @@ One source: ``kdlab/papers/<paper>.yaml`` (``tables:`` holds each table's publis
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -143,18 +144,19 @@ def as_dicts(entries: list[Entry]) -> list[dict[str, Any]]:
     return [asdict(e) for e in entries]
 
 
-def readme_results(entries: list[Entry]) -> str:
-    """The README's results section (between ``<!-- papers:start/end -->``): per paper, what is
-    regenerated here, what needs a GPU or data, and what is out of scope."""
+def readme_results(entries: list[Entry], prefix: str = "") -> str:
+    """The results page's catalogue (between ``<!-- papers:start/end -->``): per paper, what is
+    regenerated here, what needs a GPU or data, and what is out of scope. Links to committed
+    outputs are prefixed with ``prefix`` (``../`` for a page in docs/)."""
     lines = [
         "| paper | table | cells | status | output | report | direction check (CPU) |",
         "|---|---|---|---|---|---|---|",
     ]
     for e in entries:
-        shown = _link(e.output, e.committed)
+        shown = _link(e.output, e.committed, prefix)
         status = e.status + (f" ({e.reason})" if e.reason else "")
         ready = "ready" if e.report_ready else "to do"
-        check = _link(e.check_output, e.check_committed)
+        check = _link(e.check_output, e.check_committed, prefix)
         lines.append(
             f"| {e.paper} | {e.table} | {e.cells} | {status} | {shown} | {ready} | {check} |"
         )
@@ -168,8 +170,8 @@ def readme_results(entries: list[Entry]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _link(output: str, committed: bool) -> str:
-    return f"[{output}]({output})" if committed else (output or "—")
+def _link(output: str, committed: bool, prefix: str = "") -> str:
+    return f"[{output}]({prefix}{output})" if committed else (output or "—")
 
 
 def to_text(entries: list[Entry]) -> str:
@@ -191,15 +193,19 @@ def to_text(entries: list[Entry]) -> str:
 START, END = "<!-- papers:start -->", "<!-- papers:end -->"
 
 
-def update_readme(readme: Path, entries: list[Entry]) -> bool:
+def update_readme(readme: Path, entries: list[Entry], root: Path | None = None) -> bool:
     """Replace the text between ``<!-- papers:start -->`` and ``<!-- papers:end -->`` in
-    ``readme`` with :func:`readme_results`; True when the file changed."""
+    ``readme`` (any Markdown page) with :func:`readme_results`, its links relative to the
+    page's folder (outputs are relative to ``root``, default the working directory, as
+    :func:`catalogue`); True when the file changed."""
+    rel = os.path.relpath((root or Path.cwd()).resolve(), Path(readme).resolve().parent)
+    prefix = "" if rel == "." else f"{Path(rel).as_posix()}/"
     text = readme.read_text(encoding="utf-8")
     if START not in text or END not in text:
         raise ValueError(f"{readme}: needs the markers {START} ... {END}")
     head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
-    new = f"{head}{START}\n{readme_results(entries)}{END}{tail}"
+    new = f"{head}{START}\n{readme_results(entries, prefix)}{END}{tail}"
     if new != text:
         write_text(readme, new)
     return new != text

@@ -118,9 +118,11 @@ def summary_table(
     arms: list[tuple[str, str]],
     paper: dict[str, float],
     baseline: str = "ce",
+    extra: tuple[tuple[str, str], ...] = (),
 ) -> str:
     """Markdown: one row per arm (label, paper's number, ours final and best-val epoch as
-    mean +- std, seeds, mean wall time), then the seed-paired differences to ``baseline``."""
+    mean +- std, seeds, mean wall time), then the seed-paired differences of every arm to
+    ``baseline`` and of each ``extra`` pair (arm, other)."""
     rows = [
         "| arm | paper | ours: final epoch | ours: best-val epoch | seeds | wall time / run |",
         "|---|---:|---:|---:|---|---:|",
@@ -129,6 +131,7 @@ def summary_table(
         "| difference (paired by seed) | seeds | final epoch: each seed | mean ± std |",
         "|---|---|---|---:|",
     ]
+    names = dict(arms)
     for arm, label in arms:
         s = ArmSummary.of(arm, [r for r in records if r["arm"] == arm])
         ref = paper.get(arm)
@@ -137,12 +140,13 @@ def summary_table(
             f"| {label} | {ref if ref is not None else '—'} | {mean_std(s.final)} | "
             f"{mean_std(s.best)} | {', '.join(map(str, s.seeds)) or 'not run yet'} | {wall} |"
         )
-        if arm == baseline:
-            continue
-        d = paired_differences(records, arm, baseline)
+    pairs = [(arm, baseline) for arm, _ in arms if arm != baseline] + list(extra)
+    for arm, other in pairs:
+        d = paired_differences(records, arm, other)
         each = ", ".join(f"{v:+.2f}" for v in d.values()) or "—"
         diffs.append(
-            f"| {label} − {baseline.upper()} | {', '.join(map(str, d)) or '—'} | {each} | "
+            f"| {names.get(arm, arm)} − {names.get(other, other)} | "
+            f"{', '.join(map(str, d)) or '—'} | {each} | "
             f"{mean_std(list(d.values())) if d else '—'} |"
         )
     return "\n".join(rows) + "\n\n" + "\n".join(diffs) + "\n"
@@ -172,7 +176,8 @@ def curves_png(records: list[dict[str, Any]], arms: list[tuple[str, str]], path:
     ax.set_ylabel("validation accuracy (%)")
     ax.set_ylim(85, 95)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    if records:
+        ax.legend(loc="lower right")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
