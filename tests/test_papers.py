@@ -78,8 +78,9 @@ def test_cell_counts_and_statuses():
     assert entries["patel", "table2"].cells == 36
     assert sum(e.cells for e in entries.values()) == 768  # the issue counted ~766
     out = {k for k, e in entries.items() if e.status == "out_of_scope"}
-    assert out == {("srrl", "table7"), ("srrl", "table8")}
-    assert all(e.reason for e in entries.values() if e.status == "out_of_scope")
+    assert out == {("srrl", "table7"), ("srrl", "table8"), ("reffakd", "table7")}
+    assert all(e.reason for e in entries.values() if e.status in ("out_of_scope", "not_run"))
+    assert all(e.scale for e in entries.values() if e.status == "reduced_scale")
     assert all(e.command for e in entries.values() if e.status != "out_of_scope")
 
 
@@ -128,6 +129,11 @@ def test_papers_command_json_and_readme(capsys, tmp_path, monkeypatch):
         "check_command",
         "check_output",
         "check_committed",
+        "scale",
+        "comparable_command",
+        "comparable_output",
+        "comparable_committed",
+        "comparable_cells",
     }
     assert not any(r["committed"] for r in rows)  # nothing under an empty directory
     (tmp_path / "tables").mkdir()
@@ -141,17 +147,15 @@ def test_papers_command_json_and_readme(capsys, tmp_path, monkeypatch):
     assert md.endswith("<!-- papers:end -->\nrest\n")
     assert main(["papers", "--readme", str(readme)]) == 0
     assert "up to date" in capsys.readouterr().out
-    assert "| reffakd | table4 | 4 | regenerated | [tables/reffakd_table4.md]" in md
-    assert "| reffakd | table10 | 31 | regenerated | results/reffakd_table10.md | ready |" in md
+    assert "| reffakd | table4 | 4 | reduced_scale (default CPU profile" in md
+    assert "| reffakd | table10 | 31 | reduced_scale (default CPU profile" in md
     assert (
-        "| srrl | table1 | 16 | needs_gpu | results/srrl_table1.md | ready "
-        "| results/srrl_table1_fmnist.md |"
+        "| srrl | table1 | 16 | not_run (needs a GPU at the paper's scale) | "
+        "results/srrl_table1.md | ready | results/srrl_table1_fmnist.md |"
     ) in md
-    assert "| reffakd | table4 | 4 | regenerated | [tables/reffakd_table4.md]" in md
     assert main(["papers"]) == 0
     assert "$ bash scripts/direction_checks.sh srrl\n" in capsys.readouterr().out
-    assert "| srrl | table2 | 18 | needs_gpu | results/srrl_table2.md | ready |" in md
-    assert "| srrl | table5 | 42 | needs_gpu | results/srrl_table5.md | ready |" in md
+    assert "| srrl | table2 | 18 | not_run (needs a GPU at the paper's scale) | results/srrl" in md
     assert "| srrl | table7 | 32 | out_of_scope (ImageNet-1K" in md
 
 
@@ -167,14 +171,33 @@ def test_report_names_match_the_implemented_reports():
     }
 
 
-def test_regenerated_means_committed_here():
-    """A table marked ``regenerated`` has its output committed in this repository (and is
-    not merely regenerable): the README's results section links a real file."""
+def test_committed_statuses_mean_committed_here():
+    """A table marked comparable or reduced_scale has its output committed in this repository
+    (not merely regenerable): the results page links a real file."""
     entries = catalogue.catalogue(REPO)
-    regenerated = [e for e in entries if e.status == "regenerated"]
-    assert {(e.paper, e.table) for e in regenerated} >= {("reffakd", "table4")}
-    missing = [f"{e.paper} {e.table}: {e.output}" for e in regenerated if not e.committed]
-    assert not missing, f"marked regenerated, but not committed: {missing}"
+    done = [e for e in entries if e.status in ("comparable", "reduced_scale")]
+    assert {(e.paper, e.table) for e in done} >= {("reffakd", "table4"), ("reffakd", "table6")}
+    missing = [f"{e.paper} {e.table}: {e.output}" for e in done if not e.committed]
+    assert not missing, f"marked done, but not committed: {missing}"
+
+
+def test_a_cpu_scale_table_is_comparable_only_for_rows_whose_paper_setting_runs_landed(
+    tmp_path, capsys
+):
+    """Table 4 at the default CPU profile is reduced_scale; once a paper-setting record of
+    an arm is committed, that row's cells (and only those) count as comparable."""
+    entry = {(e.paper, e.table): e for e in catalogue.catalogue(tmp_path)}["reffakd", "table4"]
+    assert (entry.status, entry.comparable_cells) == ("reduced_scale", 0)
+    (tmp_path / "results/reffakd_table4").mkdir(parents=True)
+    (tmp_path / "results/reffakd_table4/ce_seed0.json").write_text("{}")
+    entries = catalogue.catalogue(tmp_path)
+    entry = {(e.paper, e.table): e for e in entries}["reffakd", "table4"]
+    assert (entry.status, entry.comparable_cells, entry.cells) == ("comparable", 1, 4)
+    counts = catalogue.cell_counts(entries)
+    assert counts["comparable"] == 12 + 1  # Table 6's 12 cells + the CE row
+    assert sum(counts.values()) == sum(e.cells for e in entries)
+    line = catalogue.status_counts(entries)
+    assert "comparable 2 (13 cells)" in line
 
 
 def test_experiment_reports_live_outside_the_tables_stage_output():

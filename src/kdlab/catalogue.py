@@ -17,7 +17,12 @@ from kdlab.io import write_text
 from kdlab.tables import published
 
 PAPERS = ("reffakd", "simkd", "hao", "srrl", "patel")
-STATUSES = ("regenerated", "needs_gpu", "needs_data", "out_of_scope")
+# What a committed table is (per entry): comparable = at the paper's own setting;
+# reduced_scale = the same experiment smaller (its `scale` says how); not_run (its `reason`
+# says what it needs); out_of_scope (its `reason` says why). A reduced_scale entry with a
+# `comparable:` block becomes comparable for those rows once that block's output is committed.
+# Direction checks (`direction_check:`) are separate, reduced-scale tables: never comparable.
+STATUSES = ("comparable", "reduced_scale", "not_run", "out_of_scope")
 _REPORT = re.compile(r"kdlab report (\w+)")
 # `kdlab report` names implemented so far (kdlab.experiments GRIDS + ROWS, the Hao figure).
 REPORTS = (
@@ -65,6 +70,11 @@ class Entry:
     check_command: str = ""
     check_output: str = ""
     check_committed: bool = False
+    scale: str = ""  # reduced_scale: how it is smaller than the paper's setting
+    comparable_command: str = ""  # the paper-setting run of some rows, where there is one
+    comparable_output: str = ""
+    comparable_committed: bool = False
+    comparable_cells: int = 0  # cells at the paper's setting that are committed
 
     @property
     def commands(self) -> list[str]:
@@ -99,8 +109,10 @@ def paper_tables(paper: str) -> dict[str, dict[str, Any]]:
     for key, t in tables.items():
         if t["status"] not in STATUSES:
             raise ValueError(f"{paper}.{key}: status {t['status']!r} not in {STATUSES}")
-        if t["status"] == "out_of_scope" and not t.get("reason"):
-            raise ValueError(f"{paper}.{key}: out_of_scope needs a reason")
+        if t["status"] in ("out_of_scope", "not_run") and not t.get("reason"):
+            raise ValueError(f"{paper}.{key}: {t['status']} needs a reason")
+        if t["status"] == "reduced_scale" and not t.get("scale"):
+            raise ValueError(f"{paper}.{key}: reduced_scale needs a scale (how it is smaller)")
         width = len(t["columns"])
         for row in t["rows"]:
             if len(row) != width:
@@ -108,6 +120,15 @@ def paper_tables(paper: str) -> dict[str, dict[str, Any]]:
                     f"{paper}.{key}: row {row[0]!r} has {len(row)} cells, columns want {width}"
                 )
     return tables
+
+
+def _rows_with_records(root: Path, comp: dict[str, Any]) -> set[str]:
+    """Rows of a ``comparable:`` block whose arm has a committed record (``<arm>_seed*.json``
+    under its ``records`` folder): a paper-setting cell counts once a run of it landed."""
+    if not comp:
+        return set()
+    folder = root / comp["records"]
+    return {row for row, arm in comp["rows"].items() if any(folder.glob(f"{arm}_seed*.json"))}
 
 
 def catalogue(root: Path | None = None) -> list[Entry]:
@@ -119,13 +140,21 @@ def catalogue(root: Path | None = None) -> list[Entry]:
             output = t.get("output") or ""
             check = t.get("direction_check") or {}
             commands = (t.get("command") or "") + " " + check.get("command", "")
+            comp = t.get("comparable") or {}
+            cells = count_cells(t)
+            if t["status"] == "comparable":
+                comp_cells = cells
+            else:  # rows with at least one committed paper-setting record
+                done = _rows_with_records(root, comp)
+                comp_cells = sum(len(cell_values(r)) for r in t["rows"] if r[0] in done)
+            comp_done = comp_cells > 0 and t["status"] != "comparable"
             out.append(
                 Entry(
                     paper=paper,
                     table=key,
                     title=t["title"],
-                    cells=count_cells(t),
-                    status=t["status"],
+                    cells=cells,
+                    status="comparable" if comp_cells else t["status"],
                     command=t.get("command") or "",
                     output=output,
                     reason=t.get("reason") or "",
@@ -134,6 +163,11 @@ def catalogue(root: Path | None = None) -> list[Entry]:
                     check_command=check.get("command", ""),
                     check_output=check.get("output", ""),
                     check_committed=bool(check) and (root / check["output"]).exists(),
+                    scale=t.get("scale") or "",
+                    comparable_command=comp.get("command", ""),
+                    comparable_output=comp.get("output", ""),
+                    comparable_committed=comp_done,
+                    comparable_cells=comp_cells,
                 )
             )
     return out
@@ -154,20 +188,45 @@ def readme_results(entries: list[Entry], prefix: str = "") -> str:
     ]
     for e in entries:
         shown = _link(e.output, e.committed, prefix)
+        if e.comparable_output:
+            shown += f"; paper scale: {_link(e.comparable_output, e.comparable_committed, prefix)}"
         status = e.status + (f" ({e.reason})" if e.reason else "")
+        if e.status == "comparable" and e.comparable_cells < e.cells:
+            status += f" ({e.comparable_cells} of {e.cells} cells; the rest at {e.scale})"
+        elif e.status == "reduced_scale":
+            status += f" ({e.scale})"
         ready = "ready" if e.report_ready else "to do"
         check = _link(e.check_output, e.check_committed, prefix)
         lines.append(
             f"| {e.paper} | {e.table} | {e.cells} | {status} | {shown} | {ready} | {check} |"
         )
-    total = sum(e.cells for e in entries)
-    regen = sum(e.cells for e in entries if e.status == "regenerated")
     lines.append("")
-    lines.append(
-        f"{len(entries)} tables and figures, {total} published numeric cells; "
-        f"{regen} in tables regenerated on a CPU here. `kdlab papers` lists each table's command."
-    )
+    lines.append(status_counts(entries) + " `kdlab papers` lists each table's command.")
     return "\n".join(lines) + "\n"
+
+
+def cell_counts(entries: list[Entry]) -> dict[str, int]:
+    """Published cells per status; a partly comparable entry's other cells are counted at
+    its reduced scale."""
+    out = dict.fromkeys(STATUSES, 0)
+    for e in entries:
+        out["comparable"] += e.comparable_cells
+        rest = e.cells - e.comparable_cells
+        if rest:
+            out["reduced_scale" if e.status == "comparable" else e.status] += rest
+    return out
+
+
+def status_counts(entries: list[Entry]) -> str:
+    """One line: tables per status and published cells per status (what is committed)."""
+    tables = {s: sum(e.status == s for e in entries) for s in STATUSES}
+    cells = cell_counts(entries)
+    checks = sum(e.check_committed for e in entries)
+    parts = ", ".join(f"{s} {tables[s]} ({cells[s]} cells)" for s in STATUSES)
+    return (
+        f"{len(entries)} tables and figures, {sum(e.cells for e in entries)} published numeric "
+        f"cells; tables by status: {parts}; {checks} reduced-scale direction checks beside them."
+    )
 
 
 def _link(output: str, committed: bool, prefix: str = "") -> str:
@@ -180,13 +239,19 @@ def to_text(entries: list[Entry]) -> str:
     for e in entries:
         todo = "" if e.report_ready else "  [report writer to do]"
         rows.append(f"{e.paper:8s} {e.table:8s} {e.cells:4d}  {e.status:13s} {e.title}{todo}")
+        if e.scale:
+            rows.append(f"{'':23s}scale: {e.scale}")
         if e.command:
             rows.append(f"{'':23s}$ {e.command}")
+        if e.comparable_command:
+            rows.append(f"{'':23s}at the paper's setting ({e.comparable_cells} cells committed):")
+            rows.append(f"{'':23s}$ {e.comparable_command}")
         if e.reason:
             rows.append(f"{'':23s}reason: {e.reason}")
         if e.check_command:
             rows.append(f"{'':23s}direction check on Fashion-MNIST (CPU, not a reproduction):")
             rows.append(f"{'':23s}$ {e.check_command}")
+    rows.append(status_counts(entries))
     return "\n".join(rows) + "\n"
 
 
