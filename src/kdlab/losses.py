@@ -47,6 +47,21 @@ def kd_loss(
     return t * t * _kl_from_log_probs(log_pt, log_ps, reduction)
 
 
+def patel_printed_kd_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """The KD term as Patel & Obeid print it (seed 004, its ``train_with_KD``):
+    ``-nn.KLDivLoss()(softmax(s/T), softmax(t/T)) * (T + 1)``, i.e.
+    ``-(T + 1) mean_{b,c} p_t (log p_t - p_s)``: probabilities where ``KLDivLoss`` expects
+    log-probabilities, a minus sign and ``T + 1`` for ``T^2``. Up to the teacher's entropy (a
+    constant) it is ``(T + 1) mean(p_t p_s)``: minimising it pushes the student *away* from
+    the teacher. Kept only to reproduce the printed code (``method_params.kd.form``)."""
+    t = temperature
+    p_s = F.softmax(student_logits / t, dim=1)
+    p_t = F.softmax(teacher_logits / t, dim=1)
+    return -F.kl_div(p_s, p_t, reduction="mean") * (t + 1)
+
+
 def soft_target_kd_loss(
     student_logits: torch.Tensor,
     target_probs: torch.Tensor,
