@@ -676,17 +676,43 @@ def _pinned(flat: dict[str, Any], pins: Pins) -> bool:
 
 _C100 = ("data.name", "cifar100")
 _C10 = ("data.name", "cifar10")
+# SRRL's AT (appendix, after Zagoruyko & Komodakis): after every group of a WRN, after the last
+# two groups of a ResNet; pairs with a ResNet (either side) take the ResNet rule.
+_AT_LAST_TWO = (("method_params.at.last_pairs", 2), ("method_params.at_srrl.last_pairs", 2))
 _SRRL_PAIRS = (
     ("wrn_16_2/wrn_40_4", _pair("wrn_16_2", "wrn_40_4", _C100)),
     ("wrn_16_4/wrn_40_4", _pair("wrn_16_4", "wrn_40_4", _C100)),
     ("wrn_10_10/wrn_16_10", _pair("wrn_10_10", "wrn_16_10", _C100)),
-    ("resnet10_0.34m/resnet34_1.39m", _pair("resnet10", "resnet34", _C100, sw=16, tw=16)),
-    ("resnet18_0.75m/resnet50_1.99m", _pair("resnet18", "resnet50", _C100, sw=16, tw=16)),
-    ("resnet10_4.95m/resnet34_21.33m", _pair("resnet10", "resnet34", _C100, sw=64, tw=64)),
-    ("wrn_16_2/resnet34", _pair("wrn_16_2", "resnet34", _C100, tw=64)),
-    ("mobilenetv2/resnet34", _pair("mobilenetv2", "resnet34", _C100, tw=64)),
+    (
+        "resnet10_0.34m/resnet34_1.39m",
+        _pair("resnet10", "resnet34", _C100, *_AT_LAST_TWO, sw=16, tw=16),
+    ),
+    (
+        "resnet18_0.75m/resnet50_1.99m",
+        _pair("resnet18", "resnet50", _C100, *_AT_LAST_TWO, sw=16, tw=16),
+    ),
+    (
+        "resnet10_4.95m/resnet34_21.33m",
+        _pair("resnet10", "resnet34", _C100, *_AT_LAST_TWO, sw=64, tw=64),
+    ),
+    ("wrn_16_2/resnet34", _pair("wrn_16_2", "resnet34", _C100, *_AT_LAST_TWO, tw=64)),
+    ("mobilenetv2/resnet34", _pair("mobilenetv2", "resnet34", _C100, *_AT_LAST_TWO, tw=64)),
     ("mobilenetv2/wrn_40_4", _pair("mobilenetv2", "wrn_40_4", _C100)),
 )
+
+
+def _c10_resnet(role: str) -> Pins:
+    """SRRL's CIFAR-10 ResNet recipe (appendix) for ``role`` (teacher / student): 350 epochs,
+    lr x0.1 at 150, 250, 320 (the srrl_cifar10 preset holds the WRN recipe)."""
+    return (
+        (f"{role}.train.epochs", 350),
+        (f"{role}.train.milestones", [150, 250, 320]),
+        (f"{role}.train.lr_decay", 0.1),
+    )
+
+
+_C10_RT = (*_c10_resnet("teacher"), *_AT_LAST_TWO)  # a ResNet teacher
+_C10_RR = (*_c10_resnet("student"), *_C10_RT)  # ResNet teacher and student
 _SRRL_SIZES = (
     "ResNet pairs named by size are CIFAR-style ResNets: width 64 gives the 4.95M / 21.33M "
     "pair exactly; the 0.34M / 1.39M and 0.75M / 1.99M pairs run at width 16 (0.32M / 1.35M "
@@ -722,6 +748,15 @@ _CRD_NOTE = (
     "other method at alpha 0.5 with its reference weight: the reference code's CE + w L "
     "times 1/2."
 )
+
+
+def _small_lr(student: str) -> Pins:
+    """RepDistiller's student lr 0.01 for MobileNetV2 and ShuffleNet students
+    (``train_student.py`` lines 93-94; the recipe's 0.05 otherwise)."""
+    small = ("mobilenetv2", "mobilenetv2_half", "shufflev1", "shufflev2")
+    return (("student.train.lr", 0.01),) if student in small else ()
+
+
 PAIRS: dict[str, PairSpec] = {
     # ReffAKD Table 8: one row per data set (its preset), every method at T 4, alpha 0.9.
     "reffakd_table8": PairSpec(
@@ -763,14 +798,18 @@ PAIRS: dict[str, PairSpec] = {
         (
             ("wrn_16_1/wrn_16_2", _pair("wrn_16_1", "wrn_16_2", _C10)),
             ("wrn_16_2/wrn_40_2", _pair("wrn_16_2", "wrn_40_2", _C10)),
-            ("resnet8/resnet26", _pair("resnet8", "resnet26", _C10)),
-            ("resnet14/resnet26", _pair("resnet14", "resnet26", _C10)),
-            ("resnet18/resnet34", _pair("resnet18", "resnet34", _C10, sw=64, tw=64)),
-            ("wrn_16_1/resnet26", _pair("wrn_16_1", "resnet26", _C10)),
+            ("resnet8/resnet26", _pair("resnet8", "resnet26", _C10, *_C10_RR)),
+            ("resnet14/resnet26", _pair("resnet14", "resnet26", _C10, *_C10_RR)),
+            # the thin ResNet-18 / ResNet-34 (0.7M / 1.4M): width 16
+            ("resnet18/resnet34", _pair("resnet18", "resnet34", _C10, *_C10_RR, sw=16, tw=16)),
+            ("wrn_16_1/resnet26", _pair("wrn_16_1", "resnet26", _C10, *_C10_RT)),
         ),
         _srrl_rows("student", "kd", "at", "ofd", "rkd", "ours", "teacher"),
-        ("srrl",),
-        note="OFD is not implemented here: its column stays missing.",
+        ("srrl_cifar10",),
+        note="OFD is not implemented here: its column stays missing. The srrl_cifar10 preset: "
+        "WRNs 200 epochs (lr /5 at 60, 120, 160), ResNets 350 epochs (lr /10 at 150, 250, 320); "
+        "AT after every WRN group, after the last two groups when a ResNet is in the pair. "
+        "ResNet-18 / ResNet-34 are width 16 (0.70M / 1.33M at 10 classes; docs/zoo.md).",
     ),
     "srrl_table6": PairSpec(
         "srrl",
@@ -815,7 +854,7 @@ PAIRS: dict[str, PairSpec] = {
         "srrl",
         "table12",
         tuple(
-            (f"{t}/{s}", _pair(model or s, t))
+            (f"{t}/{s}", _pair(model or s, t, *_small_lr(model or s)))
             for t, s, model in (
                 # CRD's MobileNetV2 student is RepDistiller's mobile_half (width 0.5)
                 ("vgg13", "mobilenetv2", "mobilenetv2_half"),
