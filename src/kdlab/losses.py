@@ -59,7 +59,8 @@ def patel_printed_kd_loss(
     t = temperature
     p_s = F.softmax(student_logits / t, dim=1)
     p_t = F.softmax(teacher_logits / t, dim=1)
-    return -F.kl_div(p_s, p_t, reduction="mean") * (t + 1)
+    # nn.KLDivLoss()(input=p_s, target=p_t): mean of p_t (log p_t - p_s), 0 where p_t = 0
+    return -(torch.special.xlogy(p_t, p_t) - p_t * p_s).mean() * (t + 1)
 
 
 def soft_target_kd_loss(
