@@ -400,3 +400,21 @@ def test_l2_normalised_is_two_minus_two_cosine():
     from kdlab import experiments
 
     assert ("l2_distance", "l2_normalised") in experiments.ROWS["srrl_table3"].columns
+
+
+def test_cc_repdistiller_form_modules_and_formula():
+    """RepDistiller CC: LinearEmbed(feat_s[-1] -> 128) per side (bias), loss
+    mean_i sum_c |d_i| |d_{i+1}|, d = e_s - e_t; the srrl_crd preset runs it at -b 0.02."""
+    import numpy as np
+
+    cc = resolved("srrl_crd")["method_params"]["cc"]
+    assert (cc["form"], cc["cc_weight"], cc["feat_dim"]) == ("repdistiller", 0.02, 128)
+    d, teacher, student = distiller("cc", "wrn_40_2", "wrn_16_2", params={"form": "repdistiller"})
+    assert tuple(d.embed_s.weight.shape) == (128, 128) and d.embed_s.bias is not None
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        s, t = student.eval().forward_features(x), teacher.forward_features(x)
+        got = float(d.distill_terms(s, t, None, 0)["cc"])
+        e = (d.embed_s(s["pooled"]) - d.embed_t(t["pooled"])).double().numpy()
+    want = np.mean([np.sum(np.abs(e[i]) * np.abs(e[i + 1])) for i in range(3)])
+    assert got == pytest.approx(want, rel=1e-5)

@@ -265,6 +265,16 @@ def cc_loss(
     return F.mse_loss(corr(student_embedding), corr(teacher_embedding))
 
 
+def cc_repdistiller_loss(
+    student_embedding: torch.Tensor, teacher_embedding: torch.Tensor
+) -> torch.Tensor:
+    """RepDistiller's ``Correlation`` (``distiller_zoo/CC.py`` lines 7-17, the code CC's authors
+    shared): ``d = |e_s - e_t|``, the mean over consecutive batch pairs of ``sum_c d_i d_{i+1}``.
+    """
+    delta = (student_embedding - teacher_embedding).abs()
+    return (delta[:-1] * delta[1:]).sum(1).mean()
+
+
 def vid_loss(
     pred_mean: torch.Tensor,
     target: torch.Tensor,
