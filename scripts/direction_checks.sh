@@ -31,6 +31,8 @@ fi
 
 settings=()
 if [ "$which" != srrl ]; then  # SimKD: feature loss alone (alpha 1), 3 projector variants x L2/KL
+  # plain SimKD (end,0 with L2) first: the study's baseline every variant is compared with
+  settings+=("-S alpha=1 -S ~methods.srrl -S method_params.simkd.projectors=end -S method_params.simkd.label_gated=0 -S method_params.simkd.loss=l2 distill@simkd train_student")
   for v in two_thirds,0 all,0 end,1; do
     for l in l2 kl; do
       settings+=("-S alpha=1 -S ~methods.srrl -S method_params.simkd.projectors=${v%,*} -S method_params.simkd.label_gated=${v#*,} -S method_params.simkd.loss=$l distill@simkd train_student")

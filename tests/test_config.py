@@ -171,7 +171,7 @@ def test_reffakd_cifar_presets_are_the_papers_recipe(
         assert count_params(model) == count
 
 
-@pytest.mark.parametrize("preset", ["srrl", "srrl_crd", "simkd", "patel"])
+@pytest.mark.parametrize("preset", ["srrl", "srrl_crd", "srrl_cifar10", "simkd", "patel"])
 def test_paper_presets_build_and_step_every_method(preset):
     """Each preset's teacher/student pair takes every method it lists (feature shapes fit): one
     training step on random images gives finite losses and gradients to the student."""

@@ -307,14 +307,14 @@ def test_direction_checks_script_queues_every_row_on_its_seeds_baseline():
     params = yaml.safe_load(presets.resolve("fmnist_direction"))
     assert out[0] == "kdlab preset fmnist_direction"
     queued = [line for line in out if line.startswith("dvc exp run --queue")]
-    assert len(queued) == 3 * 12
+    assert len(queued) == 3 * 13
     for s in (0, 1, 2):
         repro = out.index(
             "dvc repro train_student teacher_logits",
             out.index(f"sed -i s/^seed: [0-9]* /seed: {s} / params.yaml"),
         )
         mine = [i for i, line in enumerate(out) if f"-S seed={s} " in line]
-        assert len(mine) == 12 and min(mine) > repro  # queued after the seed's baseline
+        assert len(mine) == 13 and min(mine) > repro  # queued after the seed's baseline
     for line in queued:
         for key in re.findall(r"-S ~?([\w.]+)", line):
             node = params
@@ -325,7 +325,11 @@ def test_direction_checks_script_queues_every_row_on_its_seeds_baseline():
     srrl = [line for line in queued if "distill@srrl" in line and "seed=0" in line]
     simkd = [line for line in queued if "distill@simkd" in line and "seed=0" in line]
     assert len(srrl) == len(experiments.ROWS["srrl_table1_fmnist"].rows) - 2  # not student, teacher
-    assert len(simkd) == len(experiments.ROWS["simkd_study_fmnist"].rows)
+    # every row, plus plain SimKD: the study's baseline
+    assert len(simkd) == len(experiments.ROWS["simkd_study_fmnist"].rows) + 1
+    plain = experiments.ROWS["simkd_study_fmnist"].baseline_params
+    words = [f"-S {k}={v:g} " if isinstance(v, float) else f"-S {k}={v} " for k, v in plain]
+    assert sum(all(w in line for w in words) for line in simkd) == 1
     assert all("-S alpha=1 " in line for line in simkd)  # SimKD trains on its loss alone
     reports = [line.split()[2] for line in out if line.startswith("kdlab report")]
     assert reports == ["simkd_study_fmnist", "srrl_table1_fmnist"]

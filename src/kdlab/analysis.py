@@ -3,10 +3,15 @@
 - ``kl_teacher``: KL(p_T || p_S) of the softmax outputs at temperature 1, summed over classes
   and averaged over the test images (SRRL Table 2, "KL divergence between teacher and student").
 - ``ce_label``: the student's cross-entropy to the ground-truth labels, averaged over images.
-- ``l2_distance``: ||h_T - h_S||^2 of the penultimate (pooled) features, averaged over images
-  (SRRL Table 3). Only where the two features have the same width (WRN-16-4 and WRN-40-4 both
-  have 256): otherwise it is not defined and is left out. The paper does not say whether it
-  normalises the features; we do not.
+- ``l2_distance``: ||h_T - h_S||^2 of the penultimate (pooled) features, averaged over images.
+  Only where the two features have the same width (WRN-16-4 and WRN-40-4 both have 256):
+  otherwise it is not defined and is left out.
+- ``l2_normalised``: the same on L2-normalised features, ||h_T/|h_T| - h_S/|h_S|||^2 =
+  2 - 2 cos(h_T, h_S): what SRRL Table 3 reports (``kdlab report srrl_table3``). The paper ships
+  no code for it; its values (1.01 to 1.48) lie in this measure's range [0, 4] (cosines 0.26 to
+  0.50 between non-negative post-ReLU features), while the unnormalised squared distance of
+  two independently trained networks' 256-d features grows with their magnitudes and has no
+  such scale (docs/methods.md).
 - ``nmi``: normalised mutual information (%) between the test labels and a k-means clustering
   of the features (k = number of classes; scikit-learn's KMeans and
   normalized_mutual_info_score, arithmetic normalisation), SRRL Table 3's "NMI" (Manning et al.).
@@ -35,6 +40,15 @@ def feature_l2(student: torch.Tensor, teacher: torch.Tensor) -> float | None:
     if student.shape != teacher.shape:
         return None
     return float((teacher.double() - student.double()).pow(2).sum(1).mean())
+
+
+def feature_l2_normalised(student: torch.Tensor, teacher: torch.Tensor) -> float | None:
+    """Mean over images of ||h_T/|h_T| - h_S/|h_S|||^2; None where the widths differ."""
+    if student.shape != teacher.shape:
+        return None
+    s = F.normalize(student.double(), dim=1)
+    t = F.normalize(teacher.double(), dim=1)
+    return float((t - s).pow(2).sum(1).mean())
 
 
 def feature_nmi(features: torch.Tensor, labels: torch.Tensor, num_classes: int, seed: int) -> float:
@@ -66,4 +80,5 @@ def closeness(
     l2 = feature_l2(features, teacher_features)
     if l2 is not None:
         out["l2_distance"] = l2
+        out["l2_normalised"] = feature_l2_normalised(features, teacher_features)
     return {k: round(v, 4) for k, v in out.items()}

@@ -47,6 +47,22 @@ def kd_loss(
     return t * t * _kl_from_log_probs(log_pt, log_ps, reduction)
 
 
+def patel_printed_kd_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """The KD term as Patel & Obeid print it (seed 004, its ``train_with_KD``):
+    ``-nn.KLDivLoss()(softmax(s/T), softmax(t/T)) * (T + 1)``, i.e.
+    ``-(T + 1) mean_{b,c} p_t (log p_t - p_s)``: probabilities where ``KLDivLoss`` expects
+    log-probabilities, a minus sign and ``T + 1`` for ``T^2``. Up to the teacher's entropy (a
+    constant) it is ``(T + 1) mean(p_t p_s)``: minimising it pushes the student *away* from
+    the teacher. Kept only to reproduce the printed code (``method_params.kd.form``)."""
+    t = temperature
+    p_s = F.softmax(student_logits / t, dim=1)
+    p_t = F.softmax(teacher_logits / t, dim=1)
+    # nn.KLDivLoss()(input=p_s, target=p_t): mean of p_t (log p_t - p_s), 0 where p_t = 0
+    return -(torch.special.xlogy(p_t, p_t) - p_t * p_s).mean() * (t + 1)
+
+
 def soft_target_kd_loss(
     student_logits: torch.Tensor,
     target_probs: torch.Tensor,
@@ -247,6 +263,16 @@ def cc_loss(
         return out
 
     return F.mse_loss(corr(student_embedding), corr(teacher_embedding))
+
+
+def cc_repdistiller_loss(
+    student_embedding: torch.Tensor, teacher_embedding: torch.Tensor
+) -> torch.Tensor:
+    """RepDistiller's ``Correlation`` (``distiller_zoo/CC.py`` lines 7-17, the code CC's authors
+    shared): ``d = |e_s - e_t|``, the mean over consecutive batch pairs of ``sum_c d_i d_{i+1}``.
+    """
+    delta = (student_embedding - teacher_embedding).abs()
+    return (delta[:-1] * delta[1:]).sum(1).mean()
 
 
 def vid_loss(

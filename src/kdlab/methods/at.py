@@ -10,22 +10,32 @@ from kdlab.losses import (
     at_loss,
 )
 from kdlab.methods import register
-from kdlab.methods.features import FeatureDistiller
+from kdlab.methods.features import FeatureDistiller, last_pairs
 
 
 @register
 class AT(FeatureDistiller):
-    """Attention transfer (Zagoruyko & Komodakis 2017) summed over all stage pairs.
+    """Attention transfer (Zagoruyko & Komodakis 2017) summed over the stage pairs: all
+    (``last_pairs: 0``, RepDistiller's ``feat_s[1:-1]``) or the last ``n`` (``last_pairs: n``;
+    SRRL's appendix: every group of a WRN, the last two of a ResNet).
 
     Reference: RepDistiller ``-b 1000``, p = 2 -> ``at_weight: 1000``, ``p: 2``.
     """
 
     name = "at"
     description = "(1-alpha) CE + alpha w sum_pairs ||Q_s/|Q_s| - Q_t/|Q_t|||^2, Q = mean_c |F|^p"
-    schema = {"at_weight": (1000.0, 0.0, None), "p": (2.0, 1.0, None)}
+    schema = {
+        "at_weight": (1000.0, 0.0, None),
+        "p": (2.0, 1.0, None),
+        "last_pairs": (0.0, 0.0, None),
+    }
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.at_pairs = last_pairs(self.pairs, self.params["last_pairs"], self.name)
 
     def distill_terms(self, s, t, batch: Batch, epoch: int):
         p = self.params["p"]
         p = int(p) if p == int(p) else p
-        total = sum(at_loss(s["stages"][i], t["stages"][j], p) for i, j in self.pairs)
+        total = sum(at_loss(s["stages"][i], t["stages"][j], p) for i, j in self.at_pairs)
         return {"at": self.params["at_weight"] * total}

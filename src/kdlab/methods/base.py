@@ -116,6 +116,12 @@ class Distiller(nn.Module):
         self.register_buffer("soft_labels", soft_labels if self.needs_soft_labels else None)
 
     @classmethod
+    def train_config(cls, train: Any, params: dict[str, Any]) -> Any:
+        """The student's TrainConfig under this method with ``params`` (its method_params):
+        unchanged, except for methods with an initialisation phase (``init_epochs``)."""
+        return train
+
+    @classmethod
     def resolve_params(cls, params: dict[str, Any]) -> dict[str, Any]:
         """Fill defaults from the schema (numbers) and the choices (strings)."""
         out: dict[str, Any] = {

@@ -20,6 +20,7 @@ different spatial sizes are brought to the smaller size by adaptive average pool
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, ClassVar
 
 import torch
@@ -44,6 +45,45 @@ def conv_bn(cin: int, cout: int, kernel: int = 1, relu: bool = True) -> nn.Seque
     if relu:
         layers.append(nn.ReLU(inplace=True))
     return nn.Sequential(*layers)
+
+
+class ConvReg(nn.Module):
+    """RepDistiller's ``ConvReg`` (``models/util.py`` line 131): a convolution with bias from the
+    student map's shape to the teacher's, BatchNorm, then ReLU (``relu=False``: none, AB's
+    connector). Its kernel depends on the spatial sizes, as the reference: student twice the
+    teacher's size: 3x3 stride 2; half: 4x4 transposed stride 2; larger or equal: a valid
+    ``(1 + s_H - t_H) x (1 + s_W - t_W)`` kernel (1x1 at equal sizes). Where the reference
+    raises (the student smaller, not half), a 1x1 conv is used and the caller pools the
+    teacher's map to the student's size.
+    """
+
+    def __init__(
+        self, s_shape: tuple[int, ...], t_shape: tuple[int, ...], relu: bool = True
+    ) -> None:
+        super().__init__()
+        (s_c, s_h, s_w), (t_c, t_h, t_w) = s_shape[-3:], t_shape[-3:]
+        if s_h == 2 * t_h:
+            self.conv: nn.Module = nn.Conv2d(s_c, t_c, 3, stride=2, padding=1)
+        elif 2 * s_h == t_h:
+            self.conv = nn.ConvTranspose2d(s_c, t_c, 4, stride=2, padding=1)
+        elif s_h >= t_h:
+            self.conv = nn.Conv2d(s_c, t_c, (1 + s_h - t_h, 1 + s_w - t_w))
+        else:
+            self.conv = nn.Conv2d(s_c, t_c, 1)
+        self.bn = nn.BatchNorm2d(t_c)
+        self.relu = relu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.bn(self.conv(x))
+        return nn.functional.relu(x) if self.relu else x
+
+
+def head_map(out: dict[str, Any]) -> torch.Tensor:
+    """The map a model's head pools (``forward_features``' ``"head_map"``: a WRN's last tap
+    after its final BN-ReLU, MobileNetV2's after its 1x1 head conv); the last stage tap for
+    models that do not give one."""
+    head = out.get("head_map")
+    return out["stages"][-1] if head is None else head
 
 
 def resize_map(f: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -118,6 +158,13 @@ class FeatureDistiller(Distiller):
         s_out, t_out = self._probe()
         self.s_shapes = [tuple(f.shape[1:]) for f in s_out["stages"]]
         self.t_shapes = [tuple(f.shape[1:]) for f in t_out["stages"]]
+        self.s_head_shape = tuple(head_map(s_out).shape[1:])
+        self.t_head_shape = tuple(head_map(t_out).shape[1:])
+        # The stem's map (RepDistiller's feat[0]) where both models give it (FSP reads it).
+        stems = (s_out.get("stem"), t_out.get("stem"))
+        self.stem_shapes = (
+            tuple(tuple(f.shape[1:]) for f in stems) if all(f is not None for f in stems) else None
+        )
         self.s_dim = int(s_out["pooled"].shape[1])
         self.t_dim = int(t_out["pooled"].shape[1])
         self.pairs = pair_stages(len(self.s_shapes), len(self.t_shapes))
@@ -199,12 +246,55 @@ class FeatureDistiller(Distiller):
         return logits, losses
 
 
+def last_pairs(pairs: list[tuple[int, int]], n: float, name: str) -> list[tuple[int, int]]:
+    """The stage pairs AT sums over: every pair (``n = 0``) or the last ``n`` (Zagoruyko &
+    Komodakis: every group of a WRN, the last two of a ResNet; SRRL's appendix)."""
+    if n != int(n) or not 0 <= n <= len(pairs):
+        raise ValueError(
+            f"method_params.{name}.last_pairs = {n:g} is not allowed; allowed: 0 (every stage "
+            f"pair) or a whole number 1..{len(pairs)} (the last stage pairs of {pairs})"
+        )
+    return pairs[len(pairs) - int(n) :] if n else list(pairs)
+
+
+def with_init_epochs(train: Any, n: int) -> Any:
+    """``train`` (a TrainConfig) with ``n`` initialisation epochs put before it: ``n`` more
+    epochs, and the step schedule's milestones (and ``test_epochs``) moved ``n`` later, so the
+    init phase runs at the initial lr and the main phase is the recipe unchanged, as
+    RepDistiller's ``init()`` (``helper/pretrain.py``: ``--init_epochs 30`` at the initial lr)
+    before its 240 epochs. Cosine/onecycle schedules simply span the longer run."""
+    if n <= 0:
+        return train
+    return dataclasses.replace(
+        train,
+        epochs=train.epochs + n,
+        milestones=tuple(m + n for m in train.milestones),
+        test_epochs=tuple(e + n for e in train.test_epochs),
+    )
+
+
+def init_epochs(params: dict[str, Any], name: str) -> int:
+    """``method_params.<name>.init_epochs`` as a whole number (an error names the key)."""
+    n = float(params.get("init_epochs", 0))
+    if n != int(n):
+        raise ValueError(
+            f"method_params.{name}.init_epochs = {n:g} is not allowed; allowed: a whole number "
+            "of epochs >= 0"
+        )
+    return int(n)
+
+
 class InitPhase(FeatureDistiller):
     """RepDistiller's two-phase schedule for AB and FSP (a mixin: list it before the base).
 
-    ``init_epochs: n > 0``: the method's term alone for the first ``n`` epochs, then CE alone
-    (RepDistiller uses these terms only to initialise the student); ``0``: both throughout.
+    ``init_epochs: n > 0``: the method's term alone for ``n`` epochs put before the recipe's
+    (:func:`with_init_epochs`), then CE alone (RepDistiller uses these terms only to initialise
+    the student); ``0``: both throughout.
     """
+
+    @classmethod
+    def train_config(cls, train: Any, params: dict[str, Any]) -> Any:
+        return with_init_epochs(train, init_epochs(params, cls.name))
 
     def forward_train(
         self, batch: Batch, epoch: int
@@ -217,9 +307,16 @@ class InitPhase(FeatureDistiller):
         return logits, {k: v * float(init != (k == "ce")) for k, v in losses.items()}
 
 
+def channel_connector(cin: int, cout: int) -> nn.Module:
+    """Identity for equal channel counts (the reference methods need no connector there),
+    else a 1x1 conv + BN to the teacher's channels (where the reference would refuse)."""
+    return nn.Identity() if cin == cout else conv_bn(cin, cout, 1, relu=False)
+
+
 class ConnectedPairs(FeatureDistiller):
     """Base of methods that compare consecutive stage pairs after mapping each student map to
-    its teacher map's channels with a 1x1 conv + BN connector (FSP, KD-SVD)."""
+    its teacher map's channels (FSP, KD-SVD): no connector where the channels are equal (the
+    reference code), else a 1x1 conv + BN connector."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -229,7 +326,7 @@ class ConnectedPairs(FeatureDistiller):
                 f"{len(self.s_shapes)} stages and the teacher {len(self.t_shapes)}"
             )
         self.connectors = nn.ModuleList(
-            conv_bn(self.s_shapes[i][0], self.t_shapes[j][0], 1, relu=False) for i, j in self.pairs
+            channel_connector(self.s_shapes[i][0], self.t_shapes[j][0]) for i, j in self.pairs
         )
 
     def connected_stages(self, s, t) -> tuple[list[torch.Tensor], list[torch.Tensor]]:

@@ -14,13 +14,14 @@ from kdlab.losses import (
     match_spatial,
 )
 from kdlab.methods import register
-from kdlab.methods.features import FeatureDistiller, conv_bn
+from kdlab.methods.features import ConvReg, FeatureDistiller
 
 
 @register
 class FitNet(FeatureDistiller):
     """FitNets (Romero et al. 2015): a hint from one stage of the teacher, regressed from the
-    paired student stage by a ConvReg (3x3 conv + BN + ReLU), MSE.
+    paired student stage by RepDistiller's ConvReg (at equal sizes a 1x1 conv with bias + BN +
+    ReLU; :class:`~kdlab.methods.features.ConvReg`), MSE.
 
     Reference weight: RepDistiller ``-b 100`` -> ``hint_weight: 100``. ``hint_layer`` indexes
     the stage pairs; -1 is the pair ``(k - 1) // 2``, RepDistiller's default ``--hint_layer 2``
@@ -40,7 +41,7 @@ class FitNet(FeatureDistiller):
             raise ValueError(f"method 'fitnet': hint_layer {layer} but only {k} stage pairs")
         self.hint = self.pairs[(k - 1) // 2 if layer < 0 else layer]
         si, ti = self.hint
-        self.regressor = conv_bn(self.s_shapes[si][0], self.t_shapes[ti][0], 3)
+        self.regressor = ConvReg(self.s_shapes[si], self.t_shapes[ti])
 
     def distill_terms(self, s, t, batch: Batch, epoch: int):
         si, ti = self.hint

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -16,7 +17,7 @@ from kdlab.losses import (
     match_spatial,
 )
 from kdlab.methods import register
-from kdlab.methods.features import FeatureDistiller
+from kdlab.methods.features import FeatureDistiller, init_epochs, with_init_epochs
 
 
 def _conv_chain(channels: list[int], bn: bool, conv: type = nn.Conv2d) -> nn.Sequential:
@@ -42,14 +43,25 @@ class FT(FeatureDistiller):
     L2-normalised spatial maps ``mean_c f^2``).
 
     Reference: RepDistiller ``-b 200``, rate 0.5, p1 = 2, p2 = 1 -> ``ft_weight: 200``,
-    ``rate: 0.5``. Deviation: RepDistiller pre-trains the paraphraser for 30 epochs and
-    freezes it; here it trains jointly from the start (the teacher factors are detached from
-    the transfer term).
+    ``rate: 0.5``. ``init_epochs: n > 0`` is RepDistiller's two phases (``train_student.py``
+    ``factor`` branch, ``helper/pretrain.py``): ``n`` epochs put before the recipe train the
+    paraphraser alone on ``ft_rec`` (the student untouched), then it is frozen and the student
+    trains on CE + the transfer term. ``0``: the paraphraser trains jointly from the start (the
+    teacher factors are detached from the transfer term). Deviation: the init phase runs at
+    the student's lr (the reference: 0.01 for its CIFAR ResNets/WRNs).
     """
 
     name = "ft"
     description = "(1-alpha) CE + alpha w |factor(T(F_s)) - factor(P(F_t))|_1 (+ paraphraser MSE)"
-    schema = {"ft_weight": (200.0, 0.0, None), "rate": (0.5, 0.01, None)}
+    schema = {
+        "ft_weight": (200.0, 0.0, None),
+        "rate": (0.5, 0.01, None),
+        "init_epochs": (0.0, 0.0, None),
+    }
+
+    @classmethod
+    def train_config(cls, train: Any, params: dict[str, Any]) -> Any:
+        return with_init_epochs(train, init_epochs(params, cls.name))
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -73,7 +85,22 @@ class FT(FeatureDistiller):
         t = self.teacher_features(batch)
         logits = s["logits"]
         ft = t["stages"][self.pairs[-1][1]]
+        n = init_epochs(self.params, self.name)
+        if n > 0 and epoch >= n:  # the paraphraser is frozen after its pre-training
+            zero = logits.new_zeros(())
+            with torch.no_grad():
+                factor_t = self.paraphraser_encoder(ft)
+            fs, _ = match_spatial(s["stages"][self.pairs[-1][0]], ft)
+            transfer = ft_loss(self.translator(fs), factor_t, p=1)
+            return logits, {
+                "ce": self.ce_term(logits, batch.y),
+                "ft": self.alpha * self.params["ft_weight"] * transfer,
+                "ft_rec": zero,
+            }
         rec = F.mse_loss(self.paraphraser_decoder(self.paraphraser_encoder(ft)), ft)
+        if n > 0:  # pre-training: the paraphraser alone; no student gradient (nor decay step)
+            zero = logits.new_zeros(())
+            return logits, {"ce": zero, "ft": zero, "ft_rec": rec}
         terms = self.distill_terms(s, t, batch, epoch)
         return logits, {
             "ce": self.ce_term(logits, batch.y),

@@ -10,7 +10,7 @@ import torch
 from kdlab.data.pipeline import Batch
 from kdlab.losses import soft_target_kd_loss
 from kdlab.methods import register
-from kdlab.methods.kd import KD
+from kdlab.methods.kd import KD, REDUCTION_CHOICE
 
 
 @register
@@ -18,6 +18,7 @@ class ReffAKD(KD):
     name = "reffakd"
     needs_teacher = False
     needs_soft_labels = True
+    choices = REDUCTION_CHOICE  # KD's printed-code ``form`` is not a ReffAKD option
     description = "(1-alpha) CE + alpha T^2 KL(soft_labels[y] || student_T) (seed 000 eq. 2)"
 
     def distill_term(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:

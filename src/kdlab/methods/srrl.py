@@ -52,7 +52,7 @@ from torch import nn
 from kdlab.data.pipeline import Batch
 from kdlab.losses import kd_loss, logit_l2_loss
 from kdlab.methods import register
-from kdlab.methods.features import FeatureDistiller, conv_bn, resize_map
+from kdlab.methods.features import FeatureDistiller, conv_bn, head_map, resize_map
 
 
 def adain(content: torch.Tensor, style: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -105,7 +105,9 @@ class SRRL(FeatureDistiller):
             self.positions = [stage] if 0 <= stage < last else []
             self.at_end = not self.positions
         if p["connector"] == "map":
-            self.connector = conv_bn(self.s_shapes[-1][0], self.t_shapes[-1][0])
+            # On the penultimate maps (what the heads pool), not the last taps: a WRN's last
+            # tap is before its final BN-ReLU, MobileNetV2's before its 1x1 head conv.
+            self.connector = conv_bn(self.s_head_shape[0], self.t_head_shape[0])
         else:
             self.connector = nn.Sequential(
                 nn.Linear(self.s_dim, self.t_dim, bias=False),
@@ -164,8 +166,8 @@ class SRRL(FeatureDistiller):
         if self.params["connector"] == "pooled":
             h = self.connector(s["pooled"])
             return h, t["pooled"], teacher.classifier(h)
-        f_t = t["stages"][-1]
-        g = self.connector(resize_map(s["stages"][-1], f_t.shape[-2:]))
+        f_t = head_map(t)
+        g = self.connector(resize_map(head_map(s), f_t.shape[-2:]))
         return g.mean((2, 3)), f_t.mean((2, 3)), teacher.classifier(teacher.pool(g))
 
     def distill_terms(self, s, t, batch: Batch, epoch: int):

@@ -12,6 +12,7 @@ from __future__ import annotations
 from kdlab.data.pipeline import Batch
 from kdlab.losses import KL_REDUCTIONS, at_loss, kd_loss
 from kdlab.methods import register
+from kdlab.methods.features import last_pairs
 from kdlab.methods.srrl import SRRL
 
 
@@ -32,15 +33,25 @@ class KDSRRL(SRRL):
 
 @register
 class ATSRRL(SRRL):
-    """SRRL plus attention transfer summed over every stage pair."""
+    """SRRL plus attention transfer summed over the stage pairs (every pair, or the last
+    ``last_pairs``, as :class:`~kdlab.methods.at.AT`)."""
 
     name = "at_srrl"
     description = "SRRL's terms + alpha w_at sum_pairs AT(F_s, F_t)"
-    schema = {**SRRL.schema, "at_weight": (1000.0, 0.0, None), "p": (2.0, 1.0, None)}
+    schema = {
+        **SRRL.schema,
+        "at_weight": (1000.0, 0.0, None),
+        "p": (2.0, 1.0, None),
+        "last_pairs": (0.0, 0.0, None),
+    }
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.at_pairs = last_pairs(self.pairs, self.params["last_pairs"], self.name)
 
     def distill_terms(self, s, t, batch: Batch, epoch: int):
         terms = super().distill_terms(s, t, batch, epoch)
         p = self.params["p"]
         p = int(p) if p == int(p) else p
-        at = sum(at_loss(s["stages"][i], t["stages"][j], p) for i, j in self.pairs)
+        at = sum(at_loss(s["stages"][i], t["stages"][j], p) for i, j in self.at_pairs)
         return {**terms, "at": self.params["at_weight"] * at}

@@ -12,9 +12,13 @@ from torch import nn
 class FeatureClassifier(nn.Module):
     """A classifier whose intermediate features can be tapped.
 
-    Subclasses implement :meth:`stem_and_stages`; the stage outputs are the feature taps
-    (FitNet, AT, ...), ``pool`` turns the last stage into the penultimate feature and
-    ``classifier`` maps it to logits (SimKD and SRRL reuse the classifier on other features).
+    Subclasses implement :meth:`stages_forward` (or :meth:`stem_and_stages` when the stem's
+    map is a tap too); the stage outputs are the feature taps (FitNet, AT, ...), in
+    RepDistiller's places: a Wide ResNet's last tap is taken before its final BN-ReLU, a
+    MobileNetV2's / ShuffleNetV2's before its 1x1 head convolution. :meth:`head_map` turns the
+    last tap into the map the head reads (the penultimate map, SRRL's), ``pool`` turns that
+    into the penultimate feature and ``classifier`` maps it to logits (SimKD and SRRL reuse
+    the classifier on other features).
     """
 
     classifier: nn.Module
@@ -38,6 +42,22 @@ class FeatureClassifier(nn.Module):
             feats.append(out)
         return feats
 
+    def stem_and_stages(self, x: torch.Tensor) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
+        """The stem's output map (None where the model has no separate stem tap) and every
+        stage's output. Default: no stem tap, :meth:`stages_forward`."""
+        return None, self.stages_forward(x)
+
+    def head_map(self, last: torch.Tensor) -> torch.Tensor:
+        """The map the head pools, from the last stage tap. Default: the tap itself; models
+        with layers between their last tap and the pool (a final BN-ReLU, a 1x1 head
+        convolution) apply them here."""
+        return last
+
+    def preact_stages(self, stages: list[torch.Tensor]) -> list[torch.Tensor] | None:
+        """The stage taps before their last activation (RepDistiller's ``preact=True``, what AB
+        reads), or None where the model does not give them."""
+        return None
+
     def pool(self, last: torch.Tensor) -> torch.Tensor:
         """Turn the last stage's output into the flat penultimate feature.
 
@@ -46,13 +66,26 @@ class FeatureClassifier(nn.Module):
         return torch.flatten(F.adaptive_avg_pool2d(last, 1), 1)
 
     def forward_features(self, x: torch.Tensor) -> dict[str, object]:
-        """Logits plus every feature tap: ``{"stages": [...], "pooled": f, "logits": z}``."""
-        stages = self.stages_forward(x)
-        pooled = self.pool(stages[-1])
-        return {"stages": stages, "pooled": pooled, "logits": self.classifier(pooled)}
+        """Logits plus every feature tap: ``{"stages": [...], "head_map": m, "pooled": f,
+        "logits": z}``, plus ``"stem"`` and ``"preact_stages"`` where the model gives them."""
+        stem, stages = self.stem_and_stages(x)
+        head = self.head_map(stages[-1])
+        pooled = self.pool(head)
+        out: dict[str, object] = {
+            "stages": stages,
+            "head_map": head,
+            "pooled": pooled,
+            "logits": self.classifier(pooled),
+        }
+        if stem is not None:
+            out["stem"] = stem
+        preact = self.preact_stages(stages)
+        if preact is not None:
+            out["preact_stages"] = preact
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.pool(self.stages_forward(x)[-1]))
+        return self.classifier(self.pool(self.head_map(self.stages_forward(x)[-1])))
 
     def stage_module(self, k: int) -> nn.Module:
         """The module whose output is stage ``k``'s feature map.

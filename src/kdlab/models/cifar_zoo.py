@@ -13,8 +13,12 @@ the published ones (DESIGN.md section 3; docs/zoo.md has the table):
   stride-2 stem, expansion 6, the 1x1 expansion is kept even where the ratio is 1.
 * ``shufflev1`` (groups 3, 240/480/960) and ``shufflev2`` (x1, 116/232/464, 1024 head).
 
-Stage outputs are the ends of each resolution stage (what FitNet/AT/SRRL tap); ``pool`` is a
-global average pool; ``classifier`` is the last linear layer (SimKD/SRRL reuse it).
+Stage outputs are the ends of each resolution stage (what FitNet/AT/SRRL tap), in RepDistiller's
+places (``models/wrn.py``, ``mobilenetv2.py``, ``ShuffleNetv2.py`` ``forward(is_feat=True)``): the
+WRNs' last tap is before the final BN-ReLU, MobileNetV2's and ShuffleNetV2's before the 1x1 head
+convolution; ``head_map`` applies those layers. The ResNets' and WRNs' stem output is the
+``stem`` tap (RepDistiller's ``f0``, FSP's first matrix). ``pool`` is a global average pool;
+``classifier`` is the last linear layer (SimKD/SRRL reuse it).
 """
 
 from __future__ import annotations
@@ -80,13 +84,16 @@ class CifarResNetRD(FeatureClassifier):
         self.feature_dim = cin
         self.classifier = nn.Linear(cin, num_classes)
 
-    def stages_forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        out = F.relu(self.bn1(self.conv1(x)))
+    def stem_and_stages(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        stem = out = F.relu(self.bn1(self.conv1(x)))
         feats = []
         for stage in self.stages:
             out = stage(out)
             feats.append(out)
-        return feats
+        return stem, feats
+
+    def stages_forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.stem_and_stages(x)[1]
 
 
 def _resnet(depth: int, filters: list[int]):
@@ -129,9 +136,9 @@ class _WideBlock(nn.Module):
 
 
 class WideResNet(FeatureClassifier):
-    """``wrn_{depth}_{width}``; the final BN-ReLU belongs to the last stage."""
-
-    last_stage_followed_by = "BN + ReLU"
+    """``wrn_{depth}_{width}``. As RepDistiller's ``models/wrn.py`` (``forward``, ``f3 = out``
+    before ``self.relu(self.bn1(out))``), the last stage tap is the last block's output before
+    the final BN-ReLU, which :meth:`head_map` applies."""
 
     def __init__(self, depth: int, width: int, num_classes: int, in_channels: int = 3) -> None:
         super().__init__()
@@ -153,15 +160,25 @@ class WideResNet(FeatureClassifier):
         self.feature_dim = cin
         self.classifier = nn.Linear(cin, num_classes)
 
-    def stages_forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        out = self.conv1(x)
+    def stem_and_stages(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        stem = out = self.conv1(x)
         feats = []
-        for i, stage in enumerate(self.stages):
+        for stage in self.stages:
             out = stage(out)
-            if i == len(self.stages) - 1:
-                out = F.relu(self.bn(out))
             feats.append(out)
-        return feats
+        return stem, feats
+
+    def stages_forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.stem_and_stages(x)[1]
+
+    def head_map(self, last: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.bn(last))
+
+    def preact_stages(self, stages: list[torch.Tensor]) -> list[torch.Tensor]:
+        """RepDistiller ``preact=True``: each tap through the BN that follows it (the next
+        stage's first BN, the final BN), without the ReLU."""
+        bns = [stage[0].bn1 for stage in self.stages[1:]] + [self.bn]
+        return [bn(f) for bn, f in zip(bns, stages, strict=True)]
 
 
 # RepDistiller's four, then SRRL's (seed 003 Tables 1 and 6: 16-4, 40-4, 10-10, 16-10).
@@ -250,7 +267,8 @@ class _InvertedResidual(nn.Module):
 class MobileNetV2(FeatureClassifier):
     """MobileNetV2 for 32x32 inputs: stride-2 stem, 17 inverted residuals, 1x1 conv to 1280.
 
-    Stages: after blocks with 16, 24, 32, 96 channels and after the 1280-channel head conv.
+    Stages: after the blocks with 16, 24, 32, 96 and 320 channels (RepDistiller's and SimKD's
+    last tap ``feat[-2]`` is the 320-channel block); :meth:`head_map` applies the 1x1 head conv.
     """
 
     SETTING = [(1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1)]
@@ -274,12 +292,11 @@ class MobileNetV2(FeatureClassifier):
         self.feature_dim = last
         self.classifier = nn.Linear(last, num_classes)
 
-    # Stage maps: the outputs of blocks 0, 1, 2 and 4, then the 1x1 head.
-    _STAGE_BLOCKS = (0, 1, 2, 4)
+    # Stage maps: the outputs of blocks 0, 1, 2, 4 and 6.
+    _STAGE_BLOCKS = (0, 1, 2, 4, 6)
 
     def stage_module(self, k: int) -> nn.Module:
-        k = k % (len(self._STAGE_BLOCKS) + 1)
-        return self.head if k == len(self._STAGE_BLOCKS) else self.blocks[self._STAGE_BLOCKS[k]]
+        return self.blocks[self._STAGE_BLOCKS[k % len(self._STAGE_BLOCKS)]]
 
     def stages_forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         out = self.stem(x)
@@ -288,8 +305,10 @@ class MobileNetV2(FeatureClassifier):
             out = block(out)
             if i in self._STAGE_BLOCKS:
                 feats.append(out)
-        feats.append(self.head(out))
         return feats
+
+    def head_map(self, last: torch.Tensor) -> torch.Tensor:
+        return self.head(last)
 
 
 @register("mobilenetv2", "cifar", "MobileNetV2 x1.0 for CIFAR (SimKD student)")
@@ -400,9 +419,8 @@ class _ShuffleV2Down(nn.Module):
 
 class ShuffleNetV2(FeatureClassifier):
     """ShuffleNet V2 x1: 1x1 stem to 24, stages 116/232/464 (a down block + 3/7/3 basic blocks),
-    1x1 head conv to 1024. The last stage includes the head conv."""
-
-    last_stage_followed_by = "the 1x1 head"
+    1x1 head conv to 1024, applied by :meth:`head_map` (the last tap is before it, as
+    RepDistiller's ``feat[-2]``)."""
 
     def __init__(self, num_classes: int, in_channels: int = 3) -> None:
         super().__init__()
@@ -423,12 +441,13 @@ class ShuffleNetV2(FeatureClassifier):
     def stages_forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         out = F.relu(self.stem(x))
         feats = []
-        for i, stage in enumerate(self.stages):
+        for stage in self.stages:
             out = stage(out)
-            if i == len(self.stages) - 1:
-                out = self.head(out)
             feats.append(out)
         return feats
+
+    def head_map(self, last: torch.Tensor) -> torch.Tensor:
+        return self.head(last)
 
 
 @register("shufflev1", "cifar", "ShuffleNet V1, groups 3 (RepDistiller ShuffleV1)")

@@ -164,6 +164,8 @@ def distill(cfg: Config, method: str) -> None:
         f"T {cfg.temperature}, {mc.train.epochs} epochs on {device}",
         flush=True,
     )
+    # Methods with an initialisation phase (init_epochs) train that many epochs more.
+    train_cfg = get_method(method).train_config(mc.train, cfg.method_params[method])
     train, val, test = loaders(cfg, data, mc, device)
     # Every param that shapes this run: a checkpoint written under others is never resumed.
     run_id = fingerprint(
@@ -176,7 +178,7 @@ def distill(cfg: Config, method: str) -> None:
         distiller,
         train,
         val,
-        mc.train,
+        train_cfg,
         f"distill@{method}",
         ckpt,
         run_id,

@@ -30,6 +30,7 @@ PAPER_OF_PROFILE = {
     "simkd": "simkd",
     "srrl": "srrl",
     "srrl_crd": "srrl",
+    "srrl_cifar10": "srrl",
 }
 
 
