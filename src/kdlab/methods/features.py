@@ -206,6 +206,10 @@ class InitPhase(FeatureDistiller):
     (RepDistiller uses these terms only to initialise the student); ``0``: both throughout.
     """
 
+    @property
+    def warmup_epochs(self) -> int:
+        return int(self.params.get("init_epochs", 0))
+
     def forward_train(
         self, batch: Batch, epoch: int
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -17,8 +17,10 @@ from kdlab.methods.base import TeacherLogits
 from kdlab.models import count_params
 from kdlab.stages.common import (
     Data,
+    divergence_rule,
     end_training,
     finish_training_stage,
+    fit_logged,
     load_data,
     load_model,
     loaders,
@@ -28,7 +30,7 @@ from kdlab.stages.common import (
 )
 from kdlab.stages.softlabels import read_soft_labels
 from kdlab.stages.train import _parallel, evaluate_final_and_best
-from kdlab.train import fingerprint, fit
+from kdlab.train import fingerprint
 
 
 def read_teacher_logits(data: Data) -> torch.Tensor:
@@ -149,6 +151,13 @@ def check_method_models(cfg: Config) -> None:
             ) from None
 
 
+def distill_hint(method: str, distiller) -> str:
+    """The params.yaml knobs a diverging ``distill@<method>`` most likely needs changed."""
+    own = "temperature" in distiller.params
+    temp = f"method_params.{method}.temperature" if own else "temperature"
+    return f"student.train.lr, alpha or {temp} (now {distiller.term_temperature:g})"
+
+
 def distill(cfg: Config, method: str) -> None:
     """Train the student with ``method``; save weights, metrics and per-term loss curves."""
     t0 = time.time()
@@ -161,7 +170,7 @@ def distill(cfg: Config, method: str) -> None:
     distiller, source = build_distiller(cfg, method, data, student, device)
     print(
         f"[distill@{method}] {mc.model} student from {source}; alpha {cfg.alpha}, "
-        f"T {cfg.temperature}, {mc.train.epochs} epochs on {device}",
+        f"T {distiller.term_temperature}, {mc.train.epochs} epochs on {device}",
         flush=True,
     )
     train, val, test = loaders(cfg, data, mc, device)
@@ -172,7 +181,8 @@ def distill(cfg: Config, method: str) -> None:
     )
     ckpt = paths.CHECKPOINTS / f"distill_{method}.pt"
     log = EpochLog(f"distill/{method}", method)
-    result = fit(
+    result = fit_logged(
+        log,
         distiller,
         train,
         val,
@@ -180,8 +190,8 @@ def distill(cfg: Config, method: str) -> None:
         f"distill@{method}",
         ckpt,
         run_id,
-        on_epoch=log.epoch,
         test_loader=test,
+        divergence=divergence_rule(data.spec, distill_hint(method, distiller), distiller),
         **_parallel(cfg),
     )
     end_training()
@@ -189,7 +199,7 @@ def distill(cfg: Config, method: str) -> None:
     metrics.update(
         method=method,
         alpha=cfg.alpha,
-        temperature=cfg.temperature,
+        temperature=distiller.term_temperature,
         params=count_params(student),
         train_time_s=round(result.wall_time_s, 2),
     )
