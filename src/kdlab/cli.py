@@ -20,10 +20,13 @@ def _cfg(args):
 
 
 def cmd_check(args) -> None:
-    from kdlab.stages.distill import check_method_models
+    from kdlab.stages.data import check_sources
+    from kdlab.stages.distill import check_method_models, check_models
 
     cfg = _cfg(args)
+    check_models(cfg)
     check_method_models(cfg)
+    check_sources(cfg)
     print(
         f"{args.params}: OK ({cfg.data.name}; teacher {cfg.teacher.model}, student "
         f"{cfg.student.model}; methods {', '.join(cfg.methods)})"

@@ -117,6 +117,30 @@ def build_distiller(cfg: Config, method: str, data: Data, student, device) -> tu
     return distiller, "; ".join(sources) or "hard labels only"
 
 
+def check_models(cfg: Config) -> None:
+    """``kdlab check``: build the teacher, the student and the CAE from their params on the CPU,
+    so a typo under ``<role>.options`` fails here, naming the key, not in its stage after DVC
+    deleted the outputs."""
+    from kdlab.models import build_model, check_input
+
+    spec = get_dataset(cfg.data.name)
+    cpu = torch.device("cpu")
+    for role in ("teacher", "student", "cae"):
+        mc = getattr(cfg, role)
+        try:
+            if role == "cae":
+                model = build_model(mc.model, 0, spec.shape[0], **mc.options)
+                check_input(model, mc.model, (spec.shape[0], mc.input_size, mc.input_size))
+            else:
+                make_model(mc, spec, cpu)
+        except (TypeError, ValueError, RuntimeError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ConfigError(
+                f"params.yaml: {role}.options = {mc.options!r} (model {mc.model}, input "
+                f"{mc.input_size}): {first}"
+            ) from None
+
+
 def check_method_models(cfg: Config) -> None:
     """Method params that depend on the models (SRRL's stage index, FitNet's hint stage, ...).
 
