@@ -100,3 +100,167 @@ def test_default_params_still_pass_check(tmp_path, capsys):
     (tmp_path / "params.yaml").write_text(DEFAULT)
     assert main(["--params", str(tmp_path / "params.yaml"), "check"]) == 0
     assert yaml.safe_load(DEFAULT)["data"]["root"] == "data/raw"
+
+
+# --- 8: checkpoints carry the source hash ------------------------------------------------------
+
+
+def test_a_checkpoint_of_other_source_code_is_ignored(tmp_path):
+    import torch
+
+    from kdlab.train import fit, source_hash
+    from test_train import _setup, cfg
+
+    d, tr, va = _setup()
+    ckpt = tmp_path / "ck.pt"
+    state = {"run_id": "r", "source": "0" * 16, "epoch": 0}  # same params, older losses.py
+    torch.save(state, ckpt)
+    logs: list[str] = []
+    out = fit(d, tr, va, cfg(epochs=1), "t", checkpoint=ckpt, run_id="r", log=logs.append)
+    assert "written by other kdlab source code" in logs[0] and out.resumed_from_epoch == 0
+    assert len(source_hash()) == 16
+
+
+# --- 9: a stage dies with its parent ------------------------------------------------------------
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_stage_dies_with_its_parent(tmp_path):
+    src = Path(__file__).resolve().parents[1] / "src"
+    child = (
+        f"import sys, time; sys.path.insert(0, {str(src)!r}); from kdlab.cli import "
+        "die_with_parent; die_with_parent(); print('ready', flush=True); time.sleep(60)"
+    )
+    parent = (
+        "import subprocess, sys, time; "
+        f"p = subprocess.Popen([sys.executable, '-c', {child!r}], stdout=subprocess.PIPE); "
+        "p.stdout.readline(); print(p.pid, flush=True); time.sleep(60)"
+    )
+    dvc = subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE, text=True)
+    pid = int(dvc.stdout.readline())
+    dvc.kill()  # `dvc` killed
+    dvc.wait()
+    for _ in range(50):
+        status = Path(f"/proc/{pid}/status")
+        if not status.exists() or "\nState:\tZ" in status.read_text():
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, 9)
+        pytest.fail("the stage outlived its parent")
+
+
+# --- 10: atomic writes, temp files outside output folders ---------------------------------------
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temp_in_the_output_folder(tmp_path, monkeypatch):
+    import kdlab.io as kio
+
+    monkeypatch.chdir(tmp_path)
+    out = Path("data/models/distill/kd.pt")
+    kio.write_text(out, "old")
+    seen = []
+
+    def full_disk(src, dst):
+        seen.append(Path(src).parent.resolve())
+        raise OSError(28, "No space left on device", str(dst))
+
+    monkeypatch.setattr(kio.os, "replace", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        kio.write_text(out, "new")
+    assert out.read_text() == "old" and sorted(p.name for p in out.parent.iterdir()) == ["kd.pt"]
+    assert seen == [(tmp_path / kio.TMP_DIR).resolve()] and not any(kio.TMP_DIR.iterdir())
+
+
+def test_a_failed_checkpoint_write_costs_the_checkpoint_not_the_run(tmp_path, monkeypatch):
+    import kdlab.train
+    from kdlab.train import fit
+    from test_train import _setup, cfg
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(kdlab.train, "torch_save", full_disk)
+    d, tr, va = _setup()
+    logs: list[str] = []
+    out = fit(d, tr, va, cfg(epochs=2), "t", checkpoint=tmp_path / "ck.pt", run_id="r",
+              log=logs.append)  # fmt: skip
+    assert len(out.history) == 2 and any("could not write checkpoint" in m for m in logs)
+
+
+def test_epoch_log_files_are_whole_and_names_unique(tmp_path, monkeypatch):
+    import json
+
+    from kdlab.live import EpochLog
+    from kdlab.seeds import flatten
+
+    monkeypatch.chdir(tmp_path)
+    log = EpochLog("distill/kd", "kd")
+    for e in (1, 2):
+        log.epoch({"epoch": e, "val_acc": 50.0 + e, "loss_kd": 1.0 / e, "epoch_time_s": 3.0})
+    log.finish({"test_acc": 52.5, "best_val_acc": 52.0, "epochs": 2})
+    summary = json.loads(Path("metrics/distill/kd/metrics.json").read_text())
+    assert summary == {"kd": {"epoch": 2, "val_acc": 52.0, "test_acc": 52.5, "best_val_acc": 52.0}}
+    tsv = Path("metrics/distill/kd/plots/metrics/loss_kd.tsv").read_text()
+    assert tsv == "step\tloss_kd\n0\t1.0\n1\t0.5\n"
+    assert "step" not in flatten(summary)
+
+
+# --- 12: one line naming the file or key ------------------------------------------------------
+
+
+def test_bad_split_and_model_files_are_named(tmp_path):
+    import json
+
+    import torch
+
+    from kdlab.data.split import read_manifest
+    from kdlab.io import torch_save
+    from kdlab.stages.common import load_model
+
+    labels = torch.arange(10) % 3
+    path = tmp_path / "split.json"
+    good = {"version": 1, "noisy": [], "train_indices": [0, 1], "val_indices": [2]}
+    from kdlab.data.split import MANIFEST_VERSION
+
+    good["version"] = MANIFEST_VERSION
+    path.write_text(json.dumps({k: v for k, v in good.items() if k != "val_indices"}))
+    with pytest.raises(ValueError, match=r"split.json: key 'val_indices' is missing"):
+        read_manifest(path, labels)
+    path.write_text(json.dumps(good | {"train_indices": [0, 99]}))
+    with pytest.raises(ValueError, match=r"train_indices holds index 99; allowed: 0..9"):
+        read_manifest(path, labels)
+    model = tmp_path / "m.pt"
+    torch_save(model, {"weights": {}})
+    with pytest.raises(ValueError, match=r"m.pt: not a kdlab model file \(no model, "):
+        load_model(model, torch.device("cpu"))
+    blob = {"model": "lenet5", "num_classes": 10, "in_channels": 1, "input_size": 28,
+            "options": {}, "state_dict": {"conv.weight": torch.zeros(1)}}  # fmt: skip
+    torch_save(model, blob)
+    with pytest.raises(ValueError, match=r"m.pt: weights do not fit model 'lenet5'"):
+        load_model(model, torch.device("cpu"))
+
+
+def test_a_full_disk_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys):
+    import kdlab.io as kio
+    from kdlab.cli import main
+
+    def full_disk(path, text):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(kio, "write_text", full_disk)
+    target = tmp_path / "params.yaml"
+    assert main(["--params", str(target), "preset", "default"]) == 2
+    assert capsys.readouterr().err == (f"kdlab preset: error: {target}: No space left on device\n")
+
+
+def test_benign_zips_written_by_writestr_extract(tmp_path):
+    import zipfile
+
+    from kdlab.data.archive import safe_extract
+
+    archive = tmp_path / "a.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("d/x.txt", "hello")
+    safe_extract(archive, tmp_path / "out")
+    assert (tmp_path / "out/d/x.txt").read_text() == "hello"

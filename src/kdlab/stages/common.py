@@ -193,14 +193,25 @@ def load_model(path: Path, device: torch.device) -> tuple[nn.Module, dict[str, A
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: run the stage that trains it first")
     blob = torch_load(path)
-    model = build_model(
-        blob["model"],
-        blob["num_classes"],
-        blob["in_channels"],
-        input_size=blob["input_size"],
-        **blob["options"],
-    )
-    model.load_state_dict(blob["state_dict"])
+    fix = "rerun the stage that writes it (`dvc repro -f <stage>`)"
+    keys = ("model", "num_classes", "in_channels", "input_size", "options", "state_dict")
+    missing = [k for k in keys if not isinstance(blob, dict) or k not in blob]
+    if missing:
+        raise ValueError(f"{path}: not a kdlab model file (no {', '.join(missing)}); {fix}")
+    try:
+        model = build_model(
+            blob["model"],
+            blob["num_classes"],
+            blob["in_channels"],
+            input_size=blob["input_size"],
+            **blob["options"],
+        )
+        model.load_state_dict(blob["state_dict"])
+    except (TypeError, RuntimeError, KeyError) as err:
+        first = str(err).strip().splitlines()[0]
+        raise ValueError(
+            f"{path}: weights do not fit model {blob['model']!r} ({first}); {fix}"
+        ) from None
     return model.to(device).eval(), blob
 
 
