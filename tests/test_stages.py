@@ -341,3 +341,39 @@ def test_a_resumed_stage_records_the_time_of_the_run_it_resumed(run, capsys, mon
     assert "resuming from checkpoint" in out
     assert 1000.0 < record["train_time_s"] < 1000.0 + 300
     assert record["train_time_s"] <= record["wall_time_s"] < 1000.0 + 300
+
+
+def test_a_planted_divergent_distill_fails_its_stage_and_writes_no_result(run, capsys):
+    """Issue 23: a huge lr (planted divergence: NaN loss) makes distill@kd exit 2 with one line
+    naming the stage, the epoch and the knob; no model or record is written, the summary is
+    marked ``diverged`` and the reports print that mark instead of a number."""
+    import json as _json
+
+    from kdlab.cli import main
+    from kdlab.experiments import _cell
+    from kdlab.seeds import mark_diverged
+
+    params = yaml.safe_load((run["root"] / "params.yaml").read_text())
+    params["student"]["train"].update(lr=10.0, schedule="constant", momentum=0.99)
+    params["method_params"]["kd"]["reduction"] = "batchmean"
+    params["temperature"] = 1000.0
+    path = run["root"] / "params_diverge.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    old = os.getcwd()
+    os.chdir(run["root"])
+    try:
+        for out in (paths.distilled("kd"), paths.metrics("distill/kd")):
+            out.unlink(missing_ok=True)  # what DVC does before it runs the stage
+        capsys.readouterr()
+        assert main(["--params", str(path), "distill", "kd"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("kdlab distill: error: [distill@kd] diverged: ")
+        assert "at epoch " in err and "likely knob: student.train.lr, alpha or temperature" in err
+        assert not paths.distilled("kd").exists() and not paths.metrics("distill/kd").exists()
+        summary = _json.loads(paths.summary("distill/kd").read_text())
+        assert summary["kd"]["diverged"] >= 1
+        scores = {"kd": dict(summary["kd"], test_acc=10.0)}
+        mark_diverged(scores)
+        assert _cell(scores["kd"]["test_acc"], None) == "diverged"
+    finally:
+        os.chdir(old)

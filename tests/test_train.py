@@ -140,9 +140,9 @@ def test_accuracy_at_chance_after_the_warm_up_is_divergence(tmp_path):
     with pytest.raises(DivergenceError) as err:
         fit(_at_chance(d), tr, va, cfg(epochs=8), "distill@dkd", checkpoint=ckpt, run_id="r",
             log=lambda _: None, on_epoch=rows.append, divergence=rule)  # fmt: skip
-    assert err.value.epoch == 4 and len(rows) == 4
+    assert err.value.epoch == 5 and len(rows) == 5
     assert str(err.value) == (
-        "[distill@dkd] diverged: validation accuracy 25.00% at epoch 4 stayed at chance level "
+        "[distill@dkd] diverged: validation accuracy 25.00% at epoch 5 stayed at chance level "
         "(<= 30.00% for 3 epochs after a warm-up of 1); likely knob: student.train.lr. "
         "No output was written"
     )
@@ -154,12 +154,12 @@ def test_accuracy_at_chance_after_the_warm_up_is_divergence(tmp_path):
 @pytest.mark.parametrize(
     ("accs", "fires"),
     [
-        ([10.0, 10.0], False),  # fewer epochs than the rule looks at
-        ([10.0, 10.0, 10.0], True),
-        ([11.0, 11.5, 11.0], True),  # within the margin (12% at 10 classes), not improving
-        ([10.0, 11.0, 11.9], False),  # a slow start that improves
-        ([10.0, 10.0, 12.5], False),  # above the margin
-        ([50.0, 10.0, 10.0, 10.0], True),  # collapsed after learning (the issue's DKD run)
+        ([10.0] * 4, False),  # before epoch 5 (the tiny fixtures' 2-4 epoch runs)
+        ([10.0] * 5, True),
+        ([9.0, 9.0, 11.0, 11.5, 11.0], True),  # within the margin (12% at 10 classes), flat
+        ([9.0, 9.0, 10.0, 11.0, 11.9], False),  # a slow start that improves
+        ([9.0, 9.0, 10.0, 10.0, 12.5], False),  # above the margin
+        ([50.0, 60.0, 10.0, 10.0, 10.0], True),  # collapsed after learning (the issue's DKD)
     ],
 )
 def test_the_chance_rule_has_a_margin_and_spares_slow_starts(accs, fires):

@@ -80,11 +80,12 @@ def source_hash() -> str:
     return h.hexdigest()[:16]
 
 
-# The chance-level rule (docs/architecture.md, "Divergence"): from epoch ``warm-up +
-# CHANCE_EPOCHS`` on, a classifier whose validation accuracy was at most chance (100 / C %) plus
-# a margin of max(CHANCE_MARGIN, 20% of chance) points in each of its last CHANCE_EPOCHS epochs,
-# and did not improve over them, has diverged.
+# The chance-level rule (docs/architecture.md, "Divergence"): from epoch max(warm-up +
+# CHANCE_EPOCHS, CHANCE_START) on, a classifier whose validation accuracy was at most chance
+# (100 / C %) plus a margin of max(CHANCE_MARGIN, 20% of chance) points in each of its last
+# CHANCE_EPOCHS epochs, and did not improve over them, has diverged.
 CHANCE_EPOCHS = 3
+CHANCE_START = 5
 CHANCE_MARGIN = 2.0
 
 
@@ -102,7 +103,7 @@ class Divergence:
 def check_divergence(history: list[dict[str, float]], rule: Divergence, name: str) -> None:
     """Raise :class:`DivergenceError` when the chance-level rule holds after the last epoch."""
     epoch = len(history)
-    if rule.chance is None or epoch < rule.warmup + CHANCE_EPOCHS:
+    if rule.chance is None or epoch < max(rule.warmup + CHANCE_EPOCHS, CHANCE_START):
         return
     last = [row.get("val_acc", math.inf) for row in history[-CHANCE_EPOCHS:]]
     limit = rule.chance + max(CHANCE_MARGIN, 0.2 * rule.chance)
