@@ -264,3 +264,14 @@ def test_benign_zips_written_by_writestr_extract(tmp_path):
         zf.writestr("d/x.txt", "hello")
     safe_extract(archive, tmp_path / "out")
     assert (tmp_path / "out/d/x.txt").read_text() == "hello"
+
+
+def test_a_gamma_past_float32_fails_check(tmp_path, capsys):
+    from kdlab.cli import main
+
+    path = tmp_path / "params.yaml"
+    path.write_text(_edit(lambda p: p["soft_labels"].update(gamma=1e300)))
+    assert main(["--params", str(path), "check"]) == 2
+    assert "soft_labels.gamma = 1e+300 is not allowed; allowed: a number in [0, 1000]" in (
+        capsys.readouterr().err
+    )

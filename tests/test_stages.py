@@ -377,3 +377,34 @@ def test_a_planted_divergent_distill_fails_its_stage_and_writes_no_result(run, c
         assert _cell(scores["kd"]["test_acc"], None) == "diverged"
     finally:
         os.chdir(old)
+
+
+def test_producers_refuse_non_finite_outputs(run):
+    """Issue 23, item 11: a NaN teacher (teacher_logits) and a gamma past float32 (soft_labels)
+    used to be written with exit 0 and cached by DVC; now each stage fails, writing nothing."""
+    import dataclasses
+
+    from kdlab.stages.softlabels import build_soft_labels
+    from kdlab.stages.teacher_logits import teacher_logits
+
+    old = os.getcwd()
+    os.chdir(run["root"])
+    teacher = paths.TEACHER.read_bytes()
+    logits, matrix = paths.TEACHER_LOGITS.read_bytes(), paths.SOFT_LABELS.read_bytes()
+    try:
+        blob = torch.load(paths.TEACHER, weights_only=True)
+        blob["state_dict"] = {
+            k: v.fill_(float("nan")) if v.is_floating_point() else v
+            for k, v in blob["state_dict"].items()
+        }
+        torch.save(blob, paths.TEACHER)
+        with pytest.raises(ValueError, match=r"model.pt: non-finite logits for training image"):
+            teacher_logits(run["cfg"])
+        assert paths.TEACHER_LOGITS.read_bytes() == logits
+        sl = dataclasses.replace(run["cfg"].soft_labels, gamma=1e300)
+        with pytest.raises(ValueError, match=r"soft_labels \(gamma 1e\+300, .*: row 0, column"):
+            build_soft_labels(dataclasses.replace(run["cfg"], soft_labels=sl))
+        assert paths.SOFT_LABELS.read_bytes() == matrix
+    finally:
+        paths.TEACHER.write_bytes(teacher)
+        os.chdir(old)

@@ -134,9 +134,10 @@ class SoftLabelConfig:
         p = "soft_labels."
         gamma = d.get("gamma")
         if gamma != "auto":
-            gamma = _number(d, "gamma", p, lo=0) if not isinstance(gamma, str) else None
+            # softmax(z + gamma I) is one-hot long before 1000; beyond float32 it is NaN.
+            gamma = _number(d, "gamma", p, lo=0, hi=1000) if not isinstance(gamma, str) else None
             if gamma is None:
-                raise _fail(f"{p}gamma", d.get("gamma"), "a number >= 0 or auto")
+                raise _fail(f"{p}gamma", d.get("gamma"), "a number in [0, 1000] or auto")
         return SoftLabelConfig(
             samples_per_class=_number(d, "samples_per_class", p, lo=2, integer=True),
             gamma=None if gamma == "auto" else gamma,
