@@ -134,10 +134,13 @@ def test_a_stage_dies_with_its_parent(tmp_path):
     parent = (
         "import subprocess, sys, time; "
         f"p = subprocess.Popen([sys.executable, '-c', {child!r}], stdout=subprocess.PIPE); "
-        "p.stdout.readline(); print(p.pid, flush=True); time.sleep(60)"
+        "ok = p.stdout.readline() == b'ready\\n'; print(p.pid if ok else -1, flush=True); "
+        "time.sleep(60)"
     )
     dvc = subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE, text=True)
     pid = int(dvc.stdout.readline())
+    assert pid > 0, "the stage did not start"
+    assert Path(f"/proc/{pid}").exists()  # alive while its parent lives
     dvc.kill()  # `dvc` killed
     dvc.wait()
     for _ in range(50):
