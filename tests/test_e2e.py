@@ -92,13 +92,13 @@ def test_repro_runs_every_stage_and_writes_results(repo):
     for m in methods:
         record = json.loads((repo / f"metrics/distill/{m}.json").read_text())
         assert record["method"] == m
-        # DVCLive: the summary dvc exp show compares holds the record's scores and the last
-        # epoch's step; one step plot per logged value, one row per epoch.
+        # DVCLive's layout: the summary dvc exp show compares holds the record's scores and the
+        # epoch reached; one step plot per logged value, one row per epoch.
         live = repo / f"metrics/distill/{m}"
         summary = json.loads((live / "metrics.json").read_text())
         assert summary == {
-            "step": record["epochs"] - 1,
             m: {
+                "epoch": record["epochs"],
                 "val_acc": pytest.approx(record["val_acc"], abs=0.005),
                 "test_acc": record["test_acc"],
                 "best_val_acc": record["best_val_acc"],
@@ -132,8 +132,21 @@ def test_repro_runs_every_stage_and_writes_results(repo):
     assert (repo / "plots/png/soft_labels.png").stat().st_size > 1000
     check_analysis(repo, methods)
     check_probe(repo, methods)
+    check_unique_metric_names(repo)
     status = run([sys.executable, "-m", "dvc", "status"], repo)
     assert "up to date" in status
+
+
+def check_unique_metric_names(repo: Path) -> None:
+    """Every metric name appears in one summary only: `dvc exp show` prefixes none with its
+    file (issue 23: `step` in every summary, `kd.test_acc` from distill@kd and analyse)."""
+    from kdlab.seeds import flatten
+
+    where: dict[str, list[str]] = {}
+    for path in sorted(repo.glob("metrics/**/metrics.json")):
+        for name in flatten(json.loads(path.read_text())):
+            where.setdefault(name, []).append(str(path.relative_to(repo)))
+    assert where and {k: v for k, v in where.items() if len(v) > 1} == {}
 
 
 def check_analysis(repo: Path, methods: list[str]) -> None:
@@ -144,7 +157,8 @@ def check_analysis(repo: Path, methods: list[str]) -> None:
 
     rows = json.loads((repo / "metrics/analysis.json").read_text())["models"]
     assert set(rows) == {"teacher", "ce", *methods}
-    assert json.loads((repo / "metrics/analysis/metrics.json").read_text()) == rows
+    shown = {m: {k: v for k, v in r.items() if k != "test_acc"} for m, r in rows.items()}
+    assert json.loads((repo / "metrics/analysis/metrics.json").read_text()) == shown
     assert rows["teacher"]["kl_teacher"] == 0.0 and rows["teacher"]["l2_distance"] == 0.0
     for name, stage in (("teacher", "teacher"), ("ce", "student"), ("kd", "distill/kd")):
         record = json.loads((repo / f"metrics/{stage}.json").read_text())

@@ -112,3 +112,15 @@ def test_a_models_scores_from_several_files_are_merged():
     runs = runs_from_exp_show([{**rev("a" * 40, params(0, 0.6), m, name="main")}])
     assert runs[0]["scores"]["kd"] == {"test_acc": 91.0, "kl_teacher": 0.5}
     assert runs[0]["scores"]["ce"] == {"test_acc": 90.0, "nmi": 70.0}
+
+
+def test_a_diverged_model_is_marked_not_printed():
+    """Issue 23: a summary marked ``diverged`` (kdlab.live) reaches no table as a number."""
+    m = metrics(90.0, 10.0)
+    m["metrics/distill/kd/metrics.json"] = {"kd": {"epoch": 7, "val_acc": 10.0, "diverged": 7}}
+    m["metrics/analysis/metrics.json"] = {"kd": {"test_acc": 10.0}}  # another file's number
+    doc = [{**rev("a" * 40, params(0, 0.8), m, name="main"), "experiments": None}]
+    runs = runs_from_exp_show(doc, repo=None)
+    assert math.isnan(runs[0]["scores"]["kd"]["test_acc"]) and runs[0]["scores"]["ce"]
+    out = to_markdown(summarize(runs), "test_acc")
+    assert "| kd | diverged | 1 | 0 |" in out and "10.00" not in out

@@ -400,3 +400,70 @@ def test_a_resumed_stage_records_the_time_of_the_run_it_resumed(run, capsys, mon
     assert "resuming from checkpoint" in out
     assert 1000.0 < record["train_time_s"] < 1000.0 + 300
     assert record["train_time_s"] <= record["wall_time_s"] < 1000.0 + 300
+
+
+def test_a_planted_divergent_distill_fails_its_stage_and_writes_no_result(run, capsys):
+    """Issue 23: a huge lr (planted divergence: NaN loss) makes distill@kd exit 2 with one line
+    naming the stage, the epoch and the knob; no model or record is written, the summary is
+    marked ``diverged`` and the reports print that mark instead of a number."""
+    import json as _json
+
+    from kdlab.cli import main
+    from kdlab.experiments import _cell
+    from kdlab.seeds import mark_diverged
+
+    params = yaml.safe_load((run["root"] / "params.yaml").read_text())
+    params["student"]["train"].update(lr=10.0, schedule="constant", momentum=0.99)
+    params["method_params"]["kd"]["reduction"] = "batchmean"
+    params["temperature"] = 1000.0
+    path = run["root"] / "params_diverge.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    old = os.getcwd()
+    os.chdir(run["root"])
+    try:
+        for out in (paths.distilled("kd"), paths.metrics("distill/kd")):
+            out.unlink(missing_ok=True)  # what DVC does before it runs the stage
+        capsys.readouterr()
+        assert main(["--params", str(path), "distill", "kd"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("kdlab distill: error: [distill@kd] diverged: ")
+        assert "at epoch " in err and "likely knob: student.train.lr, alpha or temperature" in err
+        assert not paths.distilled("kd").exists() and not paths.metrics("distill/kd").exists()
+        summary = _json.loads(paths.summary("distill/kd").read_text())
+        assert summary["kd"]["diverged"] >= 1
+        scores = {"kd": dict(summary["kd"], test_acc=10.0)}
+        mark_diverged(scores)
+        assert _cell(scores["kd"]["test_acc"], None) == "diverged"
+    finally:
+        os.chdir(old)
+
+
+def test_producers_refuse_non_finite_outputs(run):
+    """Issue 23, item 11: a NaN teacher (teacher_logits) and a gamma past float32 (soft_labels)
+    used to be written with exit 0 and cached by DVC; now each stage fails, writing nothing."""
+    import dataclasses
+
+    from kdlab.stages.softlabels import build_soft_labels
+    from kdlab.stages.teacher_logits import teacher_logits
+
+    old = os.getcwd()
+    os.chdir(run["root"])
+    teacher = paths.TEACHER.read_bytes()
+    logits, matrix = paths.TEACHER_LOGITS.read_bytes(), paths.SOFT_LABELS.read_bytes()
+    try:
+        blob = torch.load(paths.TEACHER, weights_only=True)
+        blob["state_dict"] = {
+            k: v.fill_(float("nan")) if v.is_floating_point() else v
+            for k, v in blob["state_dict"].items()
+        }
+        torch.save(blob, paths.TEACHER)
+        with pytest.raises(ValueError, match=r"model.pt: non-finite logits for training image"):
+            teacher_logits(run["cfg"])
+        assert paths.TEACHER_LOGITS.read_bytes() == logits
+        sl = dataclasses.replace(run["cfg"].soft_labels, gamma=1e300)
+        with pytest.raises(ValueError, match=r"soft_labels \(gamma 1e\+300, .*: row 0, column"):
+            build_soft_labels(dataclasses.replace(run["cfg"], soft_labels=sl))
+        assert paths.SOFT_LABELS.read_bytes() == matrix
+    finally:
+        paths.TEACHER.write_bytes(teacher)
+        os.chdir(old)

@@ -3,9 +3,10 @@ import torch
 
 from kdlab.config import AugmentConfig, TrainConfig
 from kdlab.data.pipeline import TensorLoader
+from kdlab.errors import DivergenceError
 from kdlab.methods import get_method
 from kdlab.models import build_model
-from kdlab.train import fit, lr_factor
+from kdlab.train import Divergence, check_divergence, fit, lr_factor
 
 
 def cfg(**kw):
@@ -119,5 +120,54 @@ def test_checkpoint_of_other_run_is_ignored(tmp_path):
 
 def test_nan_loss_stops_with_message():
     d, tr, va = _setup()
-    with pytest.raises(FloatingPointError, match="loss became nan at epoch 1"):
+    with pytest.raises(DivergenceError, match=r"\[t\] diverged: loss became nan at epoch 1; "):
         fit(d, tr, va, cfg(epochs=1, lr=1e30, schedule="constant"), "t", log=lambda _: None)
+
+
+def _at_chance(d):
+    """The objective predicts class 0 for every image: 25% on the 4-class validation split."""
+    d.forward_test = lambda x: torch.zeros(len(x), 4)
+    return d
+
+
+def test_accuracy_at_chance_after_the_warm_up_is_divergence(tmp_path):
+    """Issue 23: the rule fires after warm-up + 3 epochs at <= chance + margin, naming the
+    stage, the epoch and the knob; the resume checkpoint goes (resuming would diverge again)."""
+    d, tr, va = _setup()
+    ckpt = tmp_path / "ck.pt"
+    rows = []
+    rule = Divergence(chance=25.0, warmup=1, hint="student.train.lr")
+    with pytest.raises(DivergenceError) as err:
+        fit(_at_chance(d), tr, va, cfg(epochs=8), "distill@dkd", checkpoint=ckpt, run_id="r",
+            log=lambda _: None, on_epoch=rows.append, divergence=rule)  # fmt: skip
+    assert err.value.epoch == 5 and len(rows) == 5
+    assert str(err.value) == (
+        "[distill@dkd] diverged: validation accuracy 25.00% at epoch 5 stayed at chance level "
+        "(<= 30.00% for 3 epochs after a warm-up of 1); likely knob: student.train.lr. "
+        "No output was written"
+    )
+    assert not ckpt.exists()
+    d, tr, va = _setup()  # no rule (a regression objective): never at chance
+    assert len(fit(_at_chance(d), tr, va, cfg(epochs=4), "t", log=lambda _: None).history) == 4
+
+
+@pytest.mark.parametrize(
+    ("accs", "fires"),
+    [
+        ([10.0] * 4, False),  # before epoch 5 (the tiny fixtures' 2-4 epoch runs)
+        ([10.0] * 5, True),
+        ([9.0, 9.0, 11.0, 11.5, 11.0], True),  # within the margin (12% at 10 classes), flat
+        ([9.0, 9.0, 10.0, 11.0, 11.9], False),  # a slow start that improves
+        ([9.0, 9.0, 10.0, 10.0, 12.5], False),  # above the margin
+        ([50.0, 60.0, 10.0, 10.0, 10.0], True),  # collapsed after learning (the issue's DKD)
+    ],
+)
+def test_the_chance_rule_has_a_margin_and_spares_slow_starts(accs, fires):
+    history = [{"val_acc": a} for a in accs]
+    rule = Divergence(chance=10.0)
+    if fires:
+        with pytest.raises(DivergenceError, match=f"at epoch {len(accs)} stayed at chance"):
+            check_divergence(history, rule, "s")
+    else:
+        check_divergence(history, rule, "s")
+    check_divergence(history, Divergence(chance=10.0, warmup=len(accs)), "s")  # still warming

@@ -20,10 +20,13 @@ def _cfg(args):
 
 
 def cmd_check(args) -> None:
-    from kdlab.stages.distill import check_method_models
+    from kdlab.stages.data import check_sources
+    from kdlab.stages.distill import check_method_models, check_models
 
     cfg = _cfg(args)
+    check_models(cfg)
     check_method_models(cfg)
+    check_sources(cfg)
     print(
         f"{args.params}: OK ({cfg.data.name}; teacher {cfg.teacher.model}, student "
         f"{cfg.student.model}; methods {', '.join(cfg.methods)})"
@@ -304,13 +307,42 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def die_with_parent() -> None:
+    """Linux: ask the kernel to send SIGTERM to this process when its parent dies, so a killed
+    ``dvc`` never leaves its stage training on as an orphan beside the next ``dvc repro``."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import os
+    import signal
+
+    parent = os.getppid()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the request: follow it now
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _os_error(err: OSError) -> str:
+    """One line for a permission error, a full disk, a folder where a file was expected."""
+    where = f"{err.filename}: " if err.filename else ""
+    return f"{where}{err.strerror or err}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``kdlab`` console script."""
     args = build_parser().parse_args(argv)
+    if argv is None:  # a real process (a stage), not a call from Python
+        die_with_parent()
     try:
         args.fn(args)
     except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"kdlab {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"kdlab {args.command}: error: {_os_error(err)}", file=sys.stderr)
         return 2
     return 0
 

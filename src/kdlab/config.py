@@ -122,15 +122,32 @@ class DataConfig:
         subset = d.get("subset")
         if subset is not None:
             subset = _number(d, "subset", p, lo=1, integer=True)
+        root = d.get("root", "data/raw")
+        if not isinstance(root, str) or not _inside_repo(root):
+            raise _fail(f"{p}root", root, "a relative folder inside the repository, e.g. data/raw")
         return DataConfig(
             name=_choice(d, "name", p, dataset_names()),
-            root=str(d.get("root", "data/raw")),
+            root=root,
             source_dir=source_dir,
             md5={str(k): str(v) for k, v in md5.items()},
             val_size=_number(d, "val_size", p, lo=0, integer=True),
             subset=subset,
             label_noise=_number(d, "label_noise", p, lo=0, hi=1, default=0.0),
         )
+
+
+def _inside_repo(folder: str) -> bool:
+    """A relative path that stays inside the working directory (no absolute path, no ``..``
+    escape): DVC tracks ``data.root`` as an output and deletes it before the stage runs."""
+    parts = Path(folder).parts
+    if not folder or Path(folder).is_absolute() or folder.startswith("~"):
+        return False
+    depth = 0
+    for part in parts:
+        depth += -1 if part == ".." else (0 if part == "." else 1)
+        if depth < 0:
+            return False
+    return depth > 0
 
 
 @dataclass(frozen=True)
@@ -149,9 +166,10 @@ class SoftLabelConfig:
         p = "soft_labels."
         gamma = d.get("gamma")
         if gamma != "auto":
-            gamma = _number(d, "gamma", p, lo=0) if not isinstance(gamma, str) else None
+            # softmax(z + gamma I) is one-hot long before 1000; beyond float32 it is NaN.
+            gamma = _number(d, "gamma", p, lo=0, hi=1000) if not isinstance(gamma, str) else None
             if gamma is None:
-                raise _fail(f"{p}gamma", d.get("gamma"), "a number >= 0 or auto")
+                raise _fail(f"{p}gamma", d.get("gamma"), "a number in [0, 1000] or auto")
         return SoftLabelConfig(
             samples_per_class=_number(d, "samples_per_class", p, lo=2, integer=True),
             gamma=None if gamma == "auto" else gamma,
@@ -222,6 +240,11 @@ class Config:
     distributed: DistributedConfig = field(default_factory=DistributedConfig)  # DDP
 
 
+# Every stage seeds ``seed + offset`` (kdlab.stages.common.SEED_STREAMS, offsets < 100) into
+# NumPy, whose seeds are 32-bit.
+MAX_SEED = 2**31 - 1
+
+
 def _methods(methods: Any) -> list[str]:
     """``methods``: a mapping method -> the knowledge it reads; returns the method names.
 
@@ -285,7 +308,7 @@ def parse_config(raw: dict[str, Any]) -> Config:
         raise ConfigError(f"params.yaml: {err}") from None
     data = DataConfig.parse(_section(raw, "data"))
     cfg = Config(
-        seed=_number(raw, "seed", "", lo=0, integer=True),
+        seed=_number(raw, "seed", "", lo=0, hi=MAX_SEED, integer=True),
         alpha=_number(raw, "alpha", "", lo=0, hi=1),
         temperature=_number(raw, "temperature", "", lo=0, lo_open=True),
         methods=tuple(methods),
@@ -309,7 +332,18 @@ def parse_config(raw: dict[str, Any]) -> Config:
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """yaml.SafeLoader that refuses a key repeated in one mapping (DVC refuses them too)."""
+    """yaml.SafeLoader that refuses a key repeated in one mapping (DVC refuses them too) and
+    every alias (``*name``): a few KB of nested aliases expand to billions of nodes (a
+    "billion laughs" file hangs the loader), and params.yaml never needs one."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise ConfigError(
+                f"params.yaml line {event.start_mark.line + 1}: alias *{event.anchor} refused; "
+                "allowed: plain values (write the value out instead of an anchor/alias)"
+            )
+        return super().compose_node(parent, index)
 
     def construct_mapping(self, node, deep=False):
         seen: dict[Any, int] = {}
@@ -330,6 +364,8 @@ def read_params(path: str | Path) -> Any:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path} not found: run from the repository root or pass --params")
+    if not path.is_file():
+        raise ConfigError(f"{path} is not a file; allowed: --params pointing at a YAML file")
     with open(path, encoding="utf-8") as fh:
         try:
             return yaml.load(fh, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)

@@ -11,3 +11,12 @@ class ConfigError(ValueError):
 
 class UnsafeFileError(ValueError):
     """A ``.pt`` file that is corrupt or needs more than plain tensors, numbers and strings."""
+
+
+class DivergenceError(RuntimeError):
+    """A training stage diverged: its loss became non-finite or its validation accuracy stayed
+    at chance level after its warm-up (:func:`kdlab.train.check_divergence`)."""
+
+    def __init__(self, message: str, epoch: int) -> None:
+        super().__init__(message)
+        self.epoch = epoch

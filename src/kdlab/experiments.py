@@ -103,6 +103,8 @@ def mean_std(values: list[float]) -> tuple[float | None, float | None]:
 def _cell(mean: float | None, std: float | None) -> str:
     if mean is None:
         return "—"
+    if math.isnan(mean):  # a diverged run (kdlab.seeds.mark_diverged): no number to print
+        return "diverged"
     return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
 
 
@@ -464,7 +466,8 @@ def _put_cell(row: dict[str, Any], col: str, by_seed: dict[int, float], publishe
     row[f"{col} ours"] = _cell(mean, std)
     row[f"{col} n"] = len(by_seed)
     row[f"{col} paper"] = shown
-    row[f"{col} ours - paper"] = None if mean is None or paper is None else round(mean - paper, 2)
+    missing = mean is None or paper is None or math.isnan(mean)
+    row[f"{col} ours - paper"] = None if missing else round(mean - paper, 2)
 
 
 def build_rows(runs: list[dict[str, Any]], name: str) -> pd.DataFrame:

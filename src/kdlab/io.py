@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -14,16 +16,41 @@ import torch
 
 from kdlab.errors import UnsafeFileError
 
+# Temporary files live here (under the working directory, so on the same file system as the
+# outputs) and never inside an output folder, which DVC would hash with a stray ``.tmp`` in it.
+TMP_DIR = Path(".kdlab-tmp")
+
+
+def _tmp_dir(path: Path) -> Path:
+    """Where ``path``'s temporary file goes: :data:`TMP_DIR` for a target under the working
+    directory, else the target's own folder (a file outside the repository)."""
+    try:
+        path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return path.parent
+    TMP_DIR.mkdir(exist_ok=True)
+    return TMP_DIR
+
 
 def _atomic(path: str | Path, write: Callable[[str], None]) -> Path:
-    """Write to a temporary file in the target folder, then rename it into place."""
+    """Write a temporary file, flush it to disk, then rename it into place: a kill or a full
+    disk leaves the previous file (or none), never a 0-byte or half-written one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{path.name}.", suffix=".tmp", dir=_tmp_dir(path))
     os.close(fd)
     try:
         write(tmp)
-        os.replace(tmp, path)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())  # a full disk fails here, before anything is replaced
+        try:
+            os.replace(tmp, path)
+        except OSError as err:  # another file system (a mounted data/): stage beside it
+            if err.errno != errno.EXDEV:
+                raise
+            near = path.with_name(f".{path.name}.tmp")
+            shutil.copyfile(tmp, near)
+            os.replace(near, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

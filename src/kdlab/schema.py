@@ -13,6 +13,9 @@ from kdlab.errors import ConfigError
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("step", "onecycle", "cosine", "constant")
 DEVICES = "auto | cpu | cuda | cuda:N"
+# The largest learning rate any recipe uses is 0.2-ish; 10 leaves room and refuses typos such
+# as 1e10 (a NaN loss in the first batch).
+MAX_LR = 10.0
 
 
 def _fail(key: str, value: Any, allowed: str) -> ConfigError:
@@ -127,7 +130,7 @@ class TrainConfig:
             epochs=_number(d, "epochs", prefix, lo=1, integer=True),
             batch_size=_number(d, "batch_size", prefix, lo=1, integer=True),
             optimizer=_choice(d, "optimizer", prefix, OPTIMIZERS),
-            lr=_number(d, "lr", prefix, lo=0, lo_open=True),
+            lr=_number(d, "lr", prefix, lo=0, hi=MAX_LR, lo_open=True),
             momentum=_number(d, "momentum", prefix, lo=0, hi=1, default=0.0),
             weight_decay=_number(d, "weight_decay", prefix, lo=0),
             schedule=_choice(d, "schedule", prefix, SCHEDULES),

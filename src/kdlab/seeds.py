@@ -81,6 +81,16 @@ def model_scores(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {k: v for k, v in summary.items() if isinstance(v, dict)}
 
 
+def mark_diverged(scores: dict[str, dict[str, Any]]) -> None:
+    """A model whose summary carries ``diverged`` (its stage failed, :mod:`kdlab.live`) has no
+    result: each of its numbers becomes NaN, which every report prints as ``diverged``."""
+    for values in scores.values():
+        if "diverged" in values:
+            for k, v in values.items():
+                if k != "diverged" and isinstance(v, (int, float)) and not isinstance(v, bool):
+                    values[k] = math.nan
+
+
 REPO_KEY = "kdlab_repo"  # where exp_show notes the repository an entry was read from
 
 
@@ -115,6 +125,7 @@ def runs_from_exp_show(
                 # and the analyse stage's): merge them.
                 for model, values in model_scores(m["data"]).items():
                     scores.setdefault(model, {}).update(values)
+        mark_diverged(scores)
         runs.append({"name": name, "rev": entry["rev"], "params": params, "scores": scores})
 
     base_repo: str | None = None
@@ -195,7 +206,8 @@ def to_markdown(df: pd.DataFrame, metric: str) -> str:
     ]
     for r in df.itertuples():
         spread = "-" if math.isnan(r.std) else f"{r.std:.2f}"
-        lines.append(f"| {r.config} | {r.model} | {r.mean:.2f} +- {spread} | {r.n} | {r.seeds} |")
+        shown = "diverged" if math.isnan(r.mean) else f"{r.mean:.2f} +- {spread}"
+        lines.append(f"| {r.config} | {r.model} | {shown} | {r.n} | {r.seeds} |")
     legend = df[df["config"] != df["params"]].drop_duplicates("config")
     if len(legend):
         lines.append("")

@@ -8,6 +8,7 @@ the end, for the final-epoch model (and the best-on-validation model, reported s
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import math
@@ -18,6 +19,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ from tqdm import tqdm
 from kdlab import distributed
 from kdlab.accel import AccelConfig, Accelerator
 from kdlab.data.pipeline import TensorLoader
+from kdlab.errors import DivergenceError
 from kdlab.io import torch_load, torch_save
 from kdlab.schema import TrainConfig
 
@@ -64,6 +67,53 @@ def peak_rss_mib() -> float:
 def fingerprint(obj: Any) -> str:
     """Stable hash of a JSON-able description of a run (to refuse a mismatched checkpoint)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@cache
+def source_hash() -> str:
+    """Hash of every ``.py`` file of the kdlab package this process runs: a checkpoint written
+    by other code (an edited ``losses.py``, say) is never resumed into this code."""
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*.py")):
+        h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+# The chance-level rule (docs/architecture.md, "Divergence"): from epoch max(warm-up +
+# CHANCE_EPOCHS, CHANCE_START) on, a classifier whose validation accuracy was at most chance
+# (100 / C %) plus a margin of max(CHANCE_MARGIN, 20% of chance) points in each of its last
+# CHANCE_EPOCHS epochs, and did not improve over them, has diverged.
+CHANCE_EPOCHS = 3
+CHANCE_START = 5
+CHANCE_MARGIN = 2.0
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """What :func:`fit` watches besides non-finite losses: ``chance`` is the chance-level
+    validation accuracy in % (100 / classes; None: not a classifier), ``warmup`` the method's
+    warm-up epochs, ``hint`` the params.yaml knobs most likely to blame."""
+
+    chance: float | None = None
+    warmup: int = 0
+    hint: str = "the lr"
+
+
+def check_divergence(history: list[dict[str, float]], rule: Divergence, name: str) -> None:
+    """Raise :class:`DivergenceError` when the chance-level rule holds after the last epoch."""
+    epoch = len(history)
+    if rule.chance is None or epoch < max(rule.warmup + CHANCE_EPOCHS, CHANCE_START):
+        return
+    last = [row.get("val_acc", math.inf) for row in history[-CHANCE_EPOCHS:]]
+    limit = rule.chance + max(CHANCE_MARGIN, 0.2 * rule.chance)
+    if max(last) <= limit and last[-1] <= last[0]:
+        raise DivergenceError(
+            f"[{name}] diverged: validation accuracy {last[-1]:.2f}% at epoch {epoch} stayed "
+            f"at chance level (<= {limit:.2f}% for {CHANCE_EPOCHS} epochs after a warm-up of "
+            f"{rule.warmup}); likely knob: {rule.hint}. No output was written",
+            epoch,
+        )
 
 
 def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
@@ -121,6 +171,19 @@ class _Progress:
     start_epoch: int = 0
     elapsed_before: float = 0.0
 
+    def result(self, t0: float) -> FitResult:
+        """The finished run; ``t0``: when this process started training."""
+        return FitResult(
+            history=self.history,
+            final=self.history[-1] if self.history else {},
+            best_state=self.best_state,
+            best_epoch=self.best_epoch,
+            best_value=self.best_value,
+            wall_time_s=self.elapsed_before + time.time() - t0,
+            resumed_from_epoch=self.start_epoch,
+            elapsed_before_s=self.elapsed_before,
+        )
+
     def update_best(self, row: dict[str, float], select: str, maximize: bool, objective) -> None:
         """Keep a copy of the weights of the best epoch on the validation split."""
         value = row[select]
@@ -150,6 +213,9 @@ def _read_checkpoint(
     if state["run_id"] != run_id:
         log(f"[{name}] ignoring checkpoint {ckpt}: written by a run with other settings")
         return None
+    if state.get("source") != source_hash():
+        log(f"[{name}] ignoring checkpoint {ckpt}: written by other kdlab source code")
+        return None
     return state
 
 
@@ -168,11 +234,21 @@ def _resume(state: dict[str, Any], objective, opt, sched, acc: Accelerator) -> _
     )
 
 
-def _save_checkpoint(ckpt: Path, run_id: str, epoch: int, objective, opt, sched, acc, p, t0):
+def _save_checkpoint(ckpt: Path, run_id: str, epoch: int, objective, opt, sched, acc, p, t0, log):
+    """Write the resume state; a failed write (a full disk) costs the checkpoint, not the run."""
+    try:
+        _write_checkpoint(ckpt, run_id, epoch, objective, opt, sched, acc, p, t0)
+    except OSError as err:
+        ckpt.unlink(missing_ok=True)
+        log(f"[{ckpt.stem}] could not write checkpoint {ckpt} ({err}); training goes on without")
+
+
+def _write_checkpoint(ckpt: Path, run_id: str, epoch: int, objective, opt, sched, acc, p, t0):
     torch_save(
         ckpt,
         {
             "run_id": run_id,
+            "source": source_hash(),
             "epoch": epoch,
             "objective": objective.state_dict(),
             "optimizer": opt.state_dict(),
@@ -188,7 +264,7 @@ def _save_checkpoint(ckpt: Path, run_id: str, epoch: int, objective, opt, sched,
 
 
 def _train_epoch(
-    objective, step_fn, acc: Accelerator, loader, opt, sched, epoch: int, name: str, epochs: int
+    objective, step_fn, acc, loader, opt, sched, epoch: int, name: str, epochs: int, hint: str
 ) -> dict[str, float]:
     """One pass over the training data; returns the epoch's mean loss terms and accuracy
     (summed over every DDP rank, so the logged epoch is the global one)."""
@@ -210,8 +286,10 @@ def _train_epoch(
             out, losses = step_fn(batch, epoch)
             loss = sum(losses.values())
         if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"[{name}] loss became {float(loss.detach())} at epoch {epoch + 1}; lower the lr"
+            raise DivergenceError(
+                f"[{name}] diverged: loss became {float(loss.detach())} at epoch {epoch + 1}; "
+                f"likely knob: {hint}. No output was written",
+                epoch + 1,
             )
         opt.zero_grad(set_to_none=True)
         acc.backward_step(loss, opt)
@@ -282,6 +360,7 @@ def fit(
     dist_cfg: distributed.DistributedConfig | None = None,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     test_loader: TensorLoader | None = None,
+    divergence: Divergence | None = None,
 ) -> FitResult:
     """Train ``objective`` for ``cfg.epochs`` epochs, checkpointing after every epoch.
 
@@ -294,7 +373,9 @@ def fit(
     writes the checkpoint. ``on_epoch`` receives each epoch's history row on rank 0 (the
     rows restored from a checkpoint first), e.g. :meth:`kdlab.live.EpochLog.epoch`. After the
     epochs in ``cfg.test_epochs`` the row also holds ``test_loader``'s scores (``test_acc``...):
-    reported only, never selected on.
+    reported only, never selected on. A non-finite loss, or a validation accuracy at chance
+    level after the warm-up (``divergence``, :func:`check_divergence`), raises
+    :class:`DivergenceError` (the checkpoint is removed: resuming would diverge again).
     """
     ctx = distributed.context()
     log = (log or (lambda msg: print(msg, flush=True))) if ctx.is_main else (lambda msg: None)
@@ -304,39 +385,37 @@ def fit(
     acc, step_fn, opt, sched = _prepare(objective, train_loader, cfg, accel, dist_cfg)
     ckpt = Path(checkpoint) if checkpoint else None
     state = _read_checkpoint(ckpt, run_id, name, log)
+    p = _Progress(best_value=-math.inf if maximize else math.inf)
     if state:
         p = _resume(state, objective, opt, sched, acc)
         log(f"[{name}] resuming from checkpoint {ckpt} after epoch {p.start_epoch}")
-        for row in p.history:
-            report(row)
-    else:
-        p = _Progress(best_value=-math.inf if maximize else math.inf)
+        list(map(report, p.history))
+    rule = divergence or Divergence()
+    train_one = functools.partial(
+        _train_epoch, objective, step_fn, acc, train_loader, opt, sched,
+        name=name, epochs=cfg.epochs, hint=rule.hint,
+    )  # fmt: skip
     t0 = time.time()
-    for epoch in range(p.start_epoch, cfg.epochs):
-        t_epoch = time.time()
-        row = {"epoch": epoch + 1, "lr": 0.0} | _train_epoch(
-            objective, step_fn, acc, train_loader, opt, sched, epoch, name, cfg.epochs
-        )
-        row["lr"] = opt.param_groups[0]["lr"]  # after the epoch's schedule steps
-        row.update(_evaluate(objective, val_loader, test_loader, epoch + 1 in cfg.test_epochs))
-        row["epoch_time_s"] = time.time() - t_epoch
-        p.history.append(row)
-        p.update_best(row, select, maximize, objective)
-        eta = (time.time() - t0) / (epoch + 1 - p.start_epoch) * (cfg.epochs - epoch - 1)
-        log(_epoch_line(name, row, cfg.epochs, eta))
-        report(row)
-        if ckpt is not None and epoch + 1 < cfg.epochs and ctx.is_main:
-            _save_checkpoint(ckpt, run_id, epoch, objective, opt, sched, acc, p, t0)
+    try:
+        for epoch in range(p.start_epoch, cfg.epochs):
+            t_epoch = time.time()
+            row = {"epoch": epoch + 1, "lr": 0.0} | train_one(epoch=epoch)
+            row["lr"] = opt.param_groups[0]["lr"]  # after the epoch's schedule steps
+            row.update(_evaluate(objective, val_loader, test_loader, epoch + 1 in cfg.test_epochs))
+            row["epoch_time_s"] = time.time() - t_epoch
+            p.history.append(row)
+            p.update_best(row, select, maximize, objective)
+            eta = (time.time() - t0) / (epoch + 1 - p.start_epoch) * (cfg.epochs - epoch - 1)
+            log(_epoch_line(name, row, cfg.epochs, eta))
+            report(row)
+            check_divergence(p.history, rule, name)
+            if ckpt is not None and epoch + 1 < cfg.epochs and ctx.is_main:
+                _save_checkpoint(ckpt, run_id, epoch, objective, opt, sched, acc, p, t0, log)
+    except DivergenceError:
+        if ckpt is not None and ctx.is_main:
+            ckpt.unlink(missing_ok=True)  # resuming would only diverge again
+        raise
     distributed.barrier()  # no rank may still be reading the checkpoint
     if ckpt is not None and ckpt.exists() and ctx.is_main:
         ckpt.unlink()
-    return FitResult(
-        history=p.history,
-        final=p.history[-1] if p.history else {},
-        best_state=p.best_state,
-        best_epoch=p.best_epoch,
-        best_value=p.best_value,
-        wall_time_s=p.elapsed_before + time.time() - t0,
-        resumed_from_epoch=p.start_epoch,
-        elapsed_before_s=p.elapsed_before,
-    )
+    return p.result(t0)

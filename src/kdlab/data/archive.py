@@ -106,7 +106,7 @@ def _zip_members(archive: Path, zf: zipfile.ZipFile) -> list[tuple[_Member, zipf
         elif stat.S_ISLNK(mode):
             target = zf.read(info).decode("utf-8", errors="surrogateescape")
             out.append((_Member(info.filename, "symlink", target), info))
-        elif mode and not stat.S_ISREG(mode):
+        elif stat.S_IFMT(mode) and not stat.S_ISREG(mode):  # writestr() sets bare rw bits
             raise UnsafeArchiveError(
                 f"{archive}: member {info.filename!r} is a special file (mode {mode:o}); refused"
             )

@@ -80,17 +80,31 @@ def write_manifest(path: str | Path, split: Split, original: torch.Tensor, meta:
 
 
 def read_manifest(path: str | Path, original: torch.Tensor) -> Split:
-    """Rebuild a :class:`Split` from its manifest and the original training labels."""
+    """Rebuild a :class:`Split` from its manifest and the original training labels; a manifest
+    with a missing key or an index outside the training set is refused, naming both."""
     m = read_json(path)
-    if m.get("version") != MANIFEST_VERSION:
-        raise RuntimeError(f"{path}: manifest version {m.get('version')} != {MANIFEST_VERSION}")
+    if not isinstance(m, dict) or m.get("version") != MANIFEST_VERSION:
+        got = m.get("version") if isinstance(m, dict) else type(m).__name__
+        raise RuntimeError(f"{path}: manifest version {got} != {MANIFEST_VERSION}")
+    fix = "rerun `dvc repro -f split`"
+    for key in ("noisy", "train_indices", "val_indices"):
+        if not isinstance(m.get(key), list):
+            raise ValueError(f"{path}: key {key!r} is missing or not a list; {fix}")
+    n = len(original)
+    try:
+        noisy = torch.tensor([row[0] for row in m["noisy"]], dtype=torch.int64)
+        new = torch.tensor([row[2] for row in m["noisy"]], dtype=torch.int64)
+        train = torch.tensor(m["train_indices"], dtype=torch.int64)
+        val = torch.tensor(m["val_indices"], dtype=torch.int64)
+    except (TypeError, ValueError, IndexError) as err:
+        raise ValueError(f"{path}: malformed index lists ({err}); {fix}") from None
+    for key, idx in (("noisy", noisy), ("train_indices", train), ("val_indices", val)):
+        if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= n):
+            bad = int(idx[(idx < 0) | (idx >= n)][0])
+            raise ValueError(
+                f"{path}: {key} holds index {bad}; allowed: 0..{n - 1} (the training set); {fix}"
+            )
     labels = original.clone()
-    noisy = torch.tensor([row[0] for row in m["noisy"]], dtype=torch.int64)
     if len(noisy):
-        labels[noisy] = torch.tensor([row[2] for row in m["noisy"]], dtype=torch.int64)
-    return Split(
-        train=torch.tensor(m["train_indices"], dtype=torch.int64),
-        val=torch.tensor(m["val_indices"], dtype=torch.int64),
-        labels=labels,
-        noisy=noisy,
-    )
+        labels[noisy] = new
+    return Split(train=train, val=val, labels=labels, noisy=noisy)

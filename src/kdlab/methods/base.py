@@ -115,6 +115,18 @@ class Distiller(nn.Module):
         self.teacher = teacher if self.needs_teacher else None
         self.register_buffer("soft_labels", soft_labels if self.needs_soft_labels else None)
 
+    @property
+    def warmup_epochs(self) -> int:
+        """Epochs before the method's terms are fully on (DKD's ramp, AB/FSP's initialisation);
+        the chance-level divergence rule waits for them (:func:`kdlab.train.check_divergence`)."""
+        return 0
+
+    @property
+    def term_temperature(self) -> float:
+        """The temperature of the distillation term: the global ``temperature``, unless the
+        method has its own (``method_params.dkd.temperature``)."""
+        return self.temperature
+
     @classmethod
     def train_config(cls, train: Any, params: dict[str, Any]) -> Any:
         """The student's TrainConfig under this method with ``params`` (its method_params):

@@ -296,6 +296,10 @@ class InitPhase(FeatureDistiller):
     def train_config(cls, train: Any, params: dict[str, Any]) -> Any:
         return with_init_epochs(train, init_epochs(params, cls.name))
 
+    @property
+    def warmup_epochs(self) -> int:
+        return int(self.params.get("init_epochs", 0))
+
     def forward_train(
         self, batch: Batch, epoch: int
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

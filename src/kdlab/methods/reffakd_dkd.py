@@ -1,5 +1,6 @@
 """``reffakd_dkd``: DKD with the autoencoder soft labels in place of teacher logits (seed 000
-Table 8). The forward and the warm-up are :class:`~kdlab.methods.dkd.DKD`'s."""
+Table 8). The forward, the warm-up and the method's own ``temperature`` are
+:class:`~kdlab.methods.dkd.DKD`'s."""
 
 from __future__ import annotations
 
@@ -26,6 +27,6 @@ class ReffAKDDKD(DKD):
             batch.y,
             p["tckd_weight"],
             p["nckd_weight"],
-            self.temperature,
+            p["temperature"],
             p["reduction"],
         )

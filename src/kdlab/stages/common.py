@@ -16,10 +16,19 @@ from kdlab.config import Config, ModelConfig
 from kdlab.data import DatasetSpec, get_dataset, load
 from kdlab.data.pipeline import TensorLoader
 from kdlab.data.split import Split, read_manifest
+from kdlab.errors import DivergenceError
 from kdlab.io import torch_load, torch_save, write_json
 from kdlab.live import EpochLog
 from kdlab.models import build_model, check_input
-from kdlab.train import FitResult, peak_rss_mib, resolve_device, seed_everything, setup_threads
+from kdlab.train import (
+    Divergence,
+    FitResult,
+    fit,
+    peak_rss_mib,
+    resolve_device,
+    seed_everything,
+    setup_threads,
+)
 
 
 @dataclass
@@ -90,6 +99,25 @@ def end_training() -> None:
     distributed.shutdown()
     if not ctx.is_main:
         sys.exit(0)
+
+
+def divergence_rule(spec: DatasetSpec | None, hint: str, objective=None) -> Divergence:
+    """What ``fit`` treats as divergence for a stage: a non-finite loss always; a classifier
+    (``spec`` given) also at chance level, 100 / classes %, after the objective's warm-up."""
+    chance = 100.0 / spec.num_classes if spec is not None else None
+    warmup = getattr(objective, "warmup_epochs", 0) if objective is not None else 0
+    return Divergence(chance=chance, warmup=int(warmup), hint=hint)
+
+
+def fit_logged(log: EpochLog, *args, **kwargs) -> FitResult:
+    """:func:`kdlab.train.fit` logging every epoch to ``log``; a diverged run marks the stage's
+    summary (``diverged``) before the error ends the stage, which then writes nothing else."""
+    try:
+        return fit(*args, on_epoch=log.epoch, **kwargs)
+    except DivergenceError as err:
+        if distributed.context().is_main:
+            log.diverged(err.epoch)
+        raise
 
 
 def make_model(mc: ModelConfig, spec: DatasetSpec, device: torch.device) -> nn.Module:
@@ -165,14 +193,25 @@ def load_model(path: Path, device: torch.device) -> tuple[nn.Module, dict[str, A
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: run the stage that trains it first")
     blob = torch_load(path)
-    model = build_model(
-        blob["model"],
-        blob["num_classes"],
-        blob["in_channels"],
-        input_size=blob["input_size"],
-        **blob["options"],
-    )
-    model.load_state_dict(blob["state_dict"])
+    fix = "rerun the stage that writes it (`dvc repro -f <stage>`)"
+    keys = ("model", "num_classes", "in_channels", "input_size", "options", "state_dict")
+    missing = [k for k in keys if not isinstance(blob, dict) or k not in blob]
+    if missing:
+        raise ValueError(f"{path}: not a kdlab model file (no {', '.join(missing)}); {fix}")
+    try:
+        model = build_model(
+            blob["model"],
+            blob["num_classes"],
+            blob["in_channels"],
+            input_size=blob["input_size"],
+            **blob["options"],
+        )
+        model.load_state_dict(blob["state_dict"])
+    except (TypeError, RuntimeError, KeyError) as err:
+        first = str(err).strip().splitlines()[0]
+        raise ValueError(
+            f"{path}: weights do not fit model {blob['model']!r} ({first}); {fix}"
+        ) from None
     return model.to(device).eval(), blob
 
 

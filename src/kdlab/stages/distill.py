@@ -17,8 +17,10 @@ from kdlab.methods.base import TeacherLogits
 from kdlab.models import count_params
 from kdlab.stages.common import (
     Data,
+    divergence_rule,
     end_training,
     finish_training_stage,
+    fit_logged,
     load_data,
     load_model,
     loaders,
@@ -28,7 +30,7 @@ from kdlab.stages.common import (
 )
 from kdlab.stages.softlabels import read_soft_labels
 from kdlab.stages.train import _parallel, evaluate_final_and_best
-from kdlab.train import fingerprint, fit
+from kdlab.train import fingerprint
 
 
 def read_teacher_logits(data: Data) -> torch.Tensor:
@@ -115,6 +117,30 @@ def build_distiller(cfg: Config, method: str, data: Data, student, device) -> tu
     return distiller, "; ".join(sources) or "hard labels only"
 
 
+def check_models(cfg: Config) -> None:
+    """``kdlab check``: build the teacher, the student and the CAE from their params on the CPU,
+    so a typo under ``<role>.options`` fails here, naming the key, not in its stage after DVC
+    deleted the outputs."""
+    from kdlab.models import build_model, check_input
+
+    spec = get_dataset(cfg.data.name)
+    cpu = torch.device("cpu")
+    for role in ("teacher", "student", "cae"):
+        mc = getattr(cfg, role)
+        try:
+            if role == "cae":
+                model = build_model(mc.model, 0, spec.shape[0], **mc.options)
+                check_input(model, mc.model, (spec.shape[0], mc.input_size, mc.input_size))
+            else:
+                make_model(mc, spec, cpu)
+        except (TypeError, ValueError, RuntimeError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ConfigError(
+                f"params.yaml: {role}.options = {mc.options!r} (model {mc.model}, input "
+                f"{mc.input_size}): {first}"
+            ) from None
+
+
 def check_method_models(cfg: Config) -> None:
     """Method params that depend on the models (SRRL's stage index, FitNet's hint stage, ...).
 
@@ -149,6 +175,13 @@ def check_method_models(cfg: Config) -> None:
             ) from None
 
 
+def distill_hint(method: str, distiller) -> str:
+    """The params.yaml knobs a diverging ``distill@<method>`` most likely needs changed."""
+    own = "temperature" in distiller.params
+    temp = f"method_params.{method}.temperature" if own else "temperature"
+    return f"student.train.lr, alpha or {temp} (now {distiller.term_temperature:g})"
+
+
 def distill(cfg: Config, method: str) -> None:
     """Train the student with ``method``; save weights, metrics and per-term loss curves."""
     t0 = time.time()
@@ -161,7 +194,7 @@ def distill(cfg: Config, method: str) -> None:
     distiller, source = build_distiller(cfg, method, data, student, device)
     print(
         f"[distill@{method}] {mc.model} student from {source}; alpha {cfg.alpha}, "
-        f"T {cfg.temperature}, {mc.train.epochs} epochs on {device}",
+        f"T {distiller.term_temperature}, {mc.train.epochs} epochs on {device}",
         flush=True,
     )
     # Methods with an initialisation phase (init_epochs) train that many epochs more.
@@ -174,7 +207,8 @@ def distill(cfg: Config, method: str) -> None:
     )
     ckpt = paths.CHECKPOINTS / f"distill_{method}.pt"
     log = EpochLog(f"distill/{method}", method)
-    result = fit(
+    result = fit_logged(
+        log,
         distiller,
         train,
         val,
@@ -182,8 +216,8 @@ def distill(cfg: Config, method: str) -> None:
         f"distill@{method}",
         ckpt,
         run_id,
-        on_epoch=log.epoch,
         test_loader=test,
+        divergence=divergence_rule(data.spec, distill_hint(method, distiller), distiller),
         **_parallel(cfg),
     )
     end_training()
@@ -191,7 +225,7 @@ def distill(cfg: Config, method: str) -> None:
     metrics.update(
         method=method,
         alpha=cfg.alpha,
-        temperature=cfg.temperature,
+        temperature=distiller.term_temperature,
         params=count_params(student),
         train_time_s=round(result.wall_time_s, 2),
     )

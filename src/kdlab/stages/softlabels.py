@@ -77,6 +77,9 @@ def build_soft_labels(cfg: Config) -> None:
     gamma = search_gamma(z, sl.gamma_step, sl.gamma_max) if sl.gamma is None else sl.gamma
     matrix = soft_labels_from_similarity(z, gamma)
     names = list(data.spec.class_names) or [str(i) for i in range(c)]
+    # A producer refuses what its consumers would refuse (a NaN CAE, a gamma that breaks the
+    # rows): nothing is written, so DVC never caches and records it.
+    check_soft_labels(matrix, c, f"soft_labels (gamma {gamma:g}, from {paths.CAE})")
     write_matrix(matrix, names)
     heatmap_png(
         matrix.numpy(),

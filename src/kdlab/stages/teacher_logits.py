@@ -45,6 +45,14 @@ def teacher_logits(cfg: Config) -> None:
             for b in loader:
                 x = b.x.flip(-1) if flip else b.x
                 logits[view, b.index.cpu()] = teacher(x).float().cpu()
+    bad = ~torch.isfinite(logits[:, train]).all(dim=-1)
+    if bad.any():  # refused here: DVC would cache and record what distill then refuses
+        view, pos = (int(v) for v in bad.nonzero()[0])
+        raise ValueError(
+            f"{paths.TEACHER}: non-finite logits for training image {int(train[pos])} (view "
+            f"{view}); {paths.TEACHER_LOGITS} not written; retrain the teacher "
+            "(`dvc repro -f train_teacher`)"
+        )
     torch_save(paths.TEACHER_LOGITS, {"logits": logits, "views": ["identity", "hflip"]})
     acc = float((logits[0, train].argmax(1) == data.labels[train]).float().mean() * 100)
     print(

@@ -11,15 +11,17 @@ from kdlab.methods.ce import CrossEntropy
 from kdlab.models import build_model, check_input, count_params
 from kdlab.objectives import Reconstruction
 from kdlab.stages.common import (
+    divergence_rule,
     end_training,
     finish_training_stage,
+    fit_logged,
     load_data,
     loaders,
     make_model,
     save_model,
     start_training,
 )
-from kdlab.train import fingerprint, fit
+from kdlab.train import fingerprint
 
 ROLES = ("teacher", "student")
 
@@ -70,7 +72,8 @@ def train_classifier(cfg: Config, role: str) -> None:
     run_id = fingerprint([role, cfg.seed, cfg.data.__dict__, mc.__dict__, str(device)])
     ckpt = paths.CHECKPOINTS / f"{role}.pt"
     log = EpochLog(role, "teacher" if role == "teacher" else "ce")
-    result = fit(
+    result = fit_logged(
+        log,
         distiller,
         train,
         val,
@@ -78,8 +81,8 @@ def train_classifier(cfg: Config, role: str) -> None:
         f"train_{role}",
         ckpt,
         run_id,
-        on_epoch=log.epoch,
         test_loader=test,
+        divergence=divergence_rule(data.spec, f"{role}.train.lr (now {mc.train.lr:g})"),
         **_parallel(cfg),
     )
     end_training()
@@ -130,7 +133,8 @@ def train_cae(cfg: Config) -> None:
     train, val, test = loaders(cfg, data, mc, device, normalize=mc.normalize)
     run_id = fingerprint(["cae", cfg.seed, cfg.data.__dict__, mc.__dict__, str(device)])
     log = EpochLog("cae", "cae")
-    result = fit(
+    result = fit_logged(
+        log,
         objective,
         train,
         val,
@@ -140,8 +144,8 @@ def train_cae(cfg: Config) -> None:
         run_id,
         select="val_mse",
         maximize=False,
-        on_epoch=log.epoch,
         test_loader=test,
+        divergence=divergence_rule(None, f"cae.train.lr (now {mc.train.lr:g})"),
         **_parallel(cfg),
     )
     end_training()
