@@ -363,14 +363,14 @@ def test_cae_saves_its_best_validation_epoch(run, tmp_path, monkeypatch):
     from kdlab.stages.common import load_model
     from kdlab.train import FitResult
 
-    def fake_fit(objective, *args, **kwargs):
+    def fake_fit(log, objective, *args, **kwargs):
         best = {k: torch.full_like(v, 0.25) for k, v in objective.state_dict().items()}
         for v in objective.state_dict().values():
             v.zero_()
         row = {"epoch": 1, "val_mse": 0.5}
         return FitResult([row, {**row, "epoch": 2}], row, best, 1, 0.4, 1.0)
 
-    monkeypatch.setattr(stage, "fit", fake_fit)
+    monkeypatch.setattr(stage, "fit_logged", fake_fit)
     monkeypatch.chdir(run["root"])
     cae_before = paths.CAE.read_bytes()
     for keep, value in (("best_val", 0.25), ("final", 0.0)):
