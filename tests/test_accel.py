@@ -73,6 +73,7 @@ def test_fp16_scaler_step_and_state_roundtrip():
 
 
 @pytest.mark.e2e  # slow: torch.compile's CPU code generation takes ~20 s
+@pytest.mark.slow
 def test_compiled_bf16_step_trains_through_fit():
     c = cfg(epochs=2, schedule="onecycle")
     d, tr, va = _setup()

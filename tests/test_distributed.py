@@ -85,6 +85,7 @@ def _run(out: Path, nproc: int, *extra: str, ok: bool = True) -> None:
     assert (r.returncode == 0) == ok, r.stdout + r.stderr
 
 
+@pytest.mark.slow  # torchrun: two gloo processes, ~20 s
 def test_two_processes_match_one_process_and_only_rank0_writes(tmp_path):
     _run(tmp_path / "one", 1)
     _run(tmp_path / "two", 2)
@@ -121,6 +122,7 @@ def test_two_processes_match_one_process_and_only_rank0_writes(tmp_path):
     assert (tmp_path / "two/log.txt").read_text().count("[ddp] epoch") == 3
 
 
+@pytest.mark.slow  # torchrun, three runs
 def test_interrupted_two_process_run_resumes_to_the_same_result(tmp_path):
     _run(tmp_path / "ref", 2)
     _run(tmp_path / "run", 2, "crash", ok=False)
