@@ -85,13 +85,21 @@ def _run(out: Path, nproc: int, *extra: str, ok: bool = True) -> None:
     assert (r.returncode == 0) == ok, r.stdout + r.stderr
 
 
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory) -> Path:
+    """One uninterrupted two-process run, shared by the tests below (a torchrun launch costs
+    ~20 s): the reference of the one-process comparison and of the resumed run."""
+    out = tmp_path_factory.mktemp("ddp") / "two"
+    _run(out, 2)
+    return out
+
+
 @pytest.mark.slow  # torchrun: two gloo processes, ~20 s
-def test_two_processes_match_one_process_and_only_rank0_writes(tmp_path):
+def test_two_processes_match_one_process_and_only_rank0_writes(tmp_path, two_process_run):
     _run(tmp_path / "one", 1)
-    _run(tmp_path / "two", 2)
     one = json.loads((tmp_path / "one/result.json").read_text())["history"]
-    two = json.loads((tmp_path / "two/result.json").read_text())["history"]
-    r0, r1 = (json.loads((tmp_path / f"two/rank{r}.json").read_text()) for r in range(2))
+    two = json.loads((two_process_run / "result.json").read_text())["history"]
+    r0, r1 = (json.loads((two_process_run / f"rank{r}.json").read_text()) for r in range(2))
     ref = json.loads((tmp_path / "one/rank0.json").read_text())
     assert r0["world"] == r1["world"] == 2 and ref["world"] == 1
     # Disjoint shards whose union is, step by step, the one-process batch.
@@ -113,24 +121,23 @@ def test_two_processes_match_one_process_and_only_rank0_writes(tmp_path):
         assert abs(h2["train_acc"] - h1["train_acc"]) <= 4 * 100 / 128
     assert two[-1]["val_acc"] >= 75.0  # it learned (chance: 25%)
     # Rank 0 alone wrote: one result, one log with every epoch, no checkpoint left behind.
-    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == [
+    assert sorted(p.name for p in two_process_run.iterdir()) == [
         "log.txt",
         "rank0.json",
         "rank1.json",
         "result.json",
     ]
-    assert (tmp_path / "two/log.txt").read_text().count("[ddp] epoch") == 3
+    assert (two_process_run / "log.txt").read_text().count("[ddp] epoch") == 3
 
 
-@pytest.mark.slow  # torchrun, three runs
-def test_interrupted_two_process_run_resumes_to_the_same_result(tmp_path):
-    _run(tmp_path / "ref", 2)
+@pytest.mark.slow  # torchrun, two runs (the reference is the shared uninterrupted run)
+def test_interrupted_two_process_run_resumes_to_the_same_result(tmp_path, two_process_run):
     _run(tmp_path / "run", 2, "crash", ok=False)
     assert (tmp_path / "run/ckpt.pt").exists() and not (tmp_path / "run/result.json").exists()
     _run(tmp_path / "run", 2)
     log = (tmp_path / "run/log.txt").read_text()
     assert "resuming from checkpoint" in log and "after epoch 2" in log
-    ref = json.loads((tmp_path / "ref/result.json").read_text())["history"]
+    ref = json.loads((two_process_run / "result.json").read_text())["history"]
     got = json.loads((tmp_path / "run/result.json").read_text())["history"]
     for a, b in zip(ref, got, strict=True):
         assert b["train_loss"] == pytest.approx(a["train_loss"], abs=1e-6)
