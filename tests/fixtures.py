@@ -58,6 +58,23 @@ def tiny_params(default: dict, source_dir: Path, md5: dict[str, str]) -> dict:
     return p
 
 
+def cli(argv, capsys):
+    """``kdlab *argv`` in this process (``kdlab.cli.main``): a ``CompletedProcess`` with the
+    exit status, stdout and stderr a subprocess would give, without its ~5 s of imports. One
+    test per exit-status contract runs the real command (tests/test_hostile.py)."""
+    import subprocess
+
+    from kdlab.cli import main
+
+    capsys.readouterr()
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as stop:  # argparse's usage errors and --help
+        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(["kdlab", *map(str, argv)], code, out.out, out.err)
+
+
 def git_dvc_repo(path: Path):
     """``git init`` + ``dvc init`` in ``path``; returns ``sh(*cmd)``, which runs a command there
     and fails the test on a non-zero exit (``sh.dvc`` is the ``python -m dvc`` prefix)."""

@@ -1,12 +1,12 @@
 import copy
 import subprocess
-import sys
 
 import pytest
 import torch
 import yaml
 
 from conftest import REPO
+from fixtures import cli
 from kdlab.config import ConfigError, load_config, load_preset, parse_config
 from kdlab.models import model_names
 
@@ -108,13 +108,12 @@ def test_unknown_model_lists_close_matches(default_params):
 
 
 @pytest.mark.parametrize("stage", [["train", "teacher"], ["distill", "kd"], ["download"]])
-def test_cli_fails_before_any_work(tmp_path, default_params, stage):
+def test_cli_fails_before_any_work(tmp_path, default_params, stage, capsys, monkeypatch):
     p = copy.deepcopy(default_params)
     p["alpha"] = 1.5
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
-    r = subprocess.run(
-        [sys.executable, "-m", "kdlab.cli", *stage], cwd=tmp_path, capture_output=True, text=True
-    )
+    monkeypatch.chdir(tmp_path)
+    r = cli(stage, capsys)
     assert r.returncode == 2
     assert "alpha = 1.5 is not allowed; allowed: a number in [0, 1]" in r.stderr
     assert not (tmp_path / "data").exists() and not (tmp_path / "metrics").exists()

@@ -13,7 +13,7 @@ from conftest import REPO
 from fixtures import tiny_params, write_fashion_mnist
 from test_e2e import copy_pipeline, init_repo, run, stages_run
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # dvc repro + torchrun
 
 
 def test_train_student_under_torchrun_with_two_processes(tmp_path):

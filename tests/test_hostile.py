@@ -13,6 +13,7 @@ import torch
 import yaml
 
 from conftest import REPO
+from fixtures import cli
 from kdlab import paths
 from kdlab.io import UnsafeFileError, torch_load, torch_save
 from kdlab.softlabels import check_soft_labels
@@ -120,17 +121,12 @@ def test_corrupt_resume_checkpoint_is_reported_and_training_starts_over(tmp_path
     assert not ckpt.exists()  # removed after the finished run, like any checkpoint
 
 
-def _check(tmp_path: Path, text: str) -> subprocess.CompletedProcess:
+def _check(tmp_path: Path, text: str, capsys, monkeypatch) -> subprocess.CompletedProcess:
+    """`kdlab --params <tmp>/params.yaml check`, in this process, from ``tmp_path``."""
     path = tmp_path / "params.yaml"
     path.write_text(text)
-    env = dict(os.environ, KDLAB_PROGRESS="0")
-    return subprocess.run(
-        [sys.executable, "-m", "kdlab.cli", "--params", str(path), "check"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-    )
+    monkeypatch.chdir(tmp_path)
+    return cli(["--params", path, "check"], capsys)
 
 
 DEFAULT = (REPO / "src/kdlab/presets/default.yaml").read_text()
@@ -185,13 +181,45 @@ def _edit(edit) -> str:
         ),
     ],
 )
-def test_bad_params_get_one_line_and_exit_2(tmp_path, text, message):
-    r = _check(tmp_path, text)
+def test_bad_params_get_one_line_and_exit_2(tmp_path, text, message, capsys, monkeypatch):
+    r = _check(tmp_path, text, capsys, monkeypatch)
     assert r.returncode == 2, r.stderr
     assert message in r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert r.stdout == ""
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # nothing written
+
+
+@pytest.mark.parametrize(
+    ("text", "status"),
+    [(DEFAULT, 0), (DEFAULT.replace("alpha: 0.6", "alpha: 1.5"), 2)],
+    ids=["ok", "bad_params"],
+)
+def test_the_kdlab_command_exit_status(tmp_path, text, status):
+    """The real command (`python -m kdlab`, as dvc.yaml runs it), once per exit-status
+    contract: 0 and a report on stdout for valid params; 2, one line on stderr, nothing on
+    stdout and nothing written for a bad value. Every other CLI test calls kdlab.cli.main in
+    process (fixtures.cli)."""
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    env = dict(os.environ, KDLAB_PROGRESS="0")
+    r = subprocess.run(
+        [sys.executable, "-m", "kdlab", "--params", str(path), "check"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert r.returncode == status, r.stderr
+    assert "Traceback" not in r.stderr
+    if status == 0:
+        assert r.stdout.startswith(f"{path}: OK (fashion_mnist; teacher resnet18")
+    else:
+        assert r.stdout == "" and r.stderr.strip().splitlines() == [
+            "kdlab check: error: params.yaml: alpha = 1.5 is not allowed; allowed: a number "
+            "in [0, 1]"
+        ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
 
 
 # --- download ---------------------------------------------------------------------------------
@@ -243,12 +271,12 @@ def test_truncated_source_leaves_nothing_half_written(tmp_path):
     assert _digest(raw) == good
 
 
-def test_srrl_stage_within_the_models_is_accepted(tmp_path):
+def test_srrl_stage_within_the_models_is_accepted(tmp_path, capsys, monkeypatch):
     text = _edit(
         lambda p: (
             p.update(methods={"srrl": "teacher"}),
             p["method_params"]["srrl"].update(stage=1),
         )
     )
-    r = _check(tmp_path, text)
+    r = _check(tmp_path, text, capsys, monkeypatch)
     assert r.returncode == 0 and "OK" in r.stdout, r.stderr

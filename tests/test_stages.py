@@ -26,28 +26,80 @@ from kdlab.softlabels import sample_per_class
 
 REPO = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
+N_TEST = 205
+
+
+def _planted_classes(data) -> tuple[int, int]:
+    """Classes (best, final) for constant predictors whose scores differ by construction.
+
+    A model that predicts class c for every image scores exactly the share of c in a split,
+    on any CPU. The test split holds 21 images of each class 0-4 and 20 of each class 5-9
+    (205 images), so a constant predictor's test score (21/205 or 20/205) never equals its
+    validation score (k/100), and two predictors of classes from different halves differ on
+    the test split. Of such pairs, the one whose validation scores differ the most: the
+    "best" class scores higher on validation than the "final" one.
+    """
+    test = torch.bincount(data.test_labels, minlength=10)
+    val = torch.bincount(data.labels[data.split.val], minlength=10)
+    assert test.tolist() == [21] * 5 + [20] * 5
+    best, final = max(
+        ((b, f) for b in range(10) for f in range(10) if test[b] != test[f]),
+        key=lambda bf: int(val[bf[0]] - val[bf[1]]),
+    )
+    assert val[best] > val[final]  # a property of the seeded split (integers, not floats)
+    return best, final
+
+
+def _predict_constant(objective, c: int) -> None:
+    """Make the objective's student output the same logits for every input, class c on top."""
+    head = objective.student.classifier
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.zero_()
+        head.bias[c] = 10.0
+
+
+def planted_trajectory(mp: pytest.MonkeyPatch, classes: tuple[int, int]) -> None:
+    """After each real training epoch, plant the weights the loop then evaluates: the first
+    epoch ends as a constant predictor of ``classes[0]`` (the best on validation), the last as
+    one of ``classes[1]``. The final and best-on-validation models, and the final model's
+    validation and test scores, then differ by construction: a best-val save, swapped
+    validation/test loaders or a test score read off the validation split change the numbers
+    the tests recompute, whatever the CPU."""
+    import kdlab.train
+
+    real = kdlab.train._train_epoch
+
+    def epoch_then_plant(objective, *args):
+        row = real(objective, *args)
+        epoch, epochs = args[5], args[7]
+        assert epochs >= 2
+        if epoch == 0:
+            _predict_constant(objective, classes[0])
+        elif epoch == epochs - 1:
+            _predict_constant(objective, classes[1])
+        return row
+
+    mp.setattr(kdlab.train, "_train_epoch", epoch_then_plant)
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """Run split, teacher, student, CAE, soft labels and teacher logits in a temp dir."""
-    from kdlab.stages.common import load_model
+    from kdlab.stages.common import load_data, load_model
     from kdlab.stages.data import download, split
     from kdlab.stages.softlabels import build_soft_labels
     from kdlab.stages.teacher_logits import teacher_logits
     from kdlab.stages.train import train_cae, train_classifier
 
     root = tmp_path_factory.mktemp("stages")
-    md5 = write_fashion_mnist(root / "fixture", n_train=600, n_test=200)
+    # 205 test images: classes 0-4 hold 21 of them, classes 5-9 hold 20 (see _planted_classes).
+    md5 = write_fashion_mnist(root / "fixture", n_train=600, n_test=N_TEST)
     with open(REPO / "src/kdlab/presets/default.yaml", encoding="utf-8") as fh:
         params = tiny_params(yaml.safe_load(fh), root / "fixture", md5)
     params["soft_labels"]["gamma"] = 0.5  # a searched 0 could not tell gamma dropped from used
     # An augmented CAE: the soft labels must embed its training views (flip + rotation).
     params["cae"]["train"]["augment"] = {"hflip": True, "rotation": 10.0, "crop_padding": 0}
-    # An unstable student (constant lr 0.5, 4 epochs): its best validation epoch is not the
-    # last and its validation and test accuracies differ, so a best-val save, or swapped
-    # validation/test loaders, change the numbers the tests recompute.
-    params["student"]["train"].update(lr=0.5, epochs=4, schedule="constant")
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     old = os.getcwd()
     os.chdir(root)
@@ -56,7 +108,10 @@ def run(tmp_path_factory):
         download(cfg)
         split(cfg)
         train_classifier(cfg, "teacher")
-        train_classifier(cfg, "student")
+        # The student's trajectory is planted (see planted_trajectory), not hoped for.
+        with pytest.MonkeyPatch.context() as mp:
+            planted_trajectory(mp, _planted_classes(load_data(cfg)))
+            train_classifier(cfg, "student")
         train_cae(cfg)
         build_soft_labels(cfg)
         teacher_logits(cfg)
@@ -118,10 +173,15 @@ def test_test_acc_is_the_saved_model_on_the_test_split(run, role):
     data = _data(run)
     m = run["metrics"][role]
     _assert_scores_recomputed(m, *run[role], data)
-    assert len(data.split.val) == 100 and len(data.test_labels) == 200
-    if role == "student":  # the fixture makes these differ; otherwise the test is blind
-        assert m["val_acc"] != m["test_acc"] and m["best_val_epoch"] < m["epochs"]
-        assert m["test_acc_at_best_val"] != m["test_acc"]
+    assert len(data.split.val) == 100 and len(data.test_labels) == N_TEST
+    if role == "student":  # the planted trajectory makes these differ; else the test is blind
+        best, final = _planted_classes(data)
+        share = lambda labels, c: round(100.0 * float((labels == c).sum()) / len(labels), 2)
+        assert m["test_acc"] == share(data.test_labels, final)
+        assert m["val_acc"] == share(data.labels[data.split.val], final)
+        assert m["test_acc_at_best_val"] == share(data.test_labels, best)
+        assert m["best_val_epoch"] == 1 < m["epochs"] == 2
+        assert m["val_acc"] != m["test_acc"] != m["test_acc_at_best_val"]
 
 
 def test_split_is_disjoint_and_covers_the_train_set(run):
@@ -322,16 +382,18 @@ def test_a_checkpoint_of_other_params_is_never_resumed(run, capsys, monkeypatch,
     assert "resuming from checkpoint" in out and "ignoring" not in out
 
 
-def test_distilled_test_acc_is_the_saved_model_on_the_test_split(run, capsys):
+def test_distilled_test_acc_is_the_saved_model_on_the_test_split(run, capsys, monkeypatch):
     from kdlab.stages.common import load_model
 
-    # Unstable on purpose: the best validation epoch is not the last and its model scores
+    # A planted trajectory: the best validation epoch is not the last and its model scores
     # differently, so a best-val save (instead of the final model) changes the numbers too.
-    record, _ = _distill(run, {"student.train.lr": 0.8}, capsys)
+    data = _data(run)
+    planted_trajectory(monkeypatch, _planted_classes(data))
+    record, _ = _distill(run, {}, capsys)
     assert record["val_acc"] != record["test_acc"] and record["best_val_epoch"] < record["epochs"]
     assert record["test_acc_at_best_val"] != record["test_acc"]
     model, blob = load_model(run["root"] / paths.distilled("kd"), CPU)
-    _assert_scores_recomputed(record, model, blob, _data(run))
+    _assert_scores_recomputed(record, model, blob, data)
 
 
 def _normalised_test_images(data, size: int) -> torch.Tensor:
