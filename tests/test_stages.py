@@ -70,9 +70,11 @@ def planted_trajectory(mp: pytest.MonkeyPatch, classes: tuple[int, int]) -> None
 
     real = kdlab.train._train_epoch
 
-    def epoch_then_plant(objective, *args):
-        row = real(objective, *args)
-        epoch, epochs = args[5], args[7]
+    def epoch_then_plant(objective, *args, **kwargs):
+        row = real(objective, *args, **kwargs)
+        # _train_epoch(objective, step_fn, acc, loader, opt, sched, epoch, name, epochs, hint)
+        named = dict(zip(("epoch", "name", "epochs"), args[5:8], strict=False)) | kwargs
+        epoch, epochs = named["epoch"], named["epochs"]
         assert epochs >= 2
         if epoch == 0:
             _predict_constant(objective, classes[0])
