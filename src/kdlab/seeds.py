@@ -115,7 +115,15 @@ def runs_from_exp_show(
                 # and the analyse stage's): merge them.
                 for model, values in model_scores(m["data"]).items():
                     scores.setdefault(model, {}).update(values)
-        runs.append({"name": name, "rev": entry["rev"], "params": params, "scores": scores})
+        runs.append(
+            {
+                "name": name,
+                "rev": entry["rev"],
+                "params": params,
+                "scores": scores,
+                "timestamp": body.get("timestamp"),  # when the run was committed
+            }
+        )
 
     base_repo: str | None = None
     for base in data:
