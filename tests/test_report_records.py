@@ -131,7 +131,10 @@ def test_a_newer_complete_experiment_cell_replaces_its_record_and_others_stay(re
     assert _cell(md, "T=5, alpha=0.8")[1] == "93.00" and _cell(md, "T=5, alpha=0.8")[5] == "94.00"
     assert _cell(md, "T=1, alpha=0.9")[1] == "89.25"  # the record
     assert _cell(md, "T=10, alpha=0.6")[1] == "90.76"  # the record (paper scale kept out)
-    assert "32 of 32 cells filled: 2 from the experiments above, 30 from the committed" in md
+    assert (
+        "32 of 32 cells filled: 2 from the experiments above, 30 from the committed records at "
+        "scale fashion_mnist/12ep (results/records/reffakd_table10.json;"
+    ) in md
     assert "T=5, alpha=0.8 / reffakd: experiment ref exp-5-0.8-0@" in out
     assert "T=1, alpha=0.9 / reffakd: committed record (recovered from" in out
     assert "T=1, alpha=0.9 / reffakd: experiment kept out (it is not newer than the record)" in out

@@ -138,7 +138,7 @@ def _experiment_cell(
     sett: str, group: str, row: dict[str, Any], lay: Layout, runs: list[dict[str, Any]]
 ) -> dict[str, Any]:
     params = [r.get("params") or {} for r in runs]
-    refs = [_run_ref(r) for r in runs]
+    refs = [_run_ref(r) for r in runs] or ["(runs not known)"]
     return {
         "setting": sett,
         "column": group,
@@ -227,18 +227,20 @@ def merge(
                 first = False
                 cells.append(take)
         rows.append(row)
-    for sett, group in records:  # a record whose row the table no longer has
-        kept_out.append(f"{sett} / {group}: committed record left out (no such row)")
+    for (sett, group), rec in records.items():  # its row is gone from the table: kept on file
+        kept_out.append(f"{sett} / {group}: committed record not in the table (no such row)")
+        cells.append(rec)
     merged = pd.DataFrame(rows, columns=columns)
     title, notes = built.title, list(built.notes)
     if n_exp == 0 and stored is not None and not replace:
         title, notes = stored["title"], list(stored["notes"])
     elif n_rec:
         filled, total = count_filled(merged, built.keys)
+        scales = sorted({c["scale"] for c in cells if not c["source"].startswith("experiments")})
         notes.append(
             f"{filled} of {total} cells filled: {n_exp} from the experiments above, {n_rec} "
-            f"from the committed records ({RECORDS.as_posix()}/{name}.json; `kdlab report` "
-            "prints each cell's source)."
+            f"from the committed records at scale {', '.join(scales)} "
+            f"({RECORDS.as_posix()}/{name}.json; `kdlab report` prints each cell's source)."
         )
     new = {
         "format": FORMAT,
