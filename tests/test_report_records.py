@@ -211,3 +211,25 @@ def test_merge_of_a_table_without_records_is_the_experiments_table():
 def test_printed_values_compare_as_the_tables_print_them():
     assert printed({"a": "90.64", "n": 1}) == printed({"a": 90.64, "n": 1})
     assert printed({"a": "90.10"}) != printed({"a": 90.1})  # the CSV prints 90.1
+
+
+def test_recovered_values_print_back_as_committed():
+    """The migration types each committed CSV cell so that both files print it unchanged."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "recover", ROOT / "scripts/recover_report_records.py"
+    )
+    recover = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recover)
+    assert recover._typed("90.64", "90.64") == 90.64
+    assert recover._typed("-2.1", "-2.10") == -2.1 and recover._typed("3", "3") == 3
+    assert recover._typed("90.10", "90.10") == "90.10"  # a float would print 90.1 in the CSV
+    assert recover._typed("", "—") is None and recover._typed("—", "—") == "—"
+    assert recover._typed("89.19 ± 0.36", "89.19 ± 0.36") == "89.19 ± 0.36"
+    notes = [
+        "Ours: 3-epoch resnet8 students, 5-epoch resnet18 teacher (options {'width': 16}), "
+        "fashion_mnist (a seeded subset of 25000 images), device auto, seeds 2, 1, 0, final-epoch "
+        "test accuracy."
+    ]
+    assert recover.scale_from_notes(notes) == ("fashion_mnist[25000]/3ep", [0, 1, 2], "auto")
