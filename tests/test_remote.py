@@ -62,6 +62,7 @@ def test_experiments_travel_through_the_remotes(tmp_path):
     (a / "dvc.yaml").write_text(DVC_YAML)
     (a / "params.yaml").write_text("seed: 0\nalpha: 0.6\n")
     dvc("repro", "-q", cwd=a)
+    baseline_model = (a / "models/student.npy").read_bytes()
     run(["git", "add", "-A"], a)
     run(["git", "commit", "-qm", "baseline"], a)
     dvc("push", "-q", cwd=a)
@@ -87,6 +88,11 @@ def test_experiments_travel_through_the_remotes(tmp_path):
     # Clone B: a fresh clone with its own (empty) cache; only the remotes connect it to A.
     run(["git", "clone", "-q", str(origin), str(b)], tmp_path)
     git_identity(b)
+    # The remote is the committed .dvc/config's (`dvc remote add -d`): `dvc pull` restores
+    # HEAD's outputs in the clone without running a stage.
+    assert "storage" in dvc("remote", "list", cwd=b)
+    assert "Running stage" not in dvc("pull", cwd=b)
+    assert (b / "models/student.npy").read_bytes() == baseline_model
     dvc("exp", "pull", "origin", "seed1", "seed2", cwd=b)
     shown = dvc("exp", "list", "origin", cwd=b)
     assert "seed1" in shown and "seed2" in shown

@@ -24,7 +24,8 @@ PAPERS = ("reffakd", "simkd", "hao", "srrl", "patel")
 # Direction checks (`direction_check:`) are separate, reduced-scale tables: never comparable.
 STATUSES = ("comparable", "reduced_scale", "not_run", "out_of_scope")
 _REPORT = re.compile(r"kdlab report (\w+)")
-# `kdlab report` names implemented so far (kdlab.experiments GRIDS + ROWS, the Hao figure).
+# `kdlab report` names implemented so far: kdlab.reports.names() (its registry imports this
+# module, so the names are repeated here; tests/test_papers.py holds the two equal).
 REPORTS = (
     "reffakd_table5",
     "reffakd_table8",

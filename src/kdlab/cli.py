@@ -210,17 +210,15 @@ def cmd_papers(args) -> None:
 
 
 def cmd_report(args) -> None:
-    from kdlab import experiments, figures
+    from kdlab import reports
 
-    if args.name == "hao_figure3":
-        out = figures.report_hao_figure3(Path(args.repo))
-    elif args.name.startswith("patel_"):
-        from kdlab.patel_report import report_patel
-
-        out = report_patel(args.name, Path(args.repo))
-    else:
-        out = experiments.report(args.name, Path(args.repo), all_commits=args.all_commits)
+    out, sources = reports.report(
+        args.name, Path(args.repo), all_commits=args.all_commits, replace=args.replace
+    )
     print(out.read_text(), end="")
+    print(f"\nCell sources ({len(sources)}):")
+    for line in sources:
+        print(f"  {line}")
 
 
 def cmd_queue(args) -> None:
@@ -299,6 +297,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("name", help="e.g. reffakd_table10 (kdlab papers lists the commands)")
     sp.add_argument("--repo", default=".", help="DVC repository (default .)")
     sp.add_argument("--all-commits", action="store_true", help="every commit, not only HEAD")
+    sp.add_argument(
+        "--replace",
+        action="store_true",
+        help="drop the committed records and write the experiments' table even when it fills "
+        "fewer cells than the committed one",
+    )
     sp = add("queue", cmd_queue, "queue the DVC experiments of a pairs x methods table")
     sp.add_argument("name", help="e.g. srrl_table6 (from the preset in params.yaml)")
     sp.add_argument("--dry-run", action="store_true", help="print the commands only")

@@ -21,8 +21,8 @@ import pandas as pd
 
 from kdlab import paths
 from kdlab.catalogue import paper_tables
+from kdlab.report_records import Built, write_report
 from kdlab.seeds import exp_show, flatten, listed_methods, lookup, runs_from_exp_show
-from kdlab.tables import write_table
 
 # Where tables built from finished experiments go: outside `tables/` (the `tables` stage's
 # output), which DVC empties whenever that stage reruns.
@@ -72,8 +72,11 @@ def _row_label(values: dict[str, Any]) -> str:
     return ", ".join(f"{names.get(k, k)}={v:g}" for k, v in values.items())
 
 
-def collect(runs: list[dict[str, Any]], spec: GridSpec) -> dict[str, dict[str, dict[int, float]]]:
-    """``{row label: {our model: {seed: value}}}`` of the runs of ``spec.profiles``."""
+def collect(
+    runs: list[dict[str, Any]], spec: GridSpec, where: dict | None = None
+) -> dict[str, dict[str, dict[int, float]]]:
+    """``{row label: {our model: {seed: value}}}`` of the runs of ``spec.profiles``; ``where``
+    (when given) gets ``{(row label, our model): [run, ...]}``, the runs behind each cell."""
     cells: dict[str, dict[str, dict[int, float]]] = {}
     for run in runs:
         flat = {k: json.loads(v) for k, v in flatten(run["params"]).items()}
@@ -90,6 +93,8 @@ def collect(runs: list[dict[str, Any]], spec: GridSpec) -> dict[str, dict[str, d
                 continue
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 cells.setdefault(label, {}).setdefault(model, {})[int(flat.get("seed", 0))] = value
+                if where is not None:
+                    where.setdefault((label, model), []).append(run)
     return cells
 
 
@@ -108,15 +113,20 @@ def _cell(mean: float | None, std: float | None) -> str:
     return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
 
 
-def build(runs: list[dict[str, Any]], name: str) -> pd.DataFrame:
+def build(runs: list[dict[str, Any]], name: str, where: dict | None = None) -> pd.DataFrame:
     """The table ``name`` of :data:`GRIDS` in the paper's layout: per row and column, ours
-    (mean ± std), n, the paper's number and ours - paper."""
+    (mean ± std), n, the paper's number and ours - paper; ``where`` (when given) gets the runs
+    behind each cell, ``{(row label, paper column): [run, ...]}``."""
     if name not in GRIDS:
         raise ValueError(f"unknown report {name!r}; known: {', '.join(GRIDS)}")
     spec = GRIDS[name]
     published = paper_tables(spec.paper)[spec.table]
     cols = published["columns"]
-    cells = collect(runs, spec)
+    found: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    cells = collect(runs, spec, found)
+    if where is not None:
+        for col, model in spec.models:
+            where.update({(lab, col): found[lab, m] for lab, m in found if m == model})
     rows = []
     for prow in published["rows"]:
         label = prow[0]
@@ -216,24 +226,39 @@ def wall_time_note(runs: list[dict[str, Any]], models: list[str], repo: Path) ->
     )
 
 
-def report(name: str, repo: Path, out_dir: Path | None = None, all_commits: bool = False) -> Path:
-    """Write ``results/<name>.md`` (+ .csv) from the finished experiments of ``repo``, with a
-    header naming our scale, the alpha convention and the measured wall time."""
+def report(
+    name: str,
+    repo: Path,
+    out_dir: Path | None = None,
+    all_commits: bool = False,
+    replace: bool = False,
+) -> Path:
+    """Write ``results/<name>.md`` (+ .csv, + ``results/records/<name>.json``) from the
+    finished experiments of ``repo`` merged with the committed records
+    (:func:`kdlab.report_records.write_report`)."""
+    stem = (out_dir or repo / REPORTS) / name
+    return write_report(name, build_report(name, repo, all_commits), stem, replace)[0]
+
+
+def build_report(name: str, repo: Path, all_commits: bool = False) -> Built:
+    """The table ``name`` from the finished experiments of ``repo``, with a header naming our
+    scale, the alpha convention and the measured wall time, and the runs behind each cell."""
     known = [*GRIDS, *ROWS, *PAIRS]
     if name not in known:
         raise ValueError(f"unknown report {name!r}; known: {', '.join(known)}")
     runs = runs_from_exp_show(exp_show(repo, all_commits))
     extra = None  # a direction check's rank agreement
+    where: dict[tuple[str, str], list[dict[str, Any]]] = {}
     if name in GRIDS:
         spec: Any = GRIDS[name]
-        df, models = build(runs, name), [m for _, m in spec.models]
+        df, models = build(runs, name, where), [m for _, m in spec.models]
     elif name in ROWS:
         spec = ROWS[name]
-        df, models = build_rows(runs, name), sorted({m for _, m, _ in spec.rows})
+        df, models = build_rows(runs, name, where), sorted({m for _, m, _ in spec.rows})
         extra = rank_agreement(df, spec) if spec.baseline else None
     else:
         spec = PAIRS[name]
-        df, models = build_pairs(runs, name), sorted({m for _, m, _ in spec.methods})
+        df, models = build_pairs(runs, name, where), sorted({m for _, m, _ in spec.methods})
     title = paper_tables(spec.paper)[spec.table]["title"]
     cols = [c for c in df.columns if c.endswith(" n")]
     filled = sum(int(df[c].gt(0).sum()) for c in cols)
@@ -262,11 +287,8 @@ def report(name: str, repo: Path, out_dir: Path | None = None, all_commits: bool
     wall = wall_time_note(list(mine.values()), models, repo)
     if wall:
         notes.append(wall)
-    stem = (out_dir or repo / REPORTS) / name
-    write_table(
-        df, stem, title + getattr(spec, "title", "") + " (ours from DVC experiments)", notes
-    )
-    return stem.with_suffix(".md")
+    full_title = title + getattr(spec, "title", "") + " (ours from DVC experiments)"
+    return Built(df, full_title, notes, cell_runs=where, runs=list(mine.values()))
 
 
 @dataclass(frozen=True)
@@ -470,7 +492,7 @@ def _put_cell(row: dict[str, Any], col: str, by_seed: dict[int, float], publishe
     row[f"{col} ours - paper"] = None if missing else round(mean - paper, 2)
 
 
-def build_rows(runs: list[dict[str, Any]], name: str) -> pd.DataFrame:
+def build_rows(runs: list[dict[str, Any]], name: str, where: dict | None = None) -> pd.DataFrame:
     """The table ``name`` of :data:`ROWS`: per paper row, the runs matching its params (and
     listing its method), mean ± std (n - 1) over seeds; with ``best_of``, the swept value with
     the best mean of the first column."""
@@ -497,12 +519,14 @@ def build_rows(runs: list[dict[str, Any]], name: str) -> pd.DataFrame:
             raise ValueError(f"{name}: row {label!r} does not match the paper's {prow[0]!r}")
         # {best_of value: {metric: {seed: value}}}
         groups: dict[Any, dict[str, dict[int, float]]] = {}
-        for flat, scores, methods in flats:
+        behind: dict[Any, list[dict[str, Any]]] = {}  # best_of value -> its runs
+        for flat, scores, methods, run in flats:
             listed = model in ("ce", "teacher") or model in methods
             if not listed or not _matches(flat, want):
                 continue
             values = scores.get(model) or {}
             g = groups.setdefault(flat.get(spec.best_of) if spec.best_of else None, {})
+            behind.setdefault(flat.get(spec.best_of) if spec.best_of else None, []).append(run)
             seed = int(flat.get("seed", 0))
             for _, key in spec.columns:
                 if isinstance(values.get(key), (int, float)):
@@ -526,6 +550,8 @@ def build_rows(runs: list[dict[str, Any]], name: str) -> pd.DataFrame:
             row[f"{spec.best_column} paper"] = prow[pcols.index(spec.best_column)]
         for col, key in spec.columns:
             _put_cell(row, col, chosen.get(key, {}), prow[pcols.index(col)])
+            if where is not None and chosen.get(key):
+                where[(col, label) if spec.transposed else (label, col)] = behind[best]
         if spec.baseline:
             _put_direction(row, spec, chosen, prow, published)
             if model not in (spec.baseline, "teacher"):
@@ -884,11 +910,11 @@ def _flat_runs(runs: list[dict[str, Any]], profiles: tuple[str, ...]) -> list[tu
     for r in runs:
         flat = {k: json.loads(v) for k, v in flatten(r["params"]).items()}
         if flat.get("profile_name", "default") in profiles:
-            out.append((flat, r["scores"], listed_methods(r["params"])))
+            out.append((flat, r["scores"], listed_methods(r["params"]), r))
     return out
 
 
-def build_pairs(runs: list[dict[str, Any]], name: str) -> pd.DataFrame:
+def build_pairs(runs: list[dict[str, Any]], name: str, where: dict | None = None) -> pd.DataFrame:
     """The table ``name`` of :data:`PAIRS` in the paper's layout: per pair and method, ours
     (mean ± std over seeds), n, the paper's number and ours - paper."""
     spec = PAIRS[name]
@@ -911,13 +937,15 @@ def build_pairs(runs: list[dict[str, Any]], name: str) -> pd.DataFrame:
                 else spec.metric
             )
             by_seed: dict[int, float] = {}
-            for flat, scores, listed in flats:
+            for flat, scores, listed, run in flats:
                 if (model in ("ce", "teacher") or model in listed) and _pinned(
                     flat, (*pair_pins, *pins)
                 ):
                     value = (scores.get(model) or {}).get(metric)
                     if isinstance(value, (int, float)) and not isinstance(value, bool):
                         by_seed[int(flat.get("seed", 0))] = value
+                        if where is not None:
+                            where.setdefault((o[0], i[0]), []).append(run)
             _put_cell(row, i[0], by_seed, prow[pcols.index(i[0])])
         out.append(row)
     return pd.DataFrame(out)

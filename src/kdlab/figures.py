@@ -29,8 +29,8 @@ from kdlab.experiments import (
     scale_note,
     wall_time_note,
 )
+from kdlab.report_records import Built, layout, setting, write_report
 from kdlab.seeds import exp_show, flatten, listed_methods, runs_from_exp_show
-from kdlab.tables import write_table
 
 EPOCHS = (100, 300, 500, 1000)
 # The figure's alphas: the paper's 0.0 ... 0.9, i.e. our 1.0 ... 0.1.
@@ -104,17 +104,34 @@ def plot(df: pd.DataFrame, path: Path, ylabel: str) -> None:
     tmp.replace(path)  # atomic
 
 
-def report_hao_figure3(repo: Path, method: str = "kd", column: str = "test_acc") -> Path:
-    """``results/hao_figure3.md`` (+ .csv, .png) from the hao preset's experiments, with the
-    scale they ran at and their measured wall time."""
+def report_hao_figure3(
+    repo: Path, method: str = "kd", column: str = "test_acc", replace: bool = False
+) -> Path:
+    """``results/hao_figure3.md`` (+ .csv, .png, records) from the hao preset's experiments
+    merged with the committed records (:func:`kdlab.report_records.write_report`)."""
+    built = build_hao_figure3(repo, method, column)
+    return write_report("hao_figure3", built, repo / REPORTS / "hao_figure3", replace)[0]
+
+
+def build_hao_figure3(repo: Path, method: str = "kd", column: str = "test_acc") -> Built:
+    """The figure's table from the hao preset's experiments, with the scale they ran at and
+    their measured wall time; the plot is drawn when a cell comes from an experiment."""
     histories, runs = histories_from_experiments(repo, method, column=column)
-    if not histories:
-        raise ValueError(
-            f"no finished hao experiments with a per-epoch {column} history; queue them with "
-            "`kdlab papers` (hao figure3 command) first"
-        )
     df = alpha_epochs(histories, column=column)
-    stem = repo / REPORTS / "hao_figure3"
+    if not histories:
+        notes = [
+            f"No finished hao experiment with a per-epoch {column} history; queue them with "
+            "`kdlab papers` (hao figure3 command)."
+        ]
+        return Built(df, TITLE, notes, keys=2, after_write=_plot_if(column))
+    lay = layout(list(df.columns), keys=2)
+    by_alpha = {float(json.loads(flatten(r["params"])["alpha"])): r for r in runs}
+    cell_runs = {
+        (setting(row, lay), str(e)): [by_alpha[row["our alpha"]]]
+        for row in df.to_dict("records")
+        if row["our alpha"] in by_alpha
+        for e in EPOCHS
+    }
     missing = [f"{1.0 - a:.1f}" for a in ALPHAS if a not in histories]
     notes = [
         f"{len(histories)} of {len(ALPHAS)} alphas have a run"
@@ -138,6 +155,19 @@ def report_hao_figure3(repo: Path, method: str = "kd", column: str = "test_acc")
     wall = wall_time_note(runs, [method], repo)
     if wall:
         notes.append(wall)
-    write_table(df, stem, "Hao Figure 3: student accuracy (%) over alpha x epochs (ours)", notes)
-    plot(df, stem.with_suffix(".png"), f"{column} (%)")
-    return stem.with_suffix(".md")
+    return Built(df, TITLE, notes, 2, cell_runs, runs, _plot_if(column))
+
+
+TITLE = "Hao Figure 3: student accuracy (%) over alpha x epochs (ours)"
+FIGURES = {"hao_figure3": build_hao_figure3}  # `kdlab report` names of the figures here
+
+
+def _plot_if(column: str):
+    """Draw ``<stem>.png`` from the merged table when any cell is an experiment's (a table
+    rebuilt from committed records alone keeps the committed plot)."""
+
+    def after_write(df: pd.DataFrame, stem: Path, from_experiments: bool) -> None:
+        if from_experiments:
+            plot(df, stem.with_suffix(".png"), f"{column} (%)")
+
+    return after_write

@@ -29,8 +29,8 @@ from kdlab.experiments import (
 )
 from kdlab.models import build_model
 from kdlab.models.patel import count_weights
+from kdlab.report_records import Built, write_report
 from kdlab.seeds import exp_show, flatten, listed_methods, runs_from_exp_show
-from kdlab.tables import write_table
 
 NETS = {"vgg": "p_vgg16", "resnet": "p_resnet18", "densenet": "p_densenet121"}
 TABLES = ("patel_table1", "patel_table2", "patel_table3")
@@ -162,8 +162,14 @@ def build_kd_table(runs: list[dict[str, Any]], records: Records, table: str) -> 
     return pd.DataFrame(rows)
 
 
-def report_patel(name: str, repo: Path) -> Path:
-    """``results/<name>.md`` (+ .csv) for Patel Table 1, 2 or 3 from ``repo``'s experiments."""
+def report_patel(name: str, repo: Path, replace: bool = False) -> Path:
+    """``results/<name>.md`` (+ .csv, records) for Patel Table 1, 2 or 3 from ``repo``'s
+    experiments merged with the committed records (:func:`kdlab.report_records.write_report`)."""
+    return write_report(name, build_patel(name, repo), repo / REPORTS / name, replace)[0]
+
+
+def build_patel(name: str, repo: Path) -> Built:
+    """Patel Table 1, 2 or 3 from ``repo``'s experiments (every cell's runs: the preset's)."""
     if name not in TABLES:
         raise ValueError(f"unknown Patel table {name!r}; known: {', '.join(TABLES)}")
     runs = runs_from_exp_show(exp_show(repo))
@@ -185,8 +191,5 @@ def report_patel(name: str, repo: Path) -> Path:
         "trained without KD (same run).",
         "Guessed: the VGG16 step milestones (the paper gives none; the patel preset header).",
     ]
-    stem = repo / REPORTS / name
-    write_table(
-        df, stem, paper_tables("patel")[table]["title"] + " (ours from DVC experiments)", notes
-    )
-    return stem.with_suffix(".md")
+    title = paper_tables("patel")[table]["title"] + " (ours from DVC experiments)"
+    return Built(df, title, notes, runs=mine)

@@ -126,7 +126,15 @@ def runs_from_exp_show(
                 for model, values in model_scores(m["data"]).items():
                     scores.setdefault(model, {}).update(values)
         mark_diverged(scores)
-        runs.append({"name": name, "rev": entry["rev"], "params": params, "scores": scores})
+        runs.append(
+            {
+                "name": name,
+                "rev": entry["rev"],
+                "params": params,
+                "scores": scores,
+                "timestamp": body.get("timestamp"),  # when the run was committed
+            }
+        )
 
     base_repo: str | None = None
     for base in data:

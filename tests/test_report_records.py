@@ -1,0 +1,235 @@
+"""Committed reports never lose cells and rebuild anywhere from their records
+(results/records/<report>.json): the merge rule, the refusal to shrink, the sources printed,
+and the byte-identical rebuild of every committed report in a fresh clone with no
+experiments."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from kdlab import experiments, reports
+from kdlab.cli import main
+from kdlab.report_records import count_filled, merge, printed
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "results"
+RECOVERED = "recovered from the committed report results/reffakd_table10.md at commit"
+
+
+def committed_reports() -> list[str]:
+    known = set(reports.names())
+    return sorted(p.stem for p in RESULTS.glob("*.md") if p.stem in known)
+
+
+def test_every_committed_report_keeps_its_records():
+    names = committed_reports()
+    assert {"reffakd_table10", "hao_figure3", "simkd_study_fmnist", "srrl_table1_fmnist"} <= set(
+        names
+    )
+    for name in names:
+        data = json.loads((RESULTS / "records" / f"{name}.json").read_text())
+        assert data["report"] == name and data["format"] == 1
+        for cell in data["cells"]:
+            assert {"setting", "column", "scale", "seeds", "device", "scores", "exp"} <= set(cell)
+            assert cell["scale"] and "/" in cell["scale"], cell  # e.g. fashion_mnist/12ep
+            assert cell["source"].startswith("recovered from the committed report results/")
+
+
+def test_reffakd_table10_records_hold_its_32_cells_at_the_cpu_scale():
+    data = json.loads((RESULTS / "records/reffakd_table10.json").read_text())
+    assert len(data["cells"]) == 32
+    cell = next(c for c in data["cells"] if c["setting"] == "T=1, alpha=0.9")
+    assert cell["column"] == "reffakd" and cell["seeds"] == [0] and cell["exp"] is None
+    assert cell["scale"] == "fashion_mnist/12ep" and cell["device"] == "auto"
+    assert cell["scores"]["reffakd ours"] == 89.25 and cell["source"].startswith(RECOVERED)
+
+
+def fresh_clone(dest: Path) -> Path:
+    """What a clone of this checkout holds: its tracked and unignored files, one commit, no DVC
+    cache and no experiments (the checkout's own may be uncommitted)."""
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    for f in files:
+        if (ROOT / f).is_file():
+            (dest / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / f, dest / f)
+    for cmd in (["init", "-q"], ["add", "-A"]):
+        subprocess.run(["git", *cmd], cwd=dest, check=True)
+    ident = ["-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run(["git", *ident, "commit", "-qm", "clone"], cwd=dest, check=True)
+    return dest
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git needed")
+def test_committed_reports_rebuild_byte_identically_in_a_fresh_clone(tmp_path, capsys):
+    clone = fresh_clone(tmp_path / "clone")
+    for name in committed_reports():
+        assert main(["report", name, "--repo", str(clone)]) == 0, capsys.readouterr().err
+        out = capsys.readouterr().out
+        assert "Cell sources (" in out and "committed record (recovered from" in out
+        for rel in (f"{name}.md", f"{name}.csv", f"{name}.png", f"records/{name}.json"):
+            if (RESULTS / rel).exists():
+                assert (clone / "results" / rel).read_bytes() == (RESULTS / rel).read_bytes(), rel
+
+
+def run_(t: float, a: float, seed: int, reffakd: float, kd: float, epochs=12, stamp="2027-01-01"):
+    return {
+        "name": f"exp-{t:g}-{a:g}-{seed}",
+        "rev": f"{int(t * 100 + a * 10 + seed):07d}abc",
+        "timestamp": f"{stamp}T00:00:00",
+        "params": {
+            "profile_name": "default",
+            "temperature": t,
+            "alpha": a,
+            "seed": seed,
+            "device": "cpu",
+            "methods": {"kd": "teacher", "reffakd": "soft_labels"},
+            "data": {"name": "fashion_mnist"},
+            "student": {"model": "lenet5", "train": {"epochs": epochs}},
+        },
+        "scores": {"reffakd": {"test_acc": reffakd}, "kd": {"test_acc": kd}},
+    }
+
+
+@pytest.fixture
+def repo(tmp_path, monkeypatch):
+    """A repository holding the committed reffakd_table10 (md, csv, records) and the runs that
+    ``dvc exp show`` would list (set ``repo.runs``)."""
+    (tmp_path / "results/records").mkdir(parents=True)
+    for rel in ("reffakd_table10.md", "reffakd_table10.csv", "records/reffakd_table10.json"):
+        shutil.copy(RESULTS / rel, tmp_path / "results" / rel)
+    runs: list = []
+    monkeypatch.setattr(experiments, "exp_show", lambda repo, all_commits: None)
+    monkeypatch.setattr(experiments, "runs_from_exp_show", lambda data: runs)
+    monkeypatch.setattr(experiments, "run_record", lambda repo, rev, stage: None)
+    return tmp_path, runs
+
+
+def _cell(md: str, setting: str) -> list[str]:
+    line = next(ln for ln in md.splitlines() if ln.startswith(f"| {setting} |"))
+    return [c.strip() for c in line.strip("|").split(" | ")]
+
+
+def test_a_newer_complete_experiment_cell_replaces_its_record_and_others_stay(repo, capsys):
+    tmp, runs = repo
+    runs.append(run_(5, 0.8, 0, 93.0, 94.0))  # newer, same scale, seed 0: replaces
+    runs.append(run_(1, 0.9, 0, 10.0, 11.0, stamp="2020-01-01"))  # older: kept out
+    runs.append(run_(10, 0.6, 0, 50.0, 51.0, epochs=200))  # another scale: kept out
+    assert main(["report", "reffakd_table10", "--repo", str(tmp)]) == 0
+    out = capsys.readouterr().out
+    md = (tmp / "results/reffakd_table10.md").read_text()
+    assert _cell(md, "T=5, alpha=0.8")[1] == "93.00" and _cell(md, "T=5, alpha=0.8")[5] == "94.00"
+    assert _cell(md, "T=1, alpha=0.9")[1] == "89.25"  # the record
+    assert _cell(md, "T=10, alpha=0.6")[1] == "90.76"  # the record (paper scale kept out)
+    assert (
+        "32 of 32 cells filled: 2 from the experiments above, 30 from the committed records at "
+        "scale fashion_mnist/12ep (results/records/reffakd_table10.json;"
+    ) in md
+    assert "T=5, alpha=0.8 / reffakd: experiment ref exp-5-0.8-0@" in out
+    assert "T=1, alpha=0.9 / reffakd: committed record (recovered from" in out
+    assert "T=1, alpha=0.9 / reffakd: experiment kept out (it is not newer than the record)" in out
+    assert "T=10, alpha=0.6 / reffakd: experiment kept out (its scale fashion_mnist/200ep" in out
+    # The new records keep the experiment's cell with its ref, the others as recovered.
+    data = json.loads((tmp / "results/records/reffakd_table10.json").read_text())
+    key = ("T=5, alpha=0.8", "reffakd")
+    cell = next(c for c in data["cells"] if (c["setting"], c["column"]) == key)
+    assert cell["exp"] == ["exp-5-0.8-0@0000508"] and cell["scale"] == "fashion_mnist/12ep"
+    assert len(data["cells"]) == 32
+    # ... so the same table rebuilds from the records once the experiments are gone.
+    before = (tmp / "results/reffakd_table10.md").read_bytes()
+    runs.clear()
+    assert main(["report", "reffakd_table10", "--repo", str(tmp)]) == 0
+    assert (tmp / "results/reffakd_table10.md").read_bytes() == before
+
+
+def test_an_experiment_missing_a_seed_of_the_record_does_not_replace_it(repo, capsys):
+    tmp, runs = repo
+    data = json.loads((tmp / "results/records/reffakd_table10.json").read_text())
+    for c in data["cells"]:
+        c["seeds"] = [0, 1]
+    (tmp / "results/records/reffakd_table10.json").write_text(json.dumps(data))
+    runs.append(run_(5, 0.8, 0, 93.0, 94.0))
+    assert main(["report", "reffakd_table10", "--repo", str(tmp)]) == 0
+    assert "its seeds [0] lack some of the record's [0, 1]" in capsys.readouterr().out
+    assert _cell((tmp / "results/reffakd_table10.md").read_text(), "T=5, alpha=0.8")[1] == "90.15"
+
+
+def test_report_refuses_to_shrink_the_committed_table_without_replace(repo, capsys):
+    """The issue's case: the committed table without its records, and a clone that finds two
+    cells: exit 2, one line naming the report and the counts, nothing written."""
+    tmp, runs = repo
+    (tmp / "results/records/reffakd_table10.json").unlink()
+    runs.append(run_(20, 0.6, 0, 90.64, 91.24))
+    committed = (tmp / "results/reffakd_table10.md").read_bytes()
+    assert main(["report", "reffakd_table10", "--repo", str(tmp)]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "kdlab report: error: reffakd_table10: the new table fills 2 of 32 cells, the "
+        "committed reffakd_table10.md 32; nothing written (--replace to overwrite)\n"
+    )
+    assert (tmp / "results/reffakd_table10.md").read_bytes() == committed
+    assert not (tmp / "results/records/reffakd_table10.json").exists()
+    assert main(["report", "reffakd_table10", "--repo", str(tmp), "--replace"]) == 0
+    md = (tmp / "results/reffakd_table10.md").read_text()
+    assert "2 of 32 cells have a run" in md and _cell(md, "T=1, alpha=0.9")[1] == "—"
+
+
+def test_replace_drops_the_records(repo):
+    tmp, runs = repo
+    runs.append(run_(5, 0.8, 0, 93.0, 94.0, stamp="2020-01-01"))  # older than the records
+    assert main(["report", "reffakd_table10", "--repo", str(tmp), "--replace"]) == 0
+    md = (tmp / "results/reffakd_table10.md").read_text()
+    assert _cell(md, "T=5, alpha=0.8")[1] == "93.00" and "2 of 32 cells have a run" in md
+    data = json.loads((tmp / "results/records/reffakd_table10.json").read_text())
+    assert len(data["cells"]) == 2
+
+
+def test_merge_of_a_table_without_records_is_the_experiments_table():
+    runs = [run_(5, 0.8, 0, 93.0, 94.0)]
+    where: dict = {}
+    df = experiments.build(runs, "reffakd_table10", where)
+    built = experiments.Built(df, "t", ["n"], cell_runs=where)
+    df, notes, title, sources, new = merge("reffakd_table10", built, None)
+    assert count_filled(df) == (2, 32) and notes == ["n"] and title == "t"
+    assert [c["seeds"] for c in new["cells"]] == [[0], [0]]
+    assert sources == [
+        "T=5, alpha=0.8 / reffakd: experiment ref exp-5-0.8-0@0000508",
+        "T=5, alpha=0.8 / vanilla_kd: experiment ref exp-5-0.8-0@0000508",
+    ]
+
+
+def test_printed_values_compare_as_the_tables_print_them():
+    assert printed({"a": "90.64", "n": 1}) == printed({"a": 90.64, "n": 1})
+    assert printed({"a": "90.10"}) != printed({"a": 90.1})  # the CSV prints 90.1
+
+
+def test_recovered_values_print_back_as_committed():
+    """The migration types each committed CSV cell so that both files print it unchanged."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "recover", ROOT / "scripts/recover_report_records.py"
+    )
+    recover = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recover)
+    assert recover._typed("90.64", "90.64") == 90.64
+    assert recover._typed("-2.1", "-2.10") == -2.1 and recover._typed("3", "3") == 3
+    assert recover._typed("90.10", "90.10") == "90.10"  # a float would print 90.1 in the CSV
+    assert recover._typed("", "—") is None and recover._typed("—", "—") == "—"
+    assert recover._typed("89.19 ± 0.36", "89.19 ± 0.36") == "89.19 ± 0.36"
+    notes = [
+        "Ours: 3-epoch resnet8 students, 5-epoch resnet18 teacher (options {'width': 16}), "
+        "fashion_mnist (a seeded subset of 25000 images), device auto, seeds 2, 1, 0, final-epoch "
+        "test accuracy."
+    ]
+    assert recover.scale_from_notes(notes) == ("fashion_mnist[25000]/3ep", [0, 1, 2], "auto")
