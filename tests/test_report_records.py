@@ -70,10 +70,23 @@ def fresh_clone(dest: Path) -> Path:
     return dest
 
 
+# Committed reports whose writer has since changed layout: simkd_study_fmnist now compares each
+# variant with plain SimKD (the study's baseline, issue 22 item 10); the committed table compares
+# with the CE student and awaits the rerun of scripts/direction_checks.sh.
+SUPERSEDED = {"simkd_study_fmnist"}
+
+
 @pytest.mark.skipif(shutil.which("git") is None, reason="git needed")
 def test_committed_reports_rebuild_byte_identically_in_a_fresh_clone(tmp_path, capsys):
     clone = fresh_clone(tmp_path / "clone")
     for name in committed_reports():
+        if name in SUPERSEDED:  # refused, not silently rewritten in the new layout
+            assert main(["report", name, "--repo", str(clone)]) == 2
+            assert "have columns" in capsys.readouterr().err
+            assert (clone / "results" / f"{name}.md").read_bytes() == (
+                RESULTS / f"{name}.md"
+            ).read_bytes()
+            continue
         assert main(["report", name, "--repo", str(clone)]) == 0, capsys.readouterr().err
         out = capsys.readouterr().out
         assert "Cell sources (" in out and "committed record (recovered from" in out

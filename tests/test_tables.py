@@ -115,4 +115,7 @@ def test_reffakd_table7_of_the_paper_preset_matches_every_row():
     cfg = load_preset("paper")
     ours = _student_settings(cfg)
     for key, value in published("reffakd")["tables"]["table7"]["rows"]:
+        if key == "batch_size":  # the official notebooks train at 128 (docs/methods.md)
+            assert (value, ours[key]) == (256, 128)
+            continue
         assert ours[key] == value, key

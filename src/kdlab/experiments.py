@@ -503,7 +503,7 @@ def build_rows(runs: list[dict[str, Any]], name: str, where: dict | None = None)
     # {(swept value, seed): first metric} of the baseline runs when the baseline is a setting
     other_base: dict[tuple[Any, int], float] = {}
     if spec.baseline and spec.baseline_params is not None:
-        for flat, scores, methods in flats:
+        for flat, scores, methods, _run in flats:
             value = (scores.get(spec.baseline) or {}).get(spec.columns[0][1])
             if (
                 spec.baseline in methods
