@@ -3,8 +3,10 @@
 The `paper` preset's teacher-free branch, 200 epochs each, as the official notebooks train it,
 over seeds. Every seed replicates the whole teacher-free pipeline (its own split, CAE, soft
 labels and students), so the spread over seeds includes the autoencoder's. Each chain of stages
-runs through `dvc repro` in its own scratch worktree (`--workdir`, detached at HEAD), one
-torch thread each, `--jobs` chains at a time:
+runs through `dvc repro` in its own scratch worktree (`--workdir`), one torch thread each,
+`--jobs` chains at a time. Every worktree is detached at one code commit (`--code`; default: the
+commit of the records already committed, so all seeds of the table run the same code; HEAD when
+there are none); a worktree left at another commit is recreated, its checkpoints discarded:
 
   seed s, CE chain:       train_student
   seed s, ReffAKD chain:  soft_labels (CAE first) -> distill@reffakd -> distill@reffakd_uniform
@@ -99,24 +101,51 @@ def sh(cmd: list[str], cwd: Path, log=None) -> str:
     return r.stdout or ""
 
 
-def paper_params(seed: int, chain: str) -> dict:
-    """The `paper` preset, on the CPU at one thread, at ``seed``; the ReffAKD chain runs
-    ReffAKD and its control (the teacher-free methods), the CE chain needs no method."""
-    from kdlab import presets
-
-    p = yaml.safe_load(presets.resolve("paper"))
+def paper_params(seed: int, chain: str, w: Path) -> dict:
+    """The `paper` preset as the code in worktree ``w`` resolves it (its own presets and
+    schema), on the CPU at one thread, at ``seed``; the ReffAKD chain runs ReffAKD and its
+    control (the teacher-free methods), the CE chain needs no method."""
+    code = "from kdlab import presets; print(presets.resolve('paper'))"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=w,
+        env=dict(os.environ, PYTHONPATH=str(w / "src")),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    p = yaml.safe_load(out)
     p.update(seed=seed, device="cpu", threads=1)
     p["methods"] = {"reffakd": "soft_labels", "reffakd_uniform": "soft_labels"}
     return p
 
 
-def prepare_workdir(workdir: Path, seed: int, chain: str) -> Path:
-    """A scratch worktree for one chain (created once, then reused so stages resume)."""
+def code_rev(requested: str | None) -> str:
+    """The commit every chain runs: ``requested``, else the one commit of the committed records
+    (a table of one code version), else HEAD."""
+    if requested:
+        return sh(["git", "rev-parse", "--verify", f"{requested}^{{commit}}"], REPO).strip()
+    recs = run_records.read_records(RESULTS) if RESULTS.exists() else []
+    commits = sorted({r["code_commit"] for r in recs})
+    if len(commits) > 1:
+        raise SystemExit(
+            f"[table4] the committed records come from {len(commits)} code commits "
+            f"({', '.join(c[:7] for c in commits)}): pass --code REV to choose the one to run"
+        )
+    return commits[0] if commits else sh(["git", "rev-parse", "HEAD"], REPO).strip()
+
+
+def prepare_workdir(workdir: Path, seed: int, chain: str, rev: str) -> Path:
+    """A scratch worktree for one chain at commit ``rev`` (created once, then reused so stages
+    resume; recreated, checkpoints and all, if it was left at another commit)."""
     w = workdir / f"seed{seed}-{chain}"
+    if (w / ".git").exists() and sh(["git", "rev-parse", "HEAD"], w).strip() != rev:
+        print(f"[table4] {w} is not at {rev[:7]}: recreating it (its checkpoints are dropped)")
+        sh(["git", "worktree", "remove", "--force", str(w)], REPO)
     if not (w / ".git").exists():
         w.parent.mkdir(parents=True, exist_ok=True)
-        sh(["git", "worktree", "add", "--detach", "-f", str(w), "HEAD"], REPO)
-    params = yaml.safe_dump(paper_params(seed, chain), sort_keys=False)
+        sh(["git", "worktree", "add", "--detach", "-f", str(w), rev], REPO)
+    params = yaml.safe_dump(paper_params(seed, chain, w), sort_keys=False)
     if not (w / "params.yaml").exists() or (w / "params.yaml").read_text() != params:
         (w / "params.yaml").write_text(params)
     return w
@@ -298,11 +327,11 @@ def done(arm: str, seed: int) -> bool:
     return run_records.record_path(RESULTS, arm, seed).exists()
 
 
-def run_chain(seed: int, chain: str, workdir: Path, commit: bool) -> None:
+def run_chain(seed: int, chain: str, workdir: Path, commit: bool, rev: str) -> None:
     steps = [(arm, stage) for arm, stage in CHAINS[chain] if arm is None or not done(arm, seed)]
     if all(arm is None for arm, _ in steps):
         return
-    w = prepare_workdir(workdir, seed, chain)
+    w = prepare_workdir(workdir, seed, chain, rev)
     with open(w / "table4.log", "a") as log:
         for arm, stage in steps:
             if (
@@ -342,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=2, help="chains at a time (one torch thread each)")
     ap.add_argument("--workdir", type=Path, default=REPO / ".runs" / "table4")
     ap.add_argument("--commit", action="store_true", help="git-commit each record as it lands")
+    ap.add_argument("--code", metavar="REV", help="code commit to run (default: the records')")
     ap.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     ap.add_argument("--report", action="store_true", help="rewrite table and figure and stop")
     args = ap.parse_args(argv)
@@ -350,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[table4] wrote {f.relative_to(REPO)}")
         return 0
     todo = plan(args.seeds)
+    rev = code_rev(args.code)
+    print(f"[table4] code: {rev[:7]} ({sh(['git', 'log', '-1', '--format=%s', rev], REPO)[:70]})")
     have = [(a, s) for s in args.seeds for a, _ in ARMS if done(a, s)]
     listed = ", ".join(f"{a}@{s}" for a, s in have) or "none"
     print(f"[table4] committed records: {len(have)} ({listed})")
@@ -379,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
             except queue.Empty:
                 return
             try:
-                run_chain(s, chain, args.workdir, args.commit)
+                run_chain(s, chain, args.workdir, args.commit, rev)
             except Exception as err:  # one failed chain must not stop the others
                 errors.append(f"seed {s} {chain}: {err}")
                 print(f"[table4] FAILED seed {s} {chain}: {err}", flush=True)

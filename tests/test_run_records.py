@@ -113,7 +113,7 @@ def test_summary_table_means_stds_and_paired_differences(tmp_path):
 
 def test_table4_campaign_params_are_the_paper_preset_at_one_cpu_thread():
     mod = _script()
-    p = mod.paper_params(2, "reffakd")
+    p = mod.paper_params(2, "reffakd", REPO)  # resolved by the worktree's own code (here HEAD)
     cfg = parse_config(p)
     assert (cfg.seed, cfg.device, cfg.threads) == (2, "cpu", 1)
     assert cfg.methods == ("reffakd", "reffakd_uniform")
