@@ -245,3 +245,38 @@ def test_a_cell_inherits_alpha_temperature_and_method_params(default_params):
     (cell,) = parse_config(default_params).grid
     assert (cell.method, cell.alpha, cell.temperature) == ("kd", 0.6, 8.0)
     assert cell.params == default_params["method_params"]["kd"]
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def test_an_interrupted_grid_resumes_each_cell_to_its_single_run(
+    pipeline, single, monkeypatch, capsys
+):
+    """Killed after two of the three cells checkpointed epoch 1: the rerun resumes those two
+    from epoch 2 and trains the third from the start; every cell still equals its single run."""
+    import kdlab.grid
+
+    root, params = pipeline
+    save, saved = kdlab.grid._save_checkpoint, []
+
+    def save_twice_then_die(*args, **kwargs):
+        save(*args, **kwargs)
+        saved.append(args[0])
+        if len(saved) == 2:
+            raise _Interrupted
+
+    with monkeypatch.context() as m:
+        m.setattr(kdlab.grid, "_save_checkpoint", save_twice_then_die)
+        with pytest.raises(_Interrupted):
+            _grid_run(root, params)
+    assert sorted(p.name for p in (root / paths.CHECKPOINTS).glob("grid_*.pt")) == [
+        "grid_kd_t4.pt",
+        "grid_reffakd_t2.pt",
+    ]
+    capsys.readouterr()
+    assert _differences(single, _grid_run(root, params)) == []
+    out = capsys.readouterr().out
+    assert "[grid@kd_t4] resuming" in out and "[grid@reffakd_t2] resuming" in out
+    assert "[grid@at_500] resuming" not in out
