@@ -280,3 +280,14 @@ def test_an_interrupted_grid_resumes_each_cell_to_its_single_run(
     out = capsys.readouterr().out
     assert "[grid@kd_t4] resuming" in out and "[grid@reffakd_t2] resuming" in out
     assert "[grid@at_500] resuming" not in out
+
+
+def test_kdlab_check_builds_each_grid_cells_feature_method(default_params):
+    """A model-dependent param of a cell (SRRL's stage index past LeNet5's two stage pairs)
+    fails `kdlab check`, naming the cell."""
+    from kdlab.stages.distill import check_method_models
+
+    default_params["grid"] = {"cells": {"srrl_s5": {"method": "srrl", "params": {"stage": 5}}}}
+    with pytest.raises(ConfigError) as err:
+        check_method_models(parse_config(default_params))
+    assert "stage = 5 is not allowed" in str(err.value) and "grid.cells.srrl_s5" in str(err.value)
