@@ -384,13 +384,14 @@ def test_a_stage_runs_the_source_of_its_own_working_tree(repo):
 
 
 def test_a_grid_is_an_experiment_whose_cells_show_in_exp_show_and_plots(repo):
-    """`dvc exp run -S grid.cells=...` runs the grid stage alone (its inputs are cached); each
-    cell's scores are columns of `dvc exp show` (read as models grid_<cell>, as `kdlab report`
-    reads them) and its DVCLive step plots render with `dvc plots show`."""
+    """`dvc exp run -S +grid.cells.<name>=...` runs the grid stage alone (its inputs are
+    cached); each cell's scores are columns of `dvc exp show` (read as models grid_<cell>, as
+    `kdlab report` reads them) and its DVCLive step plots render with `dvc plots show`."""
     from kdlab.seeds import runs_from_exp_show
 
-    cells = "grid.cells={kd4:{method:kd,temperature:4.0},ce:{method:ce}}"
-    out = run([sys.executable, "-m", "dvc", "exp", "run", "-n", "grid2", "-S", cells], repo)
+    kd4, ce = "+grid.cells.kd4={method:kd,temperature:4.0}", "+grid.cells.ce={method:ce}"
+    cells = ["-S", kd4, "-S", ce]
+    out = run([sys.executable, "-m", "dvc", "exp", "run", "-n", "grid2", *cells], repo)
     ran = stages_run(out)
     assert "distill_grid" in ran and not ran & {"train_teacher", "train_cae", "split"}, ran
     for cell, method in (("kd4", "kd"), ("ce", "ce")):
