@@ -127,7 +127,7 @@ def compare(name: str, cells, setup, cfg, repeats: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--train", type=int, default=1024, help="training images (batch 128)")
+    ap.add_argument("--train", type=int, default=512, help="training images (batch 128)")
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
