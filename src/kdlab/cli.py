@@ -26,7 +26,7 @@ def cmd_check(args) -> None:
     check_method_models(cfg)
     print(
         f"{args.params}: OK ({cfg.data.name}; teacher {cfg.teacher.model}, student "
-        f"{cfg.student.model}; methods {', '.join(cfg.methods)})"
+        f"{cfg.student.model}; methods {', '.join(cfg.methods)}; grid cells {len(cfg.grid)})"
     )
     if args.write:
         from kdlab.io import write_text

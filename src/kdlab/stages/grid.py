@@ -113,6 +113,8 @@ def distill_grid(cfg: Config) -> None:
         write_json(paths.GRID_SUMMARY, summary)
         print("[distill_grid] no cells in params.yaml grid.cells: nothing to train", flush=True)
         return
+    if cfg.distributed.nproc_per_node > 1:
+        print("[distill_grid] distributed.nproc_per_node ignored: a grid trains in one process")
     device = start(cfg, "distill")  # one process: the grid does not run under DDP
     data = load_data(cfg)
     built = [build_cell(cfg, c, data, device) for c in cfg.grid]
