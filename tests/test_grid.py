@@ -291,3 +291,59 @@ def test_kdlab_check_builds_each_grid_cells_feature_method(default_params):
     with pytest.raises(ConfigError) as err:
         check_method_models(parse_config(default_params))
     assert "stage = 5 is not allowed" in str(err.value) and "grid.cells.srrl_s5" in str(err.value)
+
+
+def _dropout_cells(seeds):
+    """CE students behind a dropout layer (a step that draws random numbers), each built from
+    its own seed as its single run would be; with the random state each would train from."""
+    from torch import nn
+
+    from kdlab.grid import GridCell, rng_state
+    from kdlab.methods import get_method
+    from kdlab.models import build_model
+    from kdlab.train import seed_everything
+
+    cells = []
+    for s in seeds:
+        seed_everything(s)
+        student = nn.Sequential(nn.Dropout(0.5), build_model("lenet5", 4, 1, input_size=28))
+        cells.append(GridCell(f"c{s}", get_method("ce")(student), rng_state(torch.device("cpu"))))
+    return cells
+
+
+def _dropout_loaders():
+    from kdlab.config import AugmentConfig
+    from kdlab.data.pipeline import TensorLoader
+
+    g = torch.Generator().manual_seed(1)
+    labels = torch.arange(64) % 4
+    images = (torch.rand(64, 1, 28, 28, generator=g) * 255).to(torch.uint8)
+    common = dict(input_size=28, mean=(0.2,), std=(0.3,))
+    aug = AugmentConfig(hflip=True, rotation=10.0)
+    train = TensorLoader(images, labels, torch.arange(48), 8, augment=aug, shuffle=True, **common)
+    return train, TensorLoader(images, labels, torch.arange(48, 64), 16, **common)
+
+
+@pytest.mark.parametrize("own_streams", [True, False])
+def test_per_step_randomness_follows_each_cells_own_stream(monkeypatch, own_streams):
+    """Dropout draws from the global torch state: each cell steps under the state its single
+    run would have, so the grid matches; sharing one stream between cells (the control) does
+    not."""
+    import kdlab.grid
+    from kdlab.schema import AugmentConfig, TrainConfig
+    from kdlab.train import fit
+
+    cfg = TrainConfig(2, 8, "sgd", 0.05, 0.9, 0.0, "constant", (), 0.1, AugmentConfig())
+    single = []
+    for cell in _dropout_cells([10, 11]):
+        torch.set_rng_state(cell.rng["cpu"])
+        fit(cell.objective, *_dropout_loaders(), cfg, "single", log=lambda _: None)
+        single.append(cell.objective.state_dict())
+    cells = _dropout_cells([10, 11])
+    if not own_streams:
+        monkeypatch.setattr(kdlab.grid, "set_rng_state", lambda state, device: None)
+    kdlab.grid.fit_grid(cells, *_dropout_loaders(), cfg, log=lambda _: None)
+    same = all(
+        torch.equal(a[k], c.objective.state_dict()[k]) for a, c in zip(single, cells) for k in a
+    )
+    assert same == own_streams
