@@ -90,6 +90,7 @@ STAGE_MODULES = {
     "analyse": "kdlab.stages.analyse",
     "probe": "kdlab.stages.probe",
     "distill": "kdlab.stages.distill",
+    "distill_grid": "kdlab.stages.grid",
     "profile": "kdlab.stages.profile",
     "tables": "kdlab.stages.tables",
 }

@@ -87,8 +87,10 @@ def test_repro_runs_every_stage_and_writes_results(repo):
         "probe",
         "profile",
         "tables",
+        "distill_grid",  # no cells by default: it writes an empty grid
         *(f"distill@{m}" for m in methods),
     }
+    assert json.loads((repo / "metrics/grid_summary.json").read_text()) == {"cells": 0}
     for m in methods:
         record = json.loads((repo / f"metrics/distill/{m}.json").read_text())
         assert record["method"] == m
@@ -225,6 +227,7 @@ def test_changing_alpha_marks_only_distill_and_downstream(repo):
         "distill@reffakd",
         "distill@dkd",
         "distill@reffakd_dkd",
+        "distill_grid",  # a cell's alpha defaults to the top-level one
         "tables",
     }
 
@@ -241,6 +244,7 @@ def test_exp_run_alpha_reruns_distill_only_and_moves_metrics(repo):
         "distill@reffakd",
         "distill@dkd",
         "distill@reffakd_dkd",
+        "distill_grid",
         "analyse",
         "probe",
         "tables",
@@ -302,7 +306,8 @@ def stages_changed_by_editing(repo: Path, source: str) -> set[str]:
 
 def test_editing_a_loss_invalidates_exactly_the_distill_stages(repo):
     changed = stages_changed_by_editing(repo, "src/kdlab/losses.py")
-    assert changed == {"check", *(f"distill@{m}" for m in ("kd", "reffakd", "dkd", "reffakd_dkd"))}
+    distill = {f"distill@{m}" for m in ("kd", "reffakd", "dkd", "reffakd_dkd")}
+    assert changed == {"check", "distill_grid", *distill}
 
 
 def test_editing_a_model_file_invalidates_the_stages_that_build_models(repo):
@@ -390,3 +395,31 @@ def test_a_stage_runs_the_source_of_its_own_working_tree(repo):
     assert "ran from this working tree" not in out and "up to date" in run(
         [sys.executable, "-m", "dvc", "status"], repo
     )
+
+
+def test_a_grid_is_an_experiment_whose_cells_show_in_exp_show_and_plots(repo):
+    """`dvc exp run -S +grid.cells.<name>=...` runs the grid stage alone (its inputs are
+    cached); each cell's scores are columns of `dvc exp show` (read as models grid_<cell>, as
+    `kdlab report` reads them) and its DVCLive step plots render with `dvc plots show`."""
+    from kdlab.seeds import runs_from_exp_show
+
+    kd4, ce = "+grid.cells.kd4={method:kd,temperature:4.0}", "+grid.cells.ce={method:ce}"
+    cells = ["-S", kd4, "-S", ce]
+    out = run([sys.executable, "-m", "dvc", "exp", "run", "-n", "grid2", *cells], repo)
+    ran = stages_run(out)
+    assert "distill_grid" in ran and not ran & {"train_teacher", "train_cae", "split"}, ran
+    for cell, method in (("kd4", "kd"), ("ce", "ce")):
+        record = json.loads((repo / f"metrics/grid/{cell}.json").read_text())
+        single = json.loads((repo / "metrics/distill/kd.json").read_text())
+        assert record["method"] == method and record.keys() == single.keys()
+        assert (repo / f"data/models/grid/{cell}.pt").exists()
+    shown = json.loads(run([sys.executable, "-m", "dvc", "exp", "show", "--json"], repo))
+    (grid,) = [r for r in runs_from_exp_show(shown, repo) if r["name"] == "grid2"]
+    kd4 = json.loads((repo / "metrics/grid/kd4.json").read_text())
+    assert grid["scores"]["grid_kd4"]["test_acc"] == kd4["test_acc"]
+    assert "grid_ce" in grid["scores"] and "kd" in grid["scores"]  # cells beside single runs
+    plots = run(
+        [sys.executable, "-m", "dvc", "plots", "show", "--json", "metrics/grid/kd4/plots/metrics"],
+        repo,
+    )
+    assert "loss_kd" in plots and "val_acc" in plots

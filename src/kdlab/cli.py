@@ -29,7 +29,7 @@ def cmd_check(args) -> None:
     check_sources(cfg)
     print(
         f"{args.params}: OK ({cfg.data.name}; teacher {cfg.teacher.model}, student "
-        f"{cfg.student.model}; methods {', '.join(cfg.methods)})"
+        f"{cfg.student.model}; methods {', '.join(cfg.methods)}; grid cells {len(cfg.grid)})"
     )
     if args.write:
         from kdlab.io import write_text
@@ -77,6 +77,12 @@ def cmd_distill(args) -> None:
     from kdlab.stages.distill import distill
 
     distill(_cfg(args), args.method)
+
+
+def cmd_grid(args) -> None:
+    from kdlab.stages.grid import distill_grid
+
+    distill_grid(_cfg(args))
 
 
 def cmd_probe(args) -> None:
@@ -267,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("probe", cmd_probe, "stage: linear probe of every student's frozen features")
     sp = add("distill", cmd_distill, "stage: distil the student with METHOD")
     sp.add_argument("method")
+    add("grid", cmd_grid, "stage: train the students of grid.cells together (distill_grid)")
     sp = add("profile", cmd_profile, "stage (no MODEL) or one model's params/MACs/FLOPs/memory")
     sp.add_argument("model", nargs="?")
     sp.add_argument("--input", default="3x32x32", help="CxHxW (default 3x32x32)")

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import difflib
 import math
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -218,6 +219,64 @@ class ProbeConfig:
 
 
 @dataclass(frozen=True)
+class GridCellConfig:
+    """One cell of ``grid.cells``: a method at its own alpha, temperature and method params
+    (the method's ``method_params`` block with the cell's ``params`` overrides applied)."""
+
+    name: str
+    method: str
+    alpha: float
+    temperature: float
+    params: dict[str, Any]
+
+
+GRID_CELL_KEYS = ("method", "alpha", "temperature", "params")
+_CELL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+
+
+def _grid_cells(raw: dict, method_params: dict, alpha: float, temperature: float):
+    """``grid.cells``: name -> {method, alpha?, temperature?, params?}; alpha and temperature
+    default to the top-level ones, params overlay the method's ``method_params`` block."""
+    grid = raw.get("grid") or {}
+    if not isinstance(grid, dict):
+        raise _fail("grid", grid, "a mapping with cells: {name: {method, alpha, ...}}")
+    cells = grid.get("cells") or {}
+    if not isinstance(cells, dict):
+        raise _fail("grid.cells", cells, "a mapping cell name -> {method, alpha, ...} ({} if none)")
+    out = []
+    for name, cell in cells.items():
+        key = f"grid.cells.{name}"
+        if not isinstance(name, str) or not _CELL_NAME.fullmatch(name):
+            raise _fail("grid.cells", name, "cell names of letters, digits, '_' and '-'")
+        if not isinstance(cell, dict) or "method" not in cell:
+            raise _fail(key, cell, "a mapping with a method (and alpha, temperature, params)")
+        for k in cell:
+            if k not in GRID_CELL_KEYS:
+                raise ConfigError(
+                    f"params.yaml: unknown key {key}.{k}; allowed here: {', '.join(GRID_CELL_KEYS)}"
+                )
+        method = cell["method"]
+        if method not in method_names():
+            raise _fail(f"{key}.method", method, ", ".join(method_names()))
+        overrides = cell.get("params") or {}
+        if not isinstance(overrides, dict):
+            raise _fail(f"{key}.params", overrides, "a mapping of the method's parameters")
+        get_method(method).validate_params(overrides, f"{key}.params.")
+        out.append(
+            GridCellConfig(
+                name=name,
+                method=method,
+                alpha=_number(cell, "alpha", f"{key}.", lo=0, hi=1, default=alpha),
+                temperature=_number(
+                    cell, "temperature", f"{key}.", lo=0, lo_open=True, default=temperature
+                ),
+                params={**(method_params.get(method) or {}), **overrides},
+            )
+        )
+    return tuple(out)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole validated params.yaml."""
 
@@ -238,6 +297,7 @@ class Config:
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
     accel: AccelConfig = field(default_factory=AccelConfig)  # the fast GPU path
     distributed: DistributedConfig = field(default_factory=DistributedConfig)  # DDP
+    grid: tuple[GridCellConfig, ...] = ()  # the distill_grid stage's cells (kdlab.grid)
 
 
 # Every stage seeds ``seed + offset`` (kdlab.stages.common.SEED_STREAMS, offsets < 100) into
@@ -328,7 +388,8 @@ def parse_config(raw: dict[str, Any]) -> Config:
     )
     for m in methods:  # each method validates its own block
         get_method(m).validate_params(cfg.method_params[m], f"method_params.{m}.")
-    return cfg
+    grid = _grid_cells(raw, cfg.method_params, cfg.alpha, cfg.temperature)
+    return replace(cfg, grid=grid) if grid else cfg
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -397,6 +458,7 @@ _FREE_FORM = (
     "methods",
     "method_params",
     "data.md5",
+    "grid.cells",
     "teacher.options",
     "student.options",
     "cae.options",

@@ -42,3 +42,15 @@ def live(stage: str) -> Path:
 def summary(stage: str) -> Path:
     """The metrics file ``dvc exp show`` compares for ``stage`` (DVCLive's summary)."""
     return live(stage) / "metrics.json"
+
+
+# The distill_grid stage (kdlab.stages.grid): one folder per output kind, a file per cell.
+GRID_MODELS = MODELS / "grid"
+GRID_METRICS = METRICS / "grid"
+GRID_PNG = PNG / "grid"
+GRID_SUMMARY = METRICS / "grid_summary.json"
+
+
+def grid_model(cell: str) -> Path:
+    """Weights of grid cell ``cell``'s student."""
+    return GRID_MODELS / f"{cell}.pt"

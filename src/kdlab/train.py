@@ -234,16 +234,21 @@ def _resume(state: dict[str, Any], objective, opt, sched, acc: Accelerator) -> _
     )
 
 
-def _save_checkpoint(ckpt: Path, run_id: str, epoch: int, objective, opt, sched, acc, p, t0, log):
-    """Write the resume state; a failed write (a full disk) costs the checkpoint, not the run."""
+def _save_checkpoint(
+    ckpt: Path, run_id: str, epoch: int, objective, opt, sched, acc, p, t0, log, **extra: Any
+) -> None:
+    """Write the resume state (``extra``: more of it, e.g. a grid cell's random state); a
+    failed write (a full disk) costs the checkpoint, not the run."""
     try:
-        _write_checkpoint(ckpt, run_id, epoch, objective, opt, sched, acc, p, t0)
+        _write_checkpoint(ckpt, run_id, epoch, objective, opt, sched, acc, p, t0, **extra)
     except OSError as err:
         ckpt.unlink(missing_ok=True)
         log(f"[{ckpt.stem}] could not write checkpoint {ckpt} ({err}); training goes on without")
 
 
-def _write_checkpoint(ckpt: Path, run_id: str, epoch: int, objective, opt, sched, acc, p, t0):
+def _write_checkpoint(
+    ckpt: Path, run_id: str, epoch: int, objective, opt, sched, acc, p, t0, **extra: Any
+) -> None:
     torch_save(
         ckpt,
         {
@@ -259,20 +264,66 @@ def _write_checkpoint(ckpt: Path, run_id: str, epoch: int, objective, opt, sched
             "best_epoch": p.best_epoch,
             "best_state": p.best_state,
             "elapsed": p.elapsed_before + time.time() - t0,
+            **extra,
         },
     )
 
 
-def _train_epoch(
-    objective, step_fn, acc, loader, opt, sched, epoch: int, name: str, epochs: int, hint: str
-) -> dict[str, float]:
-    """One pass over the training data; returns the epoch's mean loss terms and accuracy
-    (summed over every DDP rank, so the logged epoch is the global one)."""
-    objective.train()
-    loader.set_epoch(epoch)
-    sums: dict[str, float] = {}
-    correct = seen = 0
-    bar = tqdm(
+@dataclass
+class EpochStats:
+    """One epoch's running sums of the loss terms, the loss and the correct predictions."""
+
+    sums: dict[str, float] = field(default_factory=dict)
+    correct: int = 0
+    seen: int = 0
+
+    def add(self, batch, out: torch.Tensor, losses: dict[str, torch.Tensor], loss) -> None:
+        n = len(batch.y)
+        self.seen += n
+        for k, v in losses.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v.detach()) * n
+        self.sums["loss"] = self.sums.get("loss", 0.0) + float(loss.detach()) * n
+        if out.ndim == 2:
+            self.correct += int((out.detach().argmax(1) == batch.y).sum())
+
+    def row(self) -> dict[str, float]:
+        """The epoch's mean loss terms (``loss_<term>``, ``train_loss``) and accuracy
+        (summed over every DDP rank, so the logged epoch is the global one)."""
+        sums, correct, seen = self.sums, self.correct, self.seen
+        if distributed.context().enabled:
+            tot = distributed.all_reduce_sums({**sums, "_correct": correct, "_seen": seen})
+            correct, seen = int(tot.pop("_correct")), int(tot.pop("_seen"))
+            sums = tot
+        row = {("train_loss" if k == "loss" else f"loss_{k}"): v / seen for k, v in sums.items()}
+        if correct:
+            row["train_acc"] = 100.0 * correct / seen
+        return row
+
+
+def train_step(
+    step_fn, acc: Accelerator, batch, opt, sched, epoch: int, name: str, hint: str, stats
+) -> None:
+    """One optimisation step on ``batch``: forward and loss (in ``acc``'s precision), backward,
+    the optimiser and schedule steps; adds to ``stats``. A non-finite loss raises
+    :class:`DivergenceError` naming ``hint``, the params.yaml knobs most likely to blame."""
+    with acc.autocast():
+        out, losses = step_fn(batch, epoch)
+        loss = sum(losses.values())
+    if not torch.isfinite(loss):
+        raise DivergenceError(
+            f"[{name}] diverged: loss became {float(loss.detach())} at epoch {epoch + 1}; "
+            f"likely knob: {hint}. No output was written",
+            epoch + 1,
+        )
+    opt.zero_grad(set_to_none=True)
+    acc.backward_step(loss, opt)
+    sched.step()
+    stats.add(batch, out, losses, loss)
+
+
+def progress_bar(loader, name: str, epoch: int, epochs: int):
+    """The tqdm bar of one training epoch (off with ``KDLAB_PROGRESS=0``)."""
+    return tqdm(
         loader,
         desc=f"[{name}] epoch {epoch + 1}/{epochs}",
         unit="batch",
@@ -281,36 +332,21 @@ def _train_epoch(
         mininterval=0.5 if sys.stderr.isatty() else 30.0,
         disable=os.environ.get("KDLAB_PROGRESS", "1") == "0",
     )
+
+
+def _train_epoch(
+    objective, step_fn, acc, loader, opt, sched, epoch: int, name: str, epochs: int, hint: str
+) -> dict[str, float]:
+    """One pass over the training data; returns the epoch's mean loss terms and accuracy."""
+    objective.train()
+    loader.set_epoch(epoch)
+    stats = EpochStats()
+    bar = progress_bar(loader, name, epoch, epochs)
     for batch in bar:
-        with acc.autocast():
-            out, losses = step_fn(batch, epoch)
-            loss = sum(losses.values())
-        if not torch.isfinite(loss):
-            raise DivergenceError(
-                f"[{name}] diverged: loss became {float(loss.detach())} at epoch {epoch + 1}; "
-                f"likely knob: {hint}. No output was written",
-                epoch + 1,
-            )
-        opt.zero_grad(set_to_none=True)
-        acc.backward_step(loss, opt)
-        sched.step()
-        n = len(batch.y)
-        seen += n
-        for k, v in losses.items():
-            sums[k] = sums.get(k, 0.0) + float(v.detach()) * n
-        sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) * n
-        if out.ndim == 2:
-            correct += int((out.detach().argmax(1) == batch.y).sum())
-        bar.set_postfix(loss=f"{sums['loss'] / seen:.4f}", refresh=False)
+        train_step(step_fn, acc, batch, opt, sched, epoch, name, hint, stats)
+        bar.set_postfix(loss=f"{stats.sums['loss'] / stats.seen:.4f}", refresh=False)
     bar.close()
-    if distributed.context().enabled:
-        tot = distributed.all_reduce_sums({**sums, "_correct": correct, "_seen": seen})
-        correct, seen = int(tot.pop("_correct")), int(tot.pop("_seen"))
-        sums = tot
-    row = {("train_loss" if k == "loss" else f"loss_{k}"): v / seen for k, v in sums.items()}
-    if correct:
-        row["train_acc"] = 100.0 * correct / seen
-    return row
+    return stats.row()
 
 
 def _prepare(objective, train_loader: TensorLoader, cfg: TrainConfig, accel, dist_cfg):

@@ -27,6 +27,9 @@ class Batch:
     y: torch.Tensor  # int64 labels
     index: torch.Tensor  # int64 positions into the full split (for cached teacher outputs)
     flipped: torch.Tensor  # bool: horizontally flipped view
+    # The frozen teacher's forward_features on this batch, when a grid computed it once for
+    # every cell (kdlab.grid); None: each method runs its own teacher.
+    teacher_out: dict | None = None
 
 
 def resize(x: torch.Tensor, size: int) -> torch.Tensor:

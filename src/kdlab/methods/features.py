@@ -217,7 +217,10 @@ class FeatureDistiller(Distiller):
 
     @torch.no_grad()
     def teacher_features(self, batch: Batch) -> dict[str, Any]:
-        """The frozen teacher's ``forward_features`` on this batch (no gradients)."""
+        """The frozen teacher's ``forward_features`` on this batch (no gradients); a grid's
+        shared pass (``batch.teacher_out``) when the grid computed it."""
+        if batch.teacher_out is not None:
+            return batch.teacher_out
         return self.teacher_model.forward_features(self._teacher_input(batch.x))
 
     def extra_state(self) -> dict[str, Any]:

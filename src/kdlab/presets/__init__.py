@@ -20,7 +20,14 @@ from kdlab.errors import ConfigError
 DEFAULT = "default"
 # Sub-trees an overlay replaces whole instead of merging key by key: a preset's method list or
 # model options are its own, not additions to the default's.
-REPLACED = ("methods", "data.md5", "teacher.options", "student.options", "cae.options")
+REPLACED = (
+    "methods",
+    "grid.cells",
+    "data.md5",
+    "teacher.options",
+    "student.options",
+    "cae.options",
+)
 
 
 def _yaml() -> YAML:

@@ -144,12 +144,15 @@ def check_models(cfg: Config) -> None:
 def check_method_models(cfg: Config) -> None:
     """Method params that depend on the models (SRRL's stage index, FitNet's hint stage, ...).
 
-    Builds each feature method's distiller around untrained student and teacher models on
-    the CPU, so that ``kdlab check`` (the pipeline's first stage) reports what the method's
-    constructor would reject hours later, naming the params.yaml key.
+    Builds each feature method's distiller (of ``methods`` and of every ``grid.cells`` cell)
+    around untrained student and teacher models on the CPU, so that ``kdlab check`` (the
+    pipeline's first stage) reports what the method's constructor would reject hours later,
+    naming the params.yaml key.
     """
     spec = get_dataset(cfg.data.name)
-    for method in cfg.methods:
+    runs = [(m, cfg.method_params[m], f"methods.{m}") for m in cfg.methods]
+    runs += [(c.method, c.params, f"grid.cells.{c.name}") for c in cfg.grid]
+    for method, params, where in runs:
         cls = get_method(method)
         if not cls.needs_teacher_features:
             continue
@@ -159,7 +162,7 @@ def check_method_models(cfg: Config) -> None:
         try:
             cls(
                 student,
-                cfg.method_params[method],
+                params,
                 cfg.alpha,
                 cfg.temperature,
                 epochs=cfg.student.train.epochs,
@@ -171,7 +174,8 @@ def check_method_models(cfg: Config) -> None:
             )
         except ValueError as err:
             raise ConfigError(
-                f"params.yaml: {err} (teacher {cfg.teacher.model}, student {cfg.student.model})"
+                f"params.yaml: {err} ({where}; teacher {cfg.teacher.model}, student "
+                f"{cfg.student.model})"
             ) from None
 
 
