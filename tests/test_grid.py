@@ -347,3 +347,55 @@ def test_per_step_randomness_follows_each_cells_own_stream(monkeypatch, own_stre
         torch.equal(a[k], c.objective.state_dict()[k]) for a, c in zip(single, cells) for k in a
     )
     assert same == own_streams
+
+
+def _cfg(epochs: int, lr: float = 0.05):
+    from kdlab.schema import AugmentConfig, TrainConfig
+
+    return TrainConfig(epochs, 8, "sgd", lr, 0.9, 0.0, "constant", (), 0.1, AugmentConfig())
+
+
+def test_cells_with_their_own_epochs_equal_their_single_runs():
+    """A method with an initialisation phase trains more epochs (Distiller.train_config): a
+    cell with its own TrainConfig trains its epochs on the loader's epochs 0..n-1, as its
+    single run does, while the other cells stop at theirs."""
+    import kdlab.grid
+    from kdlab.train import fit
+
+    configs = [_cfg(2), _cfg(3)]
+    single = []
+    for cell, cfg in zip(_dropout_cells([10, 11]), configs, strict=True):
+        torch.set_rng_state(cell.rng["cpu"])
+        result = fit(cell.objective, *_dropout_loaders(), cfg, "single", log=lambda _: None)
+        single.append((cell.objective.state_dict(), len(result.history)))
+    cells = _dropout_cells([10, 11])
+    cells[1].train = configs[1]
+    results = kdlab.grid.fit_grid(cells, *_dropout_loaders(), configs[0], log=lambda _: None)
+    assert [len(r.history) for r in results] == [n for _, n in single] == [2, 3]
+    for (state, _), cell in zip(single, cells, strict=True):
+        assert all(torch.equal(v, cell.objective.state_dict()[k]) for k, v in state.items())
+
+
+def test_a_cell_at_chance_level_stops_the_grid_after_the_others_checkpoint(tmp_path):
+    """The chance-level rule, per cell: a cell whose validation accuracy cannot move (lr 0)
+    diverges at epoch 5 (the rule's first epoch); its checkpoint goes, ``on_diverged`` hears
+    the epoch, the healthy cell still checkpoints epoch 5, and the grid raises the cell's
+    DivergenceError naming its hint."""
+    import kdlab.grid
+    from kdlab.errors import DivergenceError
+    from kdlab.io import torch_load
+    from kdlab.train import Divergence
+
+    cells = _dropout_cells([10, 11])
+    heard, rows = [], []
+    for c in cells:
+        c.checkpoint, c.run_id = tmp_path / f"{c.name}.pt", c.name
+    cells[0].train = _cfg(6, lr=0.0)
+    cells[0].divergence = Divergence(chance=100.0, hint="grid.cells.c10.alpha")
+    cells[0].on_diverged = heard.append
+    cells[1].on_epoch = rows.append
+    with pytest.raises(DivergenceError, match=r"\[c10\] diverged.*grid\.cells\.c10\.alpha") as err:
+        kdlab.grid.fit_grid(cells, *_dropout_loaders(), _cfg(6), log=lambda _: None)
+    assert err.value.epoch == heard[0] == 5 and len(heard) == 1
+    assert not cells[0].checkpoint.exists()
+    assert torch_load(cells[1].checkpoint)["epoch"] == 4 and len(rows) == 5  # epoch 5 kept

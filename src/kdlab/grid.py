@@ -4,14 +4,21 @@
 augmented once, the frozen teacher runs once (``forward_features``: its logits and every
 feature tap; handed to each cell as ``batch.teacher_out``), then each cell computes its own
 method's loss and steps its own optimiser and schedule, exactly as :func:`kdlab.train.fit`
-would (the same step and epoch code, :func:`kdlab.train.train_step`).
+would (the same step, epoch-row and checkpoint code: :func:`kdlab.train.train_step`,
+:func:`kdlab.train.epoch_row`, :func:`kdlab.train.check_divergence`).
 
 Isolation: a cell owns its objective, optimiser, schedule, accelerator (loss scaler), progress
-(history, best epoch), checkpoint and RNG stream. Around its step a cell runs under its own
+(history, best epoch), training config (a method with an initialisation phase trains more
+epochs), divergence rule, checkpoint and RNG stream. Around its step a cell runs under its own
 torch random state (CPU, and the CUDA device's), saved when its single run would start
 training, so per-step randomness (dropout, CRD's negatives) draws what the single run draws.
 The loader's shuffling and augmentation come from its own seeded generators, not from the
 global state. Each cell resumes from its own per-epoch checkpoint (its RNG state included).
+
+A cell that diverges (a non-finite loss, or the chance-level rule after an epoch) ends the grid
+as its single run would end its stage: it stops, its checkpoint is removed and ``on_diverged``
+told; the other cells finish the epoch and checkpoint it (a rerun with the cell fixed resumes
+them), then the first cell's :class:`DivergenceError` is raised.
 """
 
 from __future__ import annotations
@@ -29,18 +36,20 @@ from torch import nn
 
 from kdlab.accel import AccelConfig, Accelerator
 from kdlab.data.pipeline import Batch, TensorLoader, resize
+from kdlab.errors import DivergenceError
 from kdlab.schema import TrainConfig
 from kdlab.train import (
+    Divergence,
     EpochStats,
     FitResult,
     _epoch_line,
-    _evaluate,
+    _prepare,
     _Progress,
     _read_checkpoint,
     _resume,
     _save_checkpoint,
-    lr_factor,
-    make_optimizer,
+    check_divergence,
+    epoch_row,
     progress_bar,
     train_step,
 )
@@ -77,7 +86,11 @@ class SharedTeacher:
 
 @dataclass
 class GridCell:
-    """One cell: what a single ``fit`` call would get, plus the RNG state to train from."""
+    """One cell: what a single ``fit`` call would get, plus the RNG state to train from.
+
+    ``train``: the cell's training config (None: the grid's); ``divergence``: its rule
+    (None: non-finite losses only, as ``fit``'s default); ``on_diverged`` receives the epoch
+    it diverged at (e.g. :meth:`kdlab.live.EpochLog.diverged`)."""
 
     name: str
     objective: nn.Module
@@ -85,6 +98,9 @@ class GridCell:
     checkpoint: Path | None = None
     run_id: str = ""
     on_epoch: Callable[[dict[str, float]], None] | None = None
+    train: TrainConfig | None = None
+    divergence: Divergence | None = None
+    on_diverged: Callable[[int], None] | None = None
 
 
 @dataclass
@@ -92,12 +108,15 @@ class _CellRun:
     """A cell's training state inside the grid loop."""
 
     cell: GridCell
+    cfg: TrainConfig
+    rule: Divergence
     acc: Accelerator
     step_fn: Callable
     opt: torch.optim.Optimizer
     sched: Any
     p: _Progress
     stats: EpochStats = field(default_factory=EpochStats)
+    diverged: DivergenceError | None = None
 
 
 @contextlib.contextmanager
@@ -110,14 +129,26 @@ def _own_rng(run: _CellRun, device: torch.device) -> Iterator[None]:
         run.cell.rng = rng_state(device)
 
 
+@contextlib.contextmanager
+def _stops_on_divergence(run: _CellRun, log) -> Iterator[None]:
+    """A :class:`DivergenceError` of the cell stops it: kept in ``run.diverged``, its
+    checkpoint removed (resuming would only diverge again), ``on_diverged`` told."""
+    try:
+        yield
+    except DivergenceError as err:
+        log(str(err))
+        run.diverged = err
+        if run.cell.checkpoint is not None:
+            run.cell.checkpoint.unlink(missing_ok=True)
+        if run.cell.on_diverged is not None:
+            run.cell.on_diverged(err.epoch)
+
+
 def _start(cell: GridCell, loader: TensorLoader, cfg: TrainConfig, accel, log) -> _CellRun:
-    """The cell's optimiser, schedule and accelerator, resumed from its checkpoint if any."""
-    obj = cell.objective
-    acc = Accelerator(accel, loader.device)
-    step_fn = acc.prepare(obj.forward_train)
-    opt = make_optimizer([p for p in obj.parameters() if p.requires_grad], cfg)
-    steps = len(loader)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(cfg, s, steps))
+    """The cell's optimiser, schedule and accelerator (``fit``'s, one process), resumed from
+    its checkpoint if any."""
+    obj, cfg = cell.objective, cell.train or cfg
+    acc, step_fn, opt, sched = _prepare(obj, loader, cfg, accel, None)
     state = _read_checkpoint(cell.checkpoint, cell.run_id, cell.name, log)
     if state:
         p = _resume(state, obj, opt, sched, acc)
@@ -127,11 +158,11 @@ def _start(cell: GridCell, loader: TensorLoader, cfg: TrainConfig, accel, log) -
             (cell.on_epoch or (lambda r: None))(row)
     else:
         p = _Progress(best_value=-math.inf)
-    return _CellRun(cell, acc, step_fn, opt, sched, p)
+    return _CellRun(cell, cfg, cell.divergence or Divergence(), acc, step_fn, opt, sched, p)
 
 
-def _train_epoch(runs: list[_CellRun], teacher, loader, epoch: int, name: str, epochs: int):
-    """One pass over the batches: the teacher once per batch, then every cell's step."""
+def _train_epoch(runs: list[_CellRun], teacher, loader, epoch: int, name: str, epochs: int, log):
+    """One pass over the batches: the teacher once per batch, then every live cell's step."""
     for r in runs:
         r.cell.objective.train()
         r.stats = EpochStats()
@@ -142,26 +173,26 @@ def _train_epoch(runs: list[_CellRun], teacher, loader, epoch: int, name: str, e
             with runs[0].acc.autocast():  # the cells share one precision
                 batch.teacher_out = teacher(batch)
         for r in runs:
-            with _own_rng(r, loader.device):
-                args = (r.step_fn, r.acc, batch, r.opt, r.sched, epoch, r.cell.name)
-                train_step(*args, "the lr", r.stats)  # fit's default divergence hint
+            if r.diverged is None:
+                with _stops_on_divergence(r, log), _own_rng(r, loader.device):
+                    args = (r.step_fn, r.acc, batch, r.opt, r.sched, epoch, r.cell.name)
+                    train_step(*args, r.rule.hint, r.stats)
     bar.close()
 
 
-def _end_epoch(r: _CellRun, epoch: int, cfg: TrainConfig, evals, t_epoch, t0, log) -> None:
-    """The cell's history row (as ``fit`` writes it), best epoch, report and checkpoint."""
-    cell = r.cell
-    row = {"epoch": epoch + 1, "lr": 0.0} | r.stats.row()
-    row["lr"] = r.opt.param_groups[0]["lr"]
-    val, test = evals
-    row.update(_evaluate(cell.objective, val, test, epoch + 1 in cfg.test_epochs))
-    row["epoch_time_s"] = time.time() - t_epoch  # the shared epoch's time so far
+def _end_epoch(r: _CellRun, epoch: int, evals, t_epoch: float, t0: float, log) -> None:
+    """The cell's history row (``fit``'s), best epoch, report, divergence check and
+    checkpoint. ``epoch_time_s`` is the shared epoch's time so far."""
+    cell, cfg = r.cell, r.cfg
+    row = epoch_row(epoch, r.stats.row(), cell.objective, r.opt, evals, cfg, t_epoch)
     r.p.history.append(row)
     r.p.update_best(row, "val_acc", True, cell.objective)
     eta = (time.time() - t0) / (epoch + 1 - r.p.start_epoch) * (cfg.epochs - epoch - 1)
     log(_epoch_line(cell.name, row, cfg.epochs, eta))
     (cell.on_epoch or (lambda x: None))(row)
-    if cell.checkpoint is not None and epoch + 1 < cfg.epochs:
+    with _stops_on_divergence(r, log):
+        check_divergence(r.p.history, r.rule, cell.name)
+    if r.diverged is None and cell.checkpoint is not None and epoch + 1 < cfg.epochs:
         args = (cell.checkpoint, cell.run_id, epoch, cell.objective, r.opt, r.sched, r.acc)
         _save_checkpoint(*args, r.p, t0, log, rng=dict(cell.rng))
 
@@ -177,37 +208,33 @@ def fit_grid(
     accel: AccelConfig | None = None,
     test_loader: TensorLoader | None = None,
 ) -> list[FitResult]:
-    """Train every cell for ``cfg.epochs`` epochs on the same batches; one FitResult each.
+    """Train every cell for its epochs (``cell.train`` or ``cfg``) on the same batches; one
+    FitResult each.
 
     ``teacher`` (e.g. :class:`SharedTeacher`) runs once per batch and its output is handed to
     every cell as ``batch.teacher_out``; None when no cell reads a live teacher (cached
     logits, soft labels, labels only). Cells select on ``val_acc`` like the distill stages.
-    One process only (no DDP). Checkpoints are per cell and removed when the grid completes.
+    Epoch ``e`` of every cell trains on the loader's epoch ``e``, as in its single run; a cell
+    with fewer epochs stops early. One process only (no DDP). Checkpoints are per cell and
+    removed when the grid completes. A diverged cell raises (module docstring).
     """
     log = log or (lambda msg: print(msg, flush=True))
     runs = [_start(c, train_loader, cfg, accel, log) for c in cells]
     t0 = time.time()
-    first = min((r.p.start_epoch for r in runs), default=cfg.epochs)
-    for epoch in range(first, cfg.epochs):
-        active = [r for r in runs if r.p.start_epoch <= epoch]  # a cell may be one ahead
+    last = max((r.cfg.epochs for r in runs), default=0)
+    first = min((r.p.start_epoch for r in runs), default=last)
+    for epoch in range(first, last):
+        # A resumed cell may be one epoch ahead; a cell with fewer epochs has finished.
+        active = [r for r in runs if r.p.start_epoch <= epoch < r.cfg.epochs]
         t_epoch = time.time()
-        _train_epoch(active, teacher, train_loader, epoch, name, cfg.epochs)
+        _train_epoch(active, teacher, train_loader, epoch, name, last, log)
         for r in active:
-            _end_epoch(r, epoch, cfg, (val_loader, test_loader), t_epoch, t0, log)
+            if r.diverged is None:
+                _end_epoch(r, epoch, (val_loader, test_loader), t_epoch, t0, log)
+        diverged = [r.diverged for r in active if r.diverged is not None]
+        if diverged:
+            raise diverged[0]
     for r in runs:
-        if r.cell.checkpoint is not None and r.cell.checkpoint.exists():
-            r.cell.checkpoint.unlink()
-    wall = time.time() - t0
-    return [
-        FitResult(
-            history=r.p.history,
-            final=r.p.history[-1] if r.p.history else {},
-            best_state=r.p.best_state,
-            best_epoch=r.p.best_epoch,
-            best_value=r.p.best_value,
-            wall_time_s=r.p.elapsed_before + wall,
-            resumed_from_epoch=r.p.start_epoch,
-            elapsed_before_s=r.p.elapsed_before,
-        )
-        for r in runs
-    ]
+        if r.cell.checkpoint is not None:
+            r.cell.checkpoint.unlink(missing_ok=True)
+    return [r.p.result(t0) for r in runs]

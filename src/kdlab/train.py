@@ -369,6 +369,19 @@ def _evaluate(objective: nn.Module, val_loader, test_loader, with_test: bool) ->
     return out
 
 
+def epoch_row(
+    epoch: int, train_row: dict[str, float], objective, opt, evals, cfg: TrainConfig, t_epoch
+) -> dict[str, float]:
+    """The history row of a trained epoch: its number, the lr after its schedule steps, the
+    training means, the validation scores (``evals``: the validation and test loaders; the
+    test scores after the epochs in ``cfg.test_epochs``) and its wall time."""
+    row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"]} | train_row
+    val_loader, test_loader = evals
+    row.update(_evaluate(objective, val_loader, test_loader, epoch + 1 in cfg.test_epochs))
+    row["epoch_time_s"] = time.time() - t_epoch
+    return row
+
+
 def _epoch_line(name: str, row: dict[str, float], epochs: int, eta: float) -> str:
     shown = ", ".join(
         f"{k} {v:.4f}" if "loss" in k or "mse" in k else f"{k} {v:.2f}"
@@ -435,10 +448,9 @@ def fit(
     try:
         for epoch in range(p.start_epoch, cfg.epochs):
             t_epoch = time.time()
-            row = {"epoch": epoch + 1, "lr": 0.0} | train_one(epoch=epoch)
-            row["lr"] = opt.param_groups[0]["lr"]  # after the epoch's schedule steps
-            row.update(_evaluate(objective, val_loader, test_loader, epoch + 1 in cfg.test_epochs))
-            row["epoch_time_s"] = time.time() - t_epoch
+            trained = train_one(epoch=epoch)
+            evals = (val_loader, test_loader)
+            row = epoch_row(epoch, trained, objective, opt, evals, cfg, t_epoch)
             p.history.append(row)
             p.update_best(row, select, maximize, objective)
             eta = (time.time() - t0) / (epoch + 1 - p.start_epoch) * (cfg.epochs - epoch - 1)
