@@ -231,6 +231,7 @@ def test_an_empty_grid_writes_an_explicit_no_cells_summary(pipeline):
         ({"a": {"method": "kd", "params": {"reduction": "sum"}}}, "grid.cells.a.params.reduction"),
         ({"a b": {"method": "kd"}}, "grid.cells = 'a b' is not allowed"),
         ({"a": {"alpha": 0.5}}, "grid.cells.a = {'alpha': 0.5} is not allowed"),
+        ({"a": {"method": "dkd", "temperature": 2}}, "grid.cells.a.temperature is not used by"),
     ],
 )
 def test_bad_grid_cells_are_named(default_params, cells, message):
@@ -238,6 +239,15 @@ def test_bad_grid_cells_are_named(default_params, cells, message):
     with pytest.raises(ConfigError, match=None) as err:
         parse_config(default_params)
     assert message in str(err.value)
+
+
+def test_a_cells_method_block_is_checked_when_the_method_is_not_in_methods(default_params):
+    """A cell reads its method's method_params block even when no distill stage does."""
+    assert "at" not in default_params["methods"]
+    default_params["method_params"]["at"]["at_weight"] = -1.0
+    default_params["grid"] = {"cells": {"a": {"method": "at"}}}
+    with pytest.raises(ConfigError, match=r"method_params\.at\.at_weight = -1\.0"):
+        parse_config(default_params)
 
 
 def test_a_cell_inherits_alpha_temperature_and_method_params(default_params):

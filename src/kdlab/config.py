@@ -234,6 +234,47 @@ GRID_CELL_KEYS = ("method", "alpha", "temperature", "params")
 _CELL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
+def _grid_cell(name: Any, cell: Any, method_params: dict, alpha: float, temperature: float):
+    """One cell of ``grid.cells``, validated as its single run's params would be."""
+    key = f"grid.cells.{name}"
+    if not isinstance(name, str) or not _CELL_NAME.fullmatch(name):
+        raise _fail("grid.cells", name, "cell names of letters, digits, '_' and '-'")
+    if not isinstance(cell, dict) or "method" not in cell:
+        raise _fail(key, cell, "a mapping with a method (and alpha, temperature, params)")
+    for k in cell:
+        if k not in GRID_CELL_KEYS:
+            raise ConfigError(
+                f"params.yaml: unknown key {key}.{k}; allowed here: {', '.join(GRID_CELL_KEYS)}"
+            )
+    method = cell["method"]
+    if method not in method_names():
+        raise _fail(f"{key}.method", method, ", ".join(method_names()))
+    cls = get_method(method)
+    if "temperature" in cell and "temperature" in cls.schema:
+        # DKD's own T: a cell temperature it would ignore is a mistake, not a setting.
+        raise ConfigError(
+            f"params.yaml: {key}.temperature is not used by {method}, which has its own; "
+            f"set {key}.params.temperature"
+        )
+    base = method_params.get(method) or {}
+    if not isinstance(base, dict):
+        raise _fail(f"method_params.{method}", base, "a mapping ({} if none)")
+    cls.validate_params(base, f"method_params.{method}.")  # also when not in `methods`
+    overrides = cell.get("params") or {}
+    if not isinstance(overrides, dict):
+        raise _fail(f"{key}.params", overrides, "a mapping of the method's parameters")
+    cls.validate_params(overrides, f"{key}.params.")
+    return GridCellConfig(
+        name=name,
+        method=method,
+        alpha=_number(cell, "alpha", f"{key}.", lo=0, hi=1, default=alpha),
+        temperature=_number(
+            cell, "temperature", f"{key}.", lo=0, lo_open=True, default=temperature
+        ),
+        params={**base, **overrides},
+    )
+
+
 def _grid_cells(raw: dict, method_params: dict, alpha: float, temperature: float):
     """``grid.cells``: name -> {method, alpha?, temperature?, params?}; alpha and temperature
     default to the top-level ones, params overlay the method's ``method_params`` block."""
@@ -243,37 +284,9 @@ def _grid_cells(raw: dict, method_params: dict, alpha: float, temperature: float
     cells = grid.get("cells") or {}
     if not isinstance(cells, dict):
         raise _fail("grid.cells", cells, "a mapping cell name -> {method, alpha, ...} ({} if none)")
-    out = []
-    for name, cell in cells.items():
-        key = f"grid.cells.{name}"
-        if not isinstance(name, str) or not _CELL_NAME.fullmatch(name):
-            raise _fail("grid.cells", name, "cell names of letters, digits, '_' and '-'")
-        if not isinstance(cell, dict) or "method" not in cell:
-            raise _fail(key, cell, "a mapping with a method (and alpha, temperature, params)")
-        for k in cell:
-            if k not in GRID_CELL_KEYS:
-                raise ConfigError(
-                    f"params.yaml: unknown key {key}.{k}; allowed here: {', '.join(GRID_CELL_KEYS)}"
-                )
-        method = cell["method"]
-        if method not in method_names():
-            raise _fail(f"{key}.method", method, ", ".join(method_names()))
-        overrides = cell.get("params") or {}
-        if not isinstance(overrides, dict):
-            raise _fail(f"{key}.params", overrides, "a mapping of the method's parameters")
-        get_method(method).validate_params(overrides, f"{key}.params.")
-        out.append(
-            GridCellConfig(
-                name=name,
-                method=method,
-                alpha=_number(cell, "alpha", f"{key}.", lo=0, hi=1, default=alpha),
-                temperature=_number(
-                    cell, "temperature", f"{key}.", lo=0, lo_open=True, default=temperature
-                ),
-                params={**(method_params.get(method) or {}), **overrides},
-            )
-        )
-    return tuple(out)
+    return tuple(
+        _grid_cell(name, cell, method_params, alpha, temperature) for name, cell in cells.items()
+    )
 
 
 @dataclass(frozen=True)
