@@ -1,12 +1,14 @@
 """The grid runner (kdlab.grid, the distill_grid stage) against single distill@<method> runs.
 
 One tiny real pipeline (fixture data, the default preset shrunk by ``tiny_params``) trains a
-teacher and the CAE's soft labels once; then three single ``distill`` runs and one grid of the
-same three cells run in the same process on the same machine. The cells differ in method
+teacher and the CAE's soft labels once; then five single ``distill`` runs and one grid of the
+same five cells run in the same process on the same machine. The cells differ in method
 (KD with a live teacher, the student's augmentation rotating images; ReffAKD on soft labels;
-AT on live teacher features), alpha, temperature and method params. Each cell must match its
-single run: per-epoch losses and scores, final weights (and the method's extra modules),
-record. A planted leak of one cell's gradient or optimiser state into another must fail.
+AT on live teacher features; DKD at its own temperature; FSP with an initialisation epoch, so
+three epochs where the others train two), alpha, temperature and method params. Each cell
+must match its single run: per-epoch losses and scores, final weights (and the method's extra
+modules), record. A planted leak of one cell's gradient or optimiser state into another must
+fail.
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ CELLS = {
     },
     "reffakd_t2": {"method": "reffakd", "alpha": 0.5, "temperature": 2.0},
     "at_500": {"method": "at", "alpha": 0.9, "params": {"at_weight": 500.0}},
+    # DKD's own T (method_params.dkd.temperature), the record's temperature; warm-up 1 epoch.
+    "dkd_t2": {"method": "dkd", "params": {"temperature": 2.0, "warmup_epochs": 1.0}},
+    # One initialisation epoch before the recipe's two (Distiller.train_config).
+    "fsp_init": {"method": "fsp", "alpha": 0.8, "params": {"init_epochs": 1}},
 }
 TIMINGS = ("wall_time_s", "train_time_s", "peak_rss_mib")
 
@@ -54,7 +60,8 @@ def pipeline(tmp_path_factory):
         params = tiny_params(yaml.safe_load(fh), root / "fixture", md5)
     # Rotation: unbounded views, so KD reads a live teacher (no cached logits).
     params["student"]["train"]["augment"] = {"hflip": True, "rotation": 15.0, "crop_padding": 0}
-    params["methods"] = {"kd": "teacher", "reffakd": "soft_labels", "at": "teacher"}
+    params["methods"] = {m: "teacher" for m in ("kd", "at", "dkd", "fsp")}
+    params["methods"]["reffakd"] = "soft_labels"
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     old = os.getcwd()
     os.chdir(root)
@@ -106,7 +113,7 @@ def _single_runs(root: Path, params: dict) -> dict[str, dict]:
     out = {}
     for name, cell in CELLS.items():
         p = json.loads(json.dumps(params))
-        p["alpha"] = cell["alpha"]
+        p["alpha"] = cell.get("alpha", params["alpha"])
         p["temperature"] = cell.get("temperature", params["temperature"])
         p["method_params"][cell["method"]].update(cell.get("params", {}))
         m = cell["method"]
@@ -169,8 +176,10 @@ def test_grid_cells_equal_their_single_runs(pipeline, single):
     # The runs did learn something different per cell (the comparison is not vacuous).
     assert single["kd_t4"]["plots"]["loss_kd"] != single["at_500"]["plots"].get("loss_kd")
     assert {"loss_ce", "loss_kd", "train_loss", "val_acc"} <= single["kd_t4"]["plots"].keys()
+    assert grid["dkd_t2"]["record"]["temperature"] == 2.0  # DKD's own, not the cell default
+    assert [len(grid[c]["plots"]["val_acc"]) for c in ("kd_t4", "fsp_init")] == [2, 3]
     summary = json.loads((root / paths.GRID_SUMMARY).read_text())
-    assert summary["cells"] == 3
+    assert summary["cells"] == len(CELLS)
     for name in CELLS:
         assert summary[f"grid_{name}"]["test_acc"] == grid[name]["record"]["test_acc"]
     assert not list((root / paths.CHECKPOINTS).glob("grid_*.pt"))  # removed when done
@@ -264,8 +273,8 @@ class _Interrupted(Exception):
 def test_an_interrupted_grid_resumes_each_cell_to_its_single_run(
     pipeline, single, monkeypatch, capsys
 ):
-    """Killed after two of the three cells checkpointed epoch 1: the rerun resumes those two
-    from epoch 2 and trains the third from the start; every cell still equals its single run."""
+    """Killed after two of the cells checkpointed epoch 1: the rerun resumes those two from
+    epoch 2 and trains the others from the start; every cell still equals its single run."""
     import kdlab.grid
 
     root, params = pipeline
@@ -290,6 +299,39 @@ def test_an_interrupted_grid_resumes_each_cell_to_its_single_run(
     out = capsys.readouterr().out
     assert "[grid@kd_t4] resuming" in out and "[grid@reffakd_t2] resuming" in out
     assert "[grid@at_500] resuming" not in out
+
+
+def test_a_diverging_cell_fails_the_grid_and_marks_its_summary(pipeline, monkeypatch):
+    """A planted non-finite ReffAKD loss in epoch 1: the stage raises DivergenceError naming the
+    cell and its own knobs, marks ``grid_reffakd_t2`` diverged in the grid's summary (the
+    other cells show the epoch they reached), writes no model or record, and keeps the other
+    cells' epoch-1 checkpoints for a rerun, not the diverged cell's."""
+    from kdlab.errors import DivergenceError
+    from kdlab.methods.reffakd import ReffAKD
+
+    root, params = pipeline
+    real = ReffAKD.forward_train
+
+    def nan_loss(self, batch, epoch):
+        logits, losses = real(self, batch, epoch)
+        return logits, {**losses, "kd": losses["kd"] * float("nan")}
+
+    monkeypatch.setattr(ReffAKD, "forward_train", nan_loss)
+    try:
+        with pytest.raises(DivergenceError) as err:
+            _grid_run(root, params)
+        assert "[grid@reffakd_t2] diverged" in str(err.value)
+        assert "grid.cells.reffakd_t2.alpha or grid.cells.reffakd_t2.temperature" in str(err.value)
+        summary = json.loads((root / paths.GRID_SUMMARY).read_text())
+        assert summary["grid_reffakd_t2"] == {"diverged": 1}
+        assert summary["grid_kd_t4"]["epoch"] == 1 and "diverged" not in summary["grid_kd_t4"]
+        assert not list((root / paths.GRID_MODELS).iterdir())
+        assert not (root / paths.metrics("grid/reffakd_t2")).exists()
+        left = sorted(p.name for p in (root / paths.CHECKPOINTS).glob("grid_*.pt"))
+        assert left == sorted(f"grid_{c}.pt" for c in CELLS if c != "reffakd_t2")
+    finally:  # the module's other grid runs start clean
+        for ckpt in (root / paths.CHECKPOINTS).glob("grid_*.pt"):
+            ckpt.unlink()
 
 
 def test_kdlab_check_builds_each_grid_cells_feature_method(default_params):

@@ -23,16 +23,28 @@ import torch
 
 from kdlab import paths
 from kdlab.config import Config, GridCellConfig
+from kdlab.errors import DivergenceError
 from kdlab.grid import GridCell, SharedTeacher, fit_grid, rng_state
 from kdlab.io import write_json
 from kdlab.live import EpochLog
+from kdlab.methods import get_method
 from kdlab.methods.base import TeacherLogits
 from kdlab.models import count_params
 from kdlab.plots import curve_png
-from kdlab.stages.common import Data, load_data, loaders, make_model, save_model, start
+from kdlab.stages.common import (
+    SEED_STREAMS,
+    Data,
+    divergence_rule,
+    load_data,
+    loaders,
+    make_model,
+    save_model,
+    start,
+    write_metrics,
+)
 from kdlab.stages.distill import build_distiller
 from kdlab.stages.train import evaluate_final_and_best
-from kdlab.train import fingerprint, peak_rss_mib, seed_everything
+from kdlab.train import FitResult, fingerprint, seed_everything
 
 
 def model_name(cell: str) -> str:
@@ -50,10 +62,19 @@ def cell_config(cfg: Config, cell: GridCellConfig) -> Config:
 def build_cell(cfg: Config, cell: GridCellConfig, data: Data, device: torch.device):
     """The cell's distiller, built from the ``distill`` seed stream as its single run builds
     it, and the random state that run starts training from."""
-    seed_everything(cfg.seed + 10)  # SEED_STREAMS["distill"], as start(cfg, "distill")
+    seed_everything(cfg.seed + SEED_STREAMS["distill"])  # as start_training(cfg, "distill")
     student = make_model(cfg.student, data.spec, device)
     distiller, source = build_distiller(cell_config(cfg, cell), cell.method, data, student, device)
     return distiller, source, rng_state(device)
+
+
+def cell_hint(cell: GridCellConfig, distiller) -> str:
+    """The params.yaml knobs a diverging cell most likely needs changed (as
+    :func:`kdlab.stages.distill.distill_hint` names a single run's)."""
+    key = f"grid.cells.{cell.name}"
+    own = "temperature" in distiller.params  # DKD's own T (method_params.dkd.temperature)
+    temp = f"{key}.params.temperature" if own else f"{key}.temperature"
+    return f"student.train.lr, {key}.alpha or {temp} (now {distiller.term_temperature:g})"
 
 
 def share_teacher(distillers: list[Any]) -> SharedTeacher | None:
@@ -80,13 +101,21 @@ def _clear_outputs() -> None:
         folder.mkdir(parents=True, exist_ok=True)
 
 
-def _write_cell(cfg, cell, distiller, result, test, log: EpochLog, data, t0) -> dict[str, Any]:
+def _scores(log: EpochLog) -> dict[str, Any]:
+    """The cell's DVCLive summary (``{"grid_<cell>": {...}}``), empty before its first epoch."""
+    if not log.metrics_file.exists():
+        return {}
+    live = json.loads(log.metrics_file.read_text())
+    return {k: v for k, v in live.items() if isinstance(v, dict)}
+
+
+def _write_cell(cfg: Config, cell, distiller, result: FitResult, test, log, data, t0) -> None:
     """The cell's model, record, DVCLive summary and PNG, as distill@<method> writes them."""
     metrics = evaluate_final_and_best(distiller, result, test)
     metrics.update(
         method=cell.method,
         alpha=cell.alpha,
-        temperature=cell.temperature,
+        temperature=distiller.term_temperature,
         params=count_params(distiller.student),
         train_time_s=round(result.wall_time_s, 2),  # the whole grid's (shared) training time
     )
@@ -96,16 +125,42 @@ def _write_cell(cfg, cell, distiller, result, test, log: EpochLog, data, t0) -> 
     )
     curve_png(result.history, paths.GRID_PNG / f"{cell.name}.png", title=f"grid/{cell.name}")
     log.finish(metrics)
-    metrics["wall_time_s"] = round(time.time() - t0 + result.elapsed_before_s, 2)
-    metrics["peak_rss_mib"] = round(peak_rss_mib(), 1)
-    write_json(paths.metrics(f"grid/{cell.name}"), metrics)
+    write_metrics(f"grid/{cell.name}", metrics, t0 - result.elapsed_before_s)
     print(f"[distill_grid] {cell.name}: test accuracy {metrics['test_acc']:.2f}%", flush=True)
-    live = json.loads((log.dir / "metrics.json").read_text())
-    return {k: v for k, v in live.items() if isinstance(v, dict)}
+
+
+def _grid_cells(cfg: Config, built, logs: list[EpochLog], data: Data, device) -> list[GridCell]:
+    """What ``fit_grid`` trains: per cell its distiller, random state, training config (an
+    init phase adds epochs), divergence rule, checkpoint and logging."""
+    mc, cells = cfg.student, []
+    for c, (d, _, rng), log in zip(cfg.grid, built, logs, strict=True):
+        # The single run's fingerprint, plus the grid: its checkpoints are its own.
+        run_id = fingerprint(
+            ["grid", c.method, cfg.seed, c.alpha, c.temperature, cfg.data.__dict__]
+            + [mc.__dict__, c.params, str(device)]
+        )
+        cells.append(
+            GridCell(
+                name=f"grid@{c.name}",
+                objective=d,
+                rng=rng,
+                checkpoint=paths.CHECKPOINTS / f"grid_{c.name}.pt",
+                run_id=run_id,
+                on_epoch=log.epoch,
+                train=get_method(c.method).train_config(mc.train, c.params),
+                divergence=divergence_rule(data.spec, cell_hint(c, d), d),
+                on_diverged=log.diverged,
+            )
+        )
+    return cells
 
 
 def distill_grid(cfg: Config) -> None:
-    """Train every cell of ``grid.cells`` together; write each cell's single-run outputs."""
+    """Train every cell of ``grid.cells`` together; write each cell's single-run outputs.
+
+    A cell that diverges fails the stage (:class:`DivergenceError`, as its single run would),
+    after ``metrics/grid_summary.json`` marks it ``diverged``; no model or record is written.
+    """
     t0 = time.time()
     _clear_outputs()
     summary: dict[str, Any] = {"cells": len(cfg.grid)}
@@ -123,29 +178,25 @@ def distill_grid(cfg: Config) -> None:
     print(
         f"[distill_grid] {len(cfg.grid)} {mc.model} students, {mc.train.epochs} epochs on "
         f"{device}, {'one shared teacher pass per batch' if teacher else 'no live teacher'}: "
-        + ", ".join(f"{c.name} ({c.method}, alpha {c.alpha}, T {c.temperature})" for c in cfg.grid),
+        + ", ".join(
+            f"{c.name} ({c.method}, alpha {c.alpha}, T {b[0].term_temperature:g})"
+            for c, b in zip(cfg.grid, built, strict=True)
+        ),
         flush=True,
     )
     train, val, test = loaders(cfg, data, mc, device)
     logs = [EpochLog(f"grid/{c.name}", model_name(c.name)) for c in cfg.grid]
-    cells = [
-        GridCell(
-            name=f"grid@{c.name}",
-            objective=d,
-            rng=rng,
-            checkpoint=paths.CHECKPOINTS / f"grid_{c.name}.pt",
-            # The single run's fingerprint, plus the grid: its checkpoints are its own.
-            run_id=fingerprint(
-                ["grid", c.method, cfg.seed, c.alpha, c.temperature, cfg.data.__dict__]
-                + [mc.__dict__, c.params, str(device)]
-            ),
-            on_epoch=log.epoch,
+    cells = _grid_cells(cfg, built, logs, data, device)
+    try:
+        results = fit_grid(
+            cells, train, val, mc.train, "distill_grid", teacher, accel=cfg.accel, test_loader=test
         )
-        for c, (d, _, rng), log in zip(cfg.grid, built, logs)
-    ]
-    results = fit_grid(
-        cells, train, val, mc.train, "distill_grid", teacher, accel=cfg.accel, test_loader=test
-    )
-    for c, (d, _, _), result, log in zip(cfg.grid, built, results, logs):
-        summary.update(_write_cell(cfg, c, d, result, test, log, data, t0))
+    except DivergenceError:
+        for log in logs:  # every cell's progress, the diverged ones marked
+            summary.update(_scores(log))
+        write_json(paths.GRID_SUMMARY, summary)
+        raise
+    for c, (d, _, _), result, log in zip(cfg.grid, built, results, logs, strict=True):
+        _write_cell(cfg, c, d, result, test, log, data, t0)
+        summary.update(_scores(log))
     write_json(paths.GRID_SUMMARY, summary)
