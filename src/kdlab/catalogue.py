@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from kdlab.io import write_text
+from kdlab import blocks
 from kdlab.tables import published
 
 PAPERS = ("reffakd", "simkd", "hao", "srrl", "patel")
@@ -256,22 +256,17 @@ def to_text(entries: list[Entry]) -> str:
     return "\n".join(rows) + "\n"
 
 
-START, END = "<!-- papers:start -->", "<!-- papers:end -->"
+def page_prefix(page: Path, root: Path | None = None) -> str:
+    """How a Markdown page at ``page`` links to a path relative to ``root`` (default the
+    working directory): ``../`` for a page in docs/, ``""`` beside it."""
+    rel = os.path.relpath((root or Path.cwd()).resolve(), Path(page).resolve().parent)
+    return "" if rel == "." else f"{Path(rel).as_posix()}/"
 
 
 def update_readme(readme: Path, entries: list[Entry], root: Path | None = None) -> bool:
-    """Replace the text between ``<!-- papers:start -->`` and ``<!-- papers:end -->`` in
+    """Replace the ``papers`` block (``<!-- papers:start -->`` ... ``<!-- papers:end -->``) of
     ``readme`` (any Markdown page) with :func:`readme_results`, its links relative to the
     page's folder (outputs are relative to ``root``, default the working directory, as
     :func:`catalogue`); True when the file changed."""
-    rel = os.path.relpath((root or Path.cwd()).resolve(), Path(readme).resolve().parent)
-    prefix = "" if rel == "." else f"{Path(rel).as_posix()}/"
-    text = readme.read_text(encoding="utf-8")
-    if START not in text or END not in text:
-        raise ValueError(f"{readme}: needs the markers {START} ... {END}")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    new = f"{head}{START}\n{readme_results(entries, prefix)}{END}{tail}"
-    if new != text:
-        write_text(readme, new)
-    return new != text
+    text = readme_results(entries, page_prefix(readme, root))
+    return blocks.update(readme, {"papers": text})
