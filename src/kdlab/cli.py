@@ -213,7 +213,11 @@ def cmd_report(args) -> None:
     from kdlab import reports
 
     out, sources = reports.report(
-        args.name, Path(args.repo), all_commits=args.all_commits, replace=args.replace
+        args.name,
+        Path(args.repo),
+        all_commits=args.all_commits,
+        replace=args.replace,
+        scale=args.scale,
     )
     print(out.read_text(), end="")
     print(f"\nCell sources ({len(sources)}):")
@@ -302,6 +306,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="drop the committed records and write the experiments' table even when it fills "
         "fewer cells than the committed one",
+    )
+    sp.add_argument(
+        "--scale",
+        metavar="SCALE",
+        help="show the cells of this scale (data[subset]/<student epochs>ep, e.g. "
+        "fashion_mnist/200ep) instead of the records' main one, in results/NAME-SCALE.md; "
+        "cells of every scale stay in the records",
     )
     sp = add("queue", cmd_queue, "queue the DVC experiments of a pairs x methods table")
     sp.add_argument("name", help="e.g. srrl_table6 (from the preset in params.yaml)")
