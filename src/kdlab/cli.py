@@ -209,6 +209,25 @@ def cmd_papers(args) -> None:
         print(catalogue.to_text(entries), end="")
 
 
+def cmd_results(args) -> None:
+    from kdlab import results_page
+
+    page = Path(args.page)
+    if args.check:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            copy = Path(tmp) / page.name
+            copy.write_text(page.read_text(encoding="utf-8"), encoding="utf-8")
+            stale = results_page.update(copy, Path.cwd(), page)
+        if stale:
+            raise RuntimeError(f"{page}: generated blocks are stale; run `kdlab results {page}`")
+        print(f"{page}: generated blocks up to date")
+        return
+    changed = results_page.update(page)
+    print(f"{page}: generated blocks {'updated' if changed else 'up to date'}")
+
+
 def cmd_report(args) -> None:
     from kdlab import reports
 
@@ -297,6 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("papers", cmd_papers, "catalogue of every seed table: cells, status, command")
     sp.add_argument("--json", action="store_true")
     sp.add_argument("--readme", metavar="README", help="rewrite its papers section (markers)")
+    sp = add("results", cmd_results, "rewrite the generated blocks (every number) of a page")
+    sp.add_argument("page", nargs="?", default="docs/results.md", help="default docs/results.md")
+    sp.add_argument("--check", action="store_true", help="exit 2 when the page is stale")
     sp = add("report", cmd_report, "a paper table from the finished DVC experiments (grids)")
     sp.add_argument("name", help="e.g. reffakd_table10 (kdlab papers lists the commands)")
     sp.add_argument("--repo", default=".", help="DVC repository (default .)")
