@@ -7,6 +7,7 @@ One source: ``kdlab/papers/<paper>.yaml`` (``tables:`` holds each table's publis
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import asdict, dataclass
@@ -123,13 +124,28 @@ def paper_tables(paper: str) -> dict[str, dict[str, Any]]:
     return tables
 
 
+def _paper_scale(path: Path) -> bool:
+    """A committed run record at the paper's own setting (``"scale": "paper"``); a reduced-scale
+    record, or a file that is not a record, never makes a cell comparable."""
+    try:
+        rec = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(rec, dict) and rec.get("scale") == "paper"
+
+
 def _rows_with_records(root: Path, comp: dict[str, Any]) -> set[str]:
-    """Rows of a ``comparable:`` block whose arm has a committed record (``<arm>_seed*.json``
-    under its ``records`` folder): a paper-setting cell counts once a run of it landed."""
+    """Rows of a ``comparable:`` block whose arm has a committed paper-scale record
+    (``<arm>_seed*.json`` under its ``records`` folder, ``"scale": "paper"``): a paper-setting
+    cell counts once a run of it landed."""
     if not comp:
         return set()
     folder = root / comp["records"]
-    return {row for row, arm in comp["rows"].items() if any(folder.glob(f"{arm}_seed*.json"))}
+    return {
+        row
+        for row, arm in comp["rows"].items()
+        if any(_paper_scale(f) for f in folder.glob(f"{arm}_seed*.json"))
+    }
 
 
 def catalogue(root: Path | None = None) -> list[Entry]:
@@ -177,6 +193,17 @@ def catalogue(root: Path | None = None) -> list[Entry]:
 def as_dicts(entries: list[Entry]) -> list[dict[str, Any]]:
     """JSON-ready rows."""
     return [asdict(e) for e in entries]
+
+
+def as_json(entries: list[Entry]) -> dict[str, Any]:
+    """``kdlab papers --json``: every entry (its status from what is committed) and the counts
+    per status, of tables and of published cells, as :func:`status_counts` prints them."""
+    return {
+        "entries": as_dicts(entries),
+        "tables_by_status": {s: sum(e.status == s for e in entries) for s in STATUSES},
+        "cells_by_status": cell_counts(entries),
+        "direction_checks_committed": sum(e.check_committed for e in entries),
+    }
 
 
 def readme_results(entries: list[Entry], prefix: str = "") -> str:

@@ -201,7 +201,7 @@ def cmd_papers(args) -> None:
 
     entries = catalogue.catalogue()
     if args.json:
-        print(json.dumps(catalogue.as_dicts(entries), indent=2))
+        print(json.dumps(catalogue.as_json(entries), indent=2))
     elif args.readme:
         changed = catalogue.update_readme(Path(args.readme), entries)
         print(f"{args.readme}: papers section {'updated' if changed else 'up to date'}")
