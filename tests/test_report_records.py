@@ -14,7 +14,14 @@ import pytest
 
 from kdlab import experiments, reports
 from kdlab.cli import main
-from kdlab.report_records import count_filled, merge, printed
+from kdlab.report_records import (
+    count_filled,
+    from_records,
+    merge,
+    printed,
+    read_stored,
+    write_report,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results"
@@ -33,14 +40,13 @@ def test_every_committed_report_keeps_its_records():
     )
     for name in names:
         data = json.loads((RESULTS / "records" / f"{name}.json").read_text())
-        # a superseded report keeps its records as committed (refused, not rewritten)
-        assert data["report"] == name and data["format"] == (1 if name in SUPERSEDED else 2)
+        assert data["report"] == name and data["format"] == 2
         for cell in data["cells"]:
             assert {"setting", "column", "scale", "seeds", "device", "scores", "exp"} <= set(cell)
             assert cell["scale"] and "/" in cell["scale"], cell  # e.g. fashion_mnist/12ep
-            if data["format"] == 2:  # what ran: the models, never the param `auto`
-                assert cell["device"] != "auto" and " params)" in cell["models"], cell
-                assert data["scale"] == cell["scale"]  # one scale committed per report so far
+            # what ran: the models, never the param `auto`
+            assert cell["device"] != "auto" and " params)" in cell["models"], cell
+            assert data["scale"] == cell["scale"]  # one scale committed per report so far
             # recovered from a report committed before records existed, or the experiments
             # (name@rev) a later `kdlab report` merged in
             src = cell["source"]
@@ -95,12 +101,18 @@ SUPERSEDED = {"simkd_study_fmnist"}
 def test_committed_reports_rebuild_byte_identically_in_a_fresh_clone(tmp_path, capsys):
     clone = fresh_clone(tmp_path / "clone")
     for name in committed_reports():
-        if name in SUPERSEDED:  # refused, not silently rewritten in the new layout
+        if name in SUPERSEDED:  # refused, not silently rewritten in the new layout ...
             assert main(["report", name, "--repo", str(clone)]) == 2
             assert "have columns" in capsys.readouterr().err
             assert (clone / "results" / f"{name}.md").read_bytes() == (
                 RESULTS / f"{name}.md"
             ).read_bytes()
+            # ... but it rebuilds from its records alone, in its committed layout
+            stem = clone / "results" / name
+            stored = read_stored(clone / "results/records" / f"{name}.json", name)
+            write_report(name, from_records(name, stored), stem)
+            for rel in (f"{name}.md", f"{name}.csv", f"records/{name}.json"):
+                assert (clone / "results" / rel).read_bytes() == (RESULTS / rel).read_bytes(), rel
             continue
         assert main(["report", name, "--repo", str(clone)]) == 0, capsys.readouterr().err
         out = capsys.readouterr().out

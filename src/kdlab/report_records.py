@@ -513,6 +513,19 @@ def read_stored(path: Path, name: str) -> dict[str, Any] | None:
     return upgrade(stored)
 
 
+def from_records(name: str, stored: dict[str, Any]) -> Built:
+    """The table of a record file alone, in the layout it was committed in (one key column):
+    a report whose writer has changed layout since (awaiting its rerun) still rebuilds from
+    its records, notes included, while ``kdlab report`` refuses it."""
+    stored = upgrade(stored)
+    columns = stored["columns"]
+    if len(layout(columns).keys) != 1 or any(", " in c["setting"] for c in stored["cells"]):
+        raise ValueError(f"{name}: from_records rebuilds tables with one key column only")
+    settings = [c["setting"] for c in stored["cells"] if c["scale"] == stored.get("scale")]
+    rows = [{columns[0]: s} for s in dict.fromkeys(settings)]
+    return Built(pd.DataFrame(rows, columns=columns), stored["title"], stored["notes"])
+
+
 def main_scale(repo: Path, name: str) -> str | None:
     """The scale ``results/<name>.md`` shows (its records'), or None before any record."""
     stored = read_stored(Path(repo) / RECORDS / f"{name}.json", name)
