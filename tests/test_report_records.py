@@ -385,3 +385,19 @@ def test_format_1_records_upgrade_to_models_and_no_auto_device():
         "701,178 params)"
     )
     assert upgrade(v2) is v2
+
+
+def test_replace_at_one_scale_keeps_every_other_scale(repo):
+    tmp, runs = repo
+    committed = (tmp / "results/reffakd_table10.md").read_bytes()
+    scale = "fashion_mnist/200ep"
+    runs.append(run_(20, 0.6, 0, 92.5, 92.9, epochs=200))
+    assert main(["report", "reffakd_table10", "--repo", str(tmp), "--scale", scale]) == 0
+    runs[:] = [run_(5, 0.8, 0, 93.0, 93.5, epochs=200)]
+    args = ["report", "reffakd_table10", "--repo", str(tmp), "--scale", scale, "--replace"]
+    assert main(args) == 0
+    data = json.loads((tmp / "results/records/reffakd_table10.json").read_text())
+    kept = sorted((c["scale"], c["setting"]) for c in data["cells"] if "200ep" in c["scale"])
+    assert kept == [(scale, "T=5, alpha=0.8")] * 2  # the 200-epoch table is the new run's
+    assert sum(c["scale"] == "fashion_mnist/12ep" for c in data["cells"]) == 32
+    assert (tmp / "results/reffakd_table10.md").read_bytes() == committed

@@ -324,20 +324,21 @@ def merge(
     per experiment cell kept out, why), and the new record file. The experiments' table is the
     base (every row, the paper's columns); each filled cell is the experiments' or the
     record's by the rule of the module docstring; only cells at the shown scale are shown,
-    records of every other scale are kept as they are."""
+    records of every other scale are kept as they are (``replace`` drops the shown scale's
+    records only, or every record when the table's columns changed)."""
     columns = list(built.df.columns)
     lay = layout(columns, built.keys)
-    sel = shown_scale(name, built, None if replace else stored)
-    main = (stored or {}).get("scale") if not replace else None
-    main = main or sel
-    records: dict[tuple[str, str, str], dict[str, Any]] = {}
-    if stored is not None and not replace:
-        if stored["columns"] != columns:
+    if stored is not None and stored["columns"] != columns:
+        if not replace:
             raise ValueError(
                 f"{name}: the committed records ({RECORDS.as_posix()}/{name}.json) have "
                 f"columns {stored['columns']}, this table {columns}; --replace to start afresh"
             )
-        records = {(c["setting"], c["column"], c["scale"]): c for c in stored["cells"]}
+        stored = None  # another layout: nothing of it can be kept
+    sel = shown_scale(name, built, None if replace else stored)
+    main = (stored or {}).get("scale") or sel
+    kept = [c for c in (stored or {}).get("cells", []) if not (replace and c["scale"] == sel)]
+    records = {(c["setting"], c["column"], c["scale"]): c for c in kept}
     rows, sources, kept_out, cells = [], [], [], []
     from_records: list[dict[str, Any]] = []
     n_exp = n_rec = 0
@@ -399,7 +400,9 @@ def merge(
         )
     merged = pd.DataFrame(rows, columns=columns)
     title, notes = built.title, list(built.notes)
-    others = dict((stored or {}).get("others") or {}) if not replace else {}
+    others = dict((stored or {}).get("others") or {})
+    if replace:
+        others.pop(sel, None)
     saved = None  # the title and notes committed with this scale's table
     if stored is not None and not replace:
         saved = stored if sel == main else others.get(sel)
@@ -418,6 +421,7 @@ def merge(
     if sel != main:
         others[sel] = {"title": title, "notes": notes}
     top = stored if sel != main and stored is not None else {"title": title, "notes": notes}
+    # (with ``replace`` the main scale's title and notes are the new table's)
     new = {
         "format": FORMAT,
         "report": name,
