@@ -123,4 +123,9 @@ def test_table10_summary_is_the_committed_table_recomputed():
     ) in text
     assert f"ReffAKD trails KD in {int((behind < 0).sum())} of {len(df)} settings, by " in text
     assert f"by {-behind.max():.2f} (" in text and f"to {-behind.min():.2f} (" in text
+    worst = sorted(  # ties named, all of them, in (T, alpha) order
+        df["setting"][behind.round(2) == round(behind.min(), 2)],
+        key=lambda s: [float(kv.split("=")[1]) for kv in s.split(", ")],
+    )
+    assert f"to {-behind.min():.2f} ({'; '.join(worst)}) points" in text
     assert f"ahead in {ahead} of the {int(both.sum())} settings where it prints both" in text

@@ -352,8 +352,12 @@ def table10(page: Page) -> str:
     behind = [(d, s) for d, s in vs_kd if d < 0]
     by = ""
     if behind:
-        lo, hi = min(behind), max(behind)
-        by = f", by {-hi[0]:.2f} ({hi[1]}) to {-lo[0]:.2f} ({lo[1]}) points"
+
+        def at(value: float) -> str:  # every setting that prints this gap (ties named)
+            return "; ".join(s for d, s in behind if f"{d:.2f}" == f"{value:.2f}")
+
+        lo, hi = min(d for d, _ in behind), max(d for d, _ in behind)
+        by = f", by {-hi:.2f} ({at(hi)}) to {-lo:.2f} ({at(lo)}) points"
     return (
         f"{len(cells)} cells over {len(settings)} settings ([results/records/reffakd_table10.json]"
         "(../results/records/reffakd_table10.json)). "
