@@ -26,7 +26,7 @@ from typing import Any
 import pandas as pd
 
 from kdlab import reports
-from kdlab.report_records import FORMAT, MERGE_RULE, layout, plain, setting
+from kdlab.report_records import MERGE_RULE, layout, plain, setting
 from kdlab.tables import to_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,7 +134,7 @@ def recover(name: str) -> dict[str, Any]:
     ) + "".join("| " + " | ".join(r) + " |\n" for r in table[1:]):
         raise ValueError(f"{name}: the recovered cells do not print back as committed")
     return {
-        "format": FORMAT,
+        "format": 1,  # this migration's layout; kdlab.report_records.upgrade reads it as 2
         "report": name,
         "title": title,
         "columns": columns,

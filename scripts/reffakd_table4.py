@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import queue
 import subprocess
 import sys
@@ -40,7 +39,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from kdlab import run_records  # noqa: E402
+from kdlab import blocks, run_records  # noqa: E402
+from kdlab.stages.common import cpu_name  # noqa: E402
 
 RESULTS = REPO / "results" / "reffakd_table4"
 # (arm, label in the table); the paper's numbers come from src/kdlab/papers/reffakd.yaml.
@@ -73,17 +73,6 @@ STAGE_FILES = {  # arm -> (plain record, DVCLive validation curve) inside a work
     ),
 }
 _git_lock = threading.Lock()
-
-
-def cpu_name() -> str:
-    """The CPU model (records name the device that ran)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def sh(cmd: list[str], cwd: Path, log=None) -> str:
@@ -167,7 +156,8 @@ def make_record(arm: str, seed: int, w: Path) -> dict:
             "dataset": p["data"]["name"],
             "seed": seed,
             "epochs": stage["epochs"],
-            "device": f"cpu: {cpu_name()}, {p['threads']} torch thread(s)",
+            # the stage's own record names what ran; older records did not
+            "device": stage.get("device") or f"cpu: {cpu_name()}, {p['threads']} torch thread(s)",
             "scale": "paper",
             "preset": "paper",
             "student": p["student"]["model"],
@@ -221,7 +211,7 @@ def write_report() -> list[Path]:
     return [md, png, update_readme(records, paper)]
 
 
-README_START, README_END = "<!-- table4:start -->", "<!-- table4:end -->"
+README_START, README_END = blocks.markers("table4")
 
 
 def readme_block(records: list[dict], paper: dict[str, float]) -> str:
@@ -238,14 +228,9 @@ def readme_block(records: list[dict], paper: dict[str, float]) -> str:
 
 
 def update_readme(records: list[dict], paper: dict[str, float]) -> Path:
-    """Rewrite the README's block between the table4 markers from the records."""
+    """Rewrite the README's ``table4`` block from the records (kdlab.blocks)."""
     readme = REPO / "README.md"
-    text = readme.read_text()
-    head, rest = text.split(README_START, 1)
-    _, tail = rest.split(README_END, 1)
-    new = f"{head}{README_START}\n{readme_block(records, paper)}{README_END}{tail}"
-    if new != text:
-        readme.write_text(new)
+    blocks.update(readme, {"table4": readme_block(records, paper)})
     return readme
 
 

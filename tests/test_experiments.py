@@ -74,7 +74,8 @@ STAGE = textwrap.dedent(
         os.makedirs(f"metrics/distill/{k}", exist_ok=True)
         summary = {"step": 0, k: {"test_acc": acc}}  # as kdlab.live writes it
         json.dump(summary, open(f"metrics/distill/{k}/metrics.json", "w"))
-        record = {"test_acc": acc, "wall_time_s": 10.0 * p["seed"] + base - 80.0}
+        record = {"test_acc": acc, "wall_time_s": 10.0 * p["seed"] + base - 80.0,
+                  "device": "cpu: Planted CPU, 1 torch thread(s)"}  # what ran, not the param
         json.dump(record, open(f"metrics/distill/{k}.json", "w"))  # the plain record
     """
 )
@@ -111,9 +112,12 @@ def test_report_from_a_real_dvc_repo(tmp_path):
     md = out.read_text()
     assert out == tmp_path / "results/reffakd_table10.md"
     assert "From 3 finished DVC runs" in md and "4 of 32 cells have a run" in md
-    assert (
-        "Ours: 12-epoch lenet5 students, 3-epoch resnet18 teacher (options {'width': 16}), "
-        "fashion_mnist, device cpu, seeds 1, 2, final-epoch test accuracy; KL reduction: kd mean."
+    assert (  # from the runs' params and their stage records (the device that ran)
+        "- What ran (each shown cell's record): fashion_mnist/12ep: 12-epoch lenet5 students "
+        "(61,750 params); 3-epoch resnet18 teacher (width 16, 701,178 params); seeds 1, 2; "
+        "device cpu: Planted CPU, 1 torch thread(s). Ours: final-epoch test accuracy, nothing "
+        "selected on the test set; the paper: its best epoch, selected on the test set.\n"
+        "- KL reduction: kd mean.\n"
     ) in md
     assert "the paper's alpha = ours" in md
     # wall times: seed 1 runs 10 + 11 (kd, reffakd) twice (baseline, T5 run), seed 2 20 + 21
@@ -529,8 +533,9 @@ def test_direction_report_header_says_what_it_is(tmp_path, monkeypatch):
         " — direction check on Fashion-MNIST (ours from DVC experiments)"
     )
     assert "Direction check on Fashion-MNIST at reduced scale (preset `fmnist_direction`)" in md
-    assert "fashion_mnist (a seeded subset of 25000 images)" in md
-    assert "5-epoch resnet8 students" in md
+    # the scale key names the seeded subset; the models their parameter counts
+    assert "What ran (each shown cell's record): fashion_mnist[25000]/5ep: 5-epoch resnet8 " in md
+    assert "5-epoch resnet8 students (77,754 params)" in md and "device auto" not in md
 
 
 def test_wall_time_counts_a_shared_baseline_stage_once(monkeypatch):

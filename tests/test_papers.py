@@ -113,7 +113,13 @@ def test_unknown_paper_is_named():
 def test_papers_command_json_and_readme(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["papers", "--json"]) == 0
-    rows = json.loads(capsys.readouterr().out)
+    data = json.loads(capsys.readouterr().out)
+    rows = data["entries"]
+    # per-status counts, tables and published cells, as `kdlab papers` prints them
+    assert set(data["tables_by_status"]) == set(data["cells_by_status"]) == set(catalogue.STATUSES)
+    for status, n in data["tables_by_status"].items():
+        assert n == sum(r["status"] == status for r in rows)
+    assert sum(data["cells_by_status"].values()) == sum(r["cells"] for r in rows)
     assert {r["paper"] for r in rows} == set(catalogue.PAPERS)
     assert set(rows[0]) == {
         "paper",
@@ -185,7 +191,12 @@ def test_a_cpu_scale_table_is_comparable_only_for_rows_whose_paper_setting_runs_
     entry = {(e.paper, e.table): e for e in catalogue.catalogue(tmp_path)}["reffakd", "table4"]
     assert (entry.status, entry.comparable_cells) == ("reduced_scale", 0)
     (tmp_path / "results/reffakd_table4").mkdir(parents=True)
-    (tmp_path / "results/reffakd_table4/ce_seed0.json").write_text("{}")
+    # a CPU-scale record of the arm (or a file that is no record) is never comparable
+    (tmp_path / "results/reffakd_table4/ce_seed0.json").write_text('{"scale": "default"}')
+    (tmp_path / "results/reffakd_table4/ce_seed1.json").write_text("{")
+    entry = {(e.paper, e.table): e for e in catalogue.catalogue(tmp_path)}["reffakd", "table4"]
+    assert (entry.status, entry.comparable_cells) == ("reduced_scale", 0)
+    (tmp_path / "results/reffakd_table4/ce_seed0.json").write_text('{"scale": "paper"}')
     entries = catalogue.catalogue(tmp_path)
     entry = {(e.paper, e.table): e for e in entries}["reffakd", "table4"]
     assert (entry.status, entry.comparable_cells, entry.cells) == ("comparable", 1, 4)
@@ -387,3 +398,37 @@ def test_hao_figure3_script_trains_the_teacher_once_then_queues_each_alpha(tmp_p
     ] + [queued[8]]
     bad = dry("fast")
     assert bad.returncode == 2 and "unknown argument 'fast'" in bad.stderr
+
+
+def test_nothing_cpu_scale_is_called_comparable(capsys, monkeypatch):
+    """`kdlab papers --json` on this repository: an entry is comparable only when its yaml says
+    the committed table is at the paper's own setting (no reduced `scale`), or for the rows
+    whose committed run records are at the paper's scale; every other comparable cell count
+    is zero, and the counts per status add up to the entries'."""
+    monkeypatch.chdir(REPO)
+    assert main(["papers", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    for e in data["entries"]:
+        yaml_status = catalogue.paper_tables(e["paper"])[e["table"]]["status"]
+        if e["status"] != "comparable":
+            assert e["comparable_cells"] == 0, e["table"]
+        elif yaml_status == "comparable":
+            assert not e["scale"] and e["comparable_cells"] == e["cells"], e
+        else:  # comparable by its paper-scale records only: read them independently
+            block = catalogue.paper_tables(e["paper"])[e["table"]]["comparable"]
+            landed = [
+                row
+                for row, arm in block["rows"].items()
+                for f in sorted((REPO / block["records"]).glob(f"{arm}_seed*.json"))
+                if json.loads(f.read_text())["scale"] == "paper"
+            ]
+            assert landed and e["comparable_cells"] == len(set(landed)), e
+            assert e["comparable_cells"] < e["cells"] and e["scale"]  # the rest stays reduced
+    reduced = [e for e in data["entries"] if e["status"] == "reduced_scale"]
+    assert {(e["paper"], e["table"]) for e in reduced} >= {
+        ("reffakd", "table10"),
+        ("hao", "figure3"),
+    }
+    assert data["cells_by_status"]["comparable"] == sum(
+        e["comparable_cells"] for e in data["entries"]
+    )

@@ -14,7 +14,14 @@ import pytest
 
 from kdlab import experiments, reports
 from kdlab.cli import main
-from kdlab.report_records import count_filled, merge, printed
+from kdlab.report_records import (
+    count_filled,
+    from_records,
+    merge,
+    printed,
+    read_stored,
+    write_report,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results"
@@ -33,10 +40,13 @@ def test_every_committed_report_keeps_its_records():
     )
     for name in names:
         data = json.loads((RESULTS / "records" / f"{name}.json").read_text())
-        assert data["report"] == name and data["format"] == 1
+        assert data["report"] == name and data["format"] == 2
         for cell in data["cells"]:
             assert {"setting", "column", "scale", "seeds", "device", "scores", "exp"} <= set(cell)
             assert cell["scale"] and "/" in cell["scale"], cell  # e.g. fashion_mnist/12ep
+            # what ran: the models, never the param `auto`
+            assert cell["device"] != "auto" and " params)" in cell["models"], cell
+            assert data["scale"] == cell["scale"]  # one scale committed per report so far
             # recovered from a report committed before records existed, or the experiments
             # (name@rev) a later `kdlab report` merged in
             src = cell["source"]
@@ -50,8 +60,14 @@ def test_reffakd_table10_records_hold_its_32_cells_at_the_cpu_scale():
     assert len(data["cells"]) == 32
     cell = next(c for c in data["cells"] if c["setting"] == "T=1, alpha=0.9")
     assert cell["column"] == "reffakd" and cell["seeds"] == [0] and cell["exp"] is None
-    assert cell["scale"] == "fashion_mnist/12ep" and cell["device"] == "auto"
+    assert cell["scale"] == "fashion_mnist/12ep" and cell["device"] is None  # not recorded
+    assert cell["models"] == (
+        "12-epoch lenet5 students (61,750 params); 3-epoch resnet18 teacher (width 16, "
+        "701,178 params)"
+    )
     assert cell["scores"]["reffakd ours"] == 89.25 and cell["source"].startswith(RECOVERED)
+    md = (RESULTS / "reffakd_table10.md").read_text()
+    assert "device auto" not in md and "seeds 0; device not recorded." in md
 
 
 def fresh_clone(dest: Path) -> Path:
@@ -85,12 +101,18 @@ SUPERSEDED = {"simkd_study_fmnist"}
 def test_committed_reports_rebuild_byte_identically_in_a_fresh_clone(tmp_path, capsys):
     clone = fresh_clone(tmp_path / "clone")
     for name in committed_reports():
-        if name in SUPERSEDED:  # refused, not silently rewritten in the new layout
+        if name in SUPERSEDED:  # refused, not silently rewritten in the new layout ...
             assert main(["report", name, "--repo", str(clone)]) == 2
             assert "have columns" in capsys.readouterr().err
             assert (clone / "results" / f"{name}.md").read_bytes() == (
                 RESULTS / f"{name}.md"
             ).read_bytes()
+            # ... but it rebuilds from its records alone, in its committed layout
+            stem = clone / "results" / name
+            stored = read_stored(clone / "results/records" / f"{name}.json", name)
+            write_report(name, from_records(name, stored), stem)
+            for rel in (f"{name}.md", f"{name}.csv", f"records/{name}.json"):
+                assert (clone / "results" / rel).read_bytes() == (RESULTS / rel).read_bytes(), rel
             continue
         assert main(["report", name, "--repo", str(clone)]) == 0, capsys.readouterr().err
         out = capsys.readouterr().out
@@ -156,7 +178,10 @@ def test_a_newer_complete_experiment_cell_replaces_its_record_and_others_stay(re
     assert "T=5, alpha=0.8 / reffakd: experiment ref exp-5-0.8-0@" in out
     assert "T=1, alpha=0.9 / reffakd: committed record (recovered from" in out
     assert "T=1, alpha=0.9 / reffakd: experiment kept out (it is not newer than the record)" in out
-    assert "T=10, alpha=0.6 / reffakd: experiment kept out (its scale fashion_mnist/200ep" in out
+    assert (  # the 200-epoch run is not averaged into the 12-epoch cell, nor shown
+        "1 experiment runs at scale fashion_mnist/200ep left out (kdlab report reffakd_table10 "
+        "--scale fashion_mnist/200ep)"
+    ) in out
     # The new records keep the experiment's cell with its ref, the others as recovered.
     data = json.loads((tmp / "results/records/reffakd_table10.json").read_text())
     key = ("T=5, alpha=0.8", "reffakd")
@@ -218,7 +243,13 @@ def test_merge_of_a_table_without_records_is_the_experiments_table():
     df = experiments.build(runs, "reffakd_table10", where)
     built = experiments.Built(df, "t", ["n"], cell_runs=where)
     df, notes, title, sources, new = merge("reffakd_table10", built, None)
-    assert count_filled(df) == (2, 32) and notes == ["n"] and title == "t"
+    assert count_filled(df) == (2, 32) and title == "t"
+    assert notes == [
+        "n",
+        "What ran (each shown cell's record): fashion_mnist/12ep: 12-epoch lenet5 students "
+        "(61,750 params); seeds 0; device cpu. Ours: final-epoch test accuracy, nothing "
+        "selected on the test set; the paper: its best epoch, selected on the test set.",
+    ]
     assert [c["seeds"] for c in new["cells"]] == [[0], [0]]
     assert sources == [
         "T=5, alpha=0.8 / reffakd: experiment ref exp-5-0.8-0@0000508",
@@ -251,3 +282,122 @@ def test_recovered_values_print_back_as_committed():
         "test accuracy."
     ]
     assert recover.scale_from_notes(notes) == ("fashion_mnist[25000]/3ep", [0, 1, 2], "auto")
+
+
+def test_a_paper_scale_cell_beside_the_cpu_cell_never_overwrites_it(repo, capsys):
+    """Cells are keyed by (setting, column, scale): a newer 200-epoch run of a committed
+    12-epoch cell leaves the 12-epoch table and its record as they were; `--scale` shows the
+    200-epoch cells in a table of their own, and both scales' records survive every rebuild."""
+    tmp, runs = repo
+    committed = (tmp / "results/reffakd_table10.md").read_bytes()
+    runs.append(run_(20, 0.6, 0, 92.5, 92.9, epochs=200, stamp="2030-01-01"))
+    assert main(["report", "reffakd_table10", "--repo", str(tmp)]) == 0
+    assert (tmp / "results/reffakd_table10.md").read_bytes() == committed
+    assert not (tmp / "results/reffakd_table10-fashion_mnist-200ep.md").exists()
+    capsys.readouterr()
+    scale = "fashion_mnist/200ep"
+    assert main(["report", "reffakd_table10", "--repo", str(tmp), "--scale", scale]) == 0
+    out = capsys.readouterr().out
+    assert "32 committed cells at scale fashion_mnist/12ep kept in the records, not shown" in out
+    paper = (tmp / "results/reffakd_table10-fashion_mnist-200ep.md").read_text()
+    assert _cell(paper, "T=20, alpha=0.6")[1:3] == ["92.50", "1"]
+    assert _cell(paper, "T=20, alpha=0.6")[5:7] == ["92.90", "1"]
+    assert _cell(paper, "T=1, alpha=0.9")[1] == "—"  # no 200-epoch run: missing, not 12-ep
+    assert "fashion_mnist/200ep: 200-epoch lenet5 students (61,750 params)" in paper
+    assert (tmp / "results/reffakd_table10.md").read_bytes() == committed
+    data = json.loads((tmp / "results/records/reffakd_table10.json").read_text())
+    by_scale = {}
+    for c in data["cells"]:
+        by_scale.setdefault(c["scale"], {})[(c["setting"], c["column"])] = c["scores"]
+    assert {s: len(v) for s, v in by_scale.items()} == {
+        "fashion_mnist/12ep": 32,
+        "fashion_mnist/200ep": 2,
+    }
+    assert by_scale["fashion_mnist/12ep"][("T=20, alpha=0.6", "reffakd")]["reffakd ours"] == (
+        "90.73"
+    )
+    assert data["scale"] == "fashion_mnist/12ep"  # results/reffakd_table10.md's scale
+    # Without the experiments both tables rebuild from the records alone, byte for byte.
+    before = paper
+    runs.clear()
+    assert main(["report", "reffakd_table10", "--repo", str(tmp)]) == 0
+    assert (tmp / "results/reffakd_table10.md").read_bytes() == committed
+    assert main(["report", "reffakd_table10", "--repo", str(tmp), "--scale", scale]) == 0
+    assert (tmp / "results/reffakd_table10-fashion_mnist-200ep.md").read_text() == before
+
+
+def test_runs_at_two_scales_without_records_need_a_chosen_scale(repo, capsys):
+    tmp, runs = repo
+    for rel in ("reffakd_table10.md", "reffakd_table10.csv", "records/reffakd_table10.json"):
+        (tmp / "results" / rel).unlink()
+    runs.append(run_(20, 0.6, 0, 90.0, 91.0, epochs=12))
+    runs.append(run_(20, 0.6, 1, 92.5, 92.9, epochs=200))
+    assert main(["report", "reffakd_table10", "--repo", str(tmp)]) == 2
+    assert capsys.readouterr().err == (
+        "kdlab report: error: reffakd_table10: the experiments ran at 2 scales "
+        "(fashion_mnist/12ep, fashion_mnist/200ep); choose one: kdlab report reffakd_table10 "
+        "--scale SCALE\n"
+    )
+    assert not (tmp / "results/reffakd_table10.md").exists()
+    assert (
+        main(["report", "reffakd_table10", "--repo", str(tmp), "--scale", "fashion_mnist/12ep"])
+        == 0
+    )
+    md = (tmp / "results/reffakd_table10.md").read_text()
+    assert _cell(md, "T=20, alpha=0.6")[1:3] == ["90.00", "1"]  # seed 1 at 200 epochs left out
+
+
+def test_format_1_records_upgrade_to_models_and_no_auto_device():
+    from kdlab.report_records import upgrade
+
+    v1 = {
+        "format": 1,
+        "report": "x",
+        "title": "t",
+        "columns": ["setting", "a ours", "a n"],
+        "notes": [
+            "From 3 runs.",
+            "Ours: 3-epoch resnet8 students, 5-epoch resnet18 teacher (options {'width': 16}), "
+            "fashion_mnist (a seeded subset of 25000 images), device auto, seeds 2, 1, 0, "
+            "final-epoch test accuracy; KL reduction: kd mean.",
+            "Other.",
+        ],
+        "merge_rule": "old",
+        "cells": [
+            {
+                "setting": "s",
+                "column": "a",
+                "scale": "fashion_mnist[25000]/3ep",
+                "seeds": [0],
+                "device": "auto",
+                "scores": {"a ours": 1.0, "a n": 1},
+                "exp": None,
+            },
+        ],
+    }
+    v2 = upgrade(v1)
+    assert v2["format"] == 2 and v2["scale"] == "fashion_mnist[25000]/3ep"
+    assert v2["notes"] == ["From 3 runs.", "KL reduction: kd mean.", "Other."]
+    cell = v2["cells"][0]
+    assert cell["device"] is None
+    assert cell["models"] == (
+        "3-epoch resnet8 students (77,754 params); 5-epoch resnet18 teacher (width 16, "
+        "701,178 params)"
+    )
+    assert upgrade(v2) is v2
+
+
+def test_replace_at_one_scale_keeps_every_other_scale(repo):
+    tmp, runs = repo
+    committed = (tmp / "results/reffakd_table10.md").read_bytes()
+    scale = "fashion_mnist/200ep"
+    runs.append(run_(20, 0.6, 0, 92.5, 92.9, epochs=200))
+    assert main(["report", "reffakd_table10", "--repo", str(tmp), "--scale", scale]) == 0
+    runs[:] = [run_(5, 0.8, 0, 93.0, 93.5, epochs=200)]
+    args = ["report", "reffakd_table10", "--repo", str(tmp), "--scale", scale, "--replace"]
+    assert main(args) == 0
+    data = json.loads((tmp / "results/records/reffakd_table10.json").read_text())
+    kept = sorted((c["scale"], c["setting"]) for c in data["cells"] if "200ep" in c["scale"])
+    assert kept == [(scale, "T=5, alpha=0.8")] * 2  # the 200-epoch table is the new run's
+    assert sum(c["scale"] == "fashion_mnist/12ep" for c in data["cells"]) == 32
+    assert (tmp / "results/reffakd_table10.md").read_bytes() == committed

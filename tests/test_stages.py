@@ -531,3 +531,20 @@ def test_producers_refuse_non_finite_outputs(run):
     finally:
         paths.TEACHER.write_bytes(teacher)
         os.chdir(old)
+
+
+def test_every_stage_record_names_the_device_that_ran(run):
+    """Reports name the device from the records: each stage's plain record carries the device
+    it resolved, with the CPU's model name (read here from /proc/cpuinfo) and its threads."""
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [
+        ln.split(":", 1)[1].strip()
+        for ln in (cpuinfo.read_text().splitlines() if cpuinfo.exists() else [])
+        if ln.startswith("model name")
+    ]
+    threads = run["cfg"].threads  # tiny_params: 1
+    for stage, record in run["metrics"].items():
+        device = record["device"]
+        assert device.startswith("cpu: ") and device.endswith(f", {threads} torch thread(s)")
+        if names:
+            assert device == f"cpu: {names[0]}, {threads} torch thread(s)", stage

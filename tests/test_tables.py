@@ -23,7 +23,9 @@ def test_markdown_and_missing_values():
     assert diff(91.0, 92.14) == -1.1400000000000006 and diff(None, 1.0) is None
 
 
-def _run_tables(tmp_path, monkeypatch, data_name, profile_name="default", methods=None):
+def _run_tables(
+    tmp_path, monkeypatch, data_name, profile_name="default", methods=None, device=None
+):
     import json
 
     import yaml
@@ -46,6 +48,11 @@ def _run_tables(tmp_path, monkeypatch, data_name, profile_name="default", method
         ("distill/reffakd", 72.25),
     ):
         m = {"test_acc": acc, "wall_time_s": 10.0, "peak_rss_mib": 100.0}
+        m["test_acc_at_best_val"] = acc + 0.5
+        if stage in ("teacher", "student"):
+            m["params"] = {"teacher": 701178, "student": 61750}[stage]
+        if device:
+            m["device"] = device
         (tmp_path / f"metrics/{stage}.json").write_text(json.dumps(m))
     tables(cfg)
     return tmp_path / "tables"
@@ -56,10 +63,10 @@ def test_accuracy_table_follows_the_data_set(tmp_path, monkeypatch):
     t2 = (out / "reffakd_table2.md").read_text()
     assert "ReffAKD Table 2: top-1 accuracy (%) on CIFAR-100" in t2
     head = "| model | paper's setting | our setting | paper | ours | ours - paper ("
-    assert head in t2 and " vs 200 epochs) |" in t2
-    assert "| ResNet18 | baseline | lenet5, " in t2 and "| 76.08 | 70.00 | -6.08 |" in t2
+    assert head in t2 and " vs 200 epochs) | ours, best-val epoch |" in t2
+    assert "| ResNet18 | baseline | lenet5, " in t2 and "| 76.08 | 70.00 | -6.08 | 70.50 |" in t2
     assert "| ReffAKD | T=5, alpha=0.8 | T=20, alpha=0.6, " in t2
-    assert "| 77.97 | 72.25 | -5.72 |" in t2
+    assert "| 77.97 | 72.25 | -5.72 | 72.75 |" in t2
     assert "paper's alpha = our alpha" in t2
     assert not (out / "reffakd_table4.md").exists()
     comparison = (out / "comparison.md").read_text()
@@ -82,7 +89,7 @@ def test_unlisted_method_is_missing_not_stale(tmp_path, monkeypatch):
     t4 = (out / "reffakd_table4.md").read_text()
     assert "| ReffAKD | T=20, alpha=0.6 | T=20, alpha=0.6, " in t4
     reffakd_row = next(ln for ln in t4.splitlines() if ln.startswith("| ReffAKD |"))
-    assert reffakd_row.endswith("| 92.37 | — | — |") and "72.25" not in t4
+    assert reffakd_row.endswith("| 92.37 | — | — | — |") and "72.25" not in t4
     assert "| reffakd |" not in (out / "comparison.md").read_text()
 
 
@@ -119,3 +126,55 @@ def test_reffakd_table7_of_the_paper_preset_matches_every_row():
             assert (value, ours[key]) == (256, 128)
             continue
         assert ours[key] == value, key
+
+
+def test_reports_name_the_teacher_width_parameter_counts_and_the_device_that_ran(
+    tmp_path, monkeypatch
+):
+    """The default profile's Table 4 says what ran: the teacher's width, both models'
+    parameter counts (from their records), epochs, seed, the device the records name (never
+    the param `auto`) and that ours is the final epoch, the paper's its best on test."""
+    out = _run_tables(
+        tmp_path, monkeypatch, "fashion_mnist", device="cpu: Test CPU, 2 torch thread(s)"
+    )
+    t4 = (out / "reffakd_table4.md").read_text()
+    assert "| ResNet18 | baseline | resnet18 (width 16), 3 epochs | 95.30 | 80.00 |" in t4
+    assert (
+        "12-epoch lenet5 student (61,750 params) / 3-epoch resnet18 teacher (width 16, 701,178 "
+        "params), fashion_mnist, seed 0, device cpu: Test CPU, 2 torch thread(s); final-epoch "
+        "test accuracy (the paper: its best epoch, selected on the test set)"
+    ) in t4
+    assert "best validation accuracy (5,000 held-out training images" in t4
+    assert "auto" not in t4 and "auto" not in (out / "cost.md").read_text()
+    assert "device cpu: Test CPU, 2 torch thread(s)." in (out / "cost.md").read_text()
+
+
+def test_records_without_a_device_say_so_instead_of_the_param(tmp_path, monkeypatch):
+    out = _run_tables(tmp_path, monkeypatch, "fashion_mnist")
+    for name in ("reffakd_table4.md", "reffakd_table7.md", "comparison.md", "cost.md"):
+        text = (out / name).read_text()
+        assert "device not recorded" in text and "device auto" not in text, name
+
+
+def test_ran_on_names_each_device_once_and_never_auto():
+    from kdlab.tables import ran_on
+
+    assert ran_on(["cpu: X, 1 torch thread(s)", "cpu: X, 1 torch thread(s)"]) == (
+        "cpu: X, 1 torch thread(s)"
+    )
+    assert ran_on(["auto", None, "cuda: H100"]) == "not recorded; cuda: H100"
+    assert ran_on([]) == "not recorded" and ran_on(["cpu"]) == "cpu"
+
+
+def test_cost_rows_sum_the_soft_label_stages_and_divide():
+    from kdlab.tables import cost_rows
+
+    rec = {
+        "teacher": {"wall_time_s": 300.0, "peak_rss_mib": 1200.0},
+        "cae": {"wall_time_s": 30.0, "peak_rss_mib": 900.0},
+        "soft_labels": {"wall_time_s": 10.0, "peak_rss_mib": 700.0},
+    }
+    rows = cost_rows(rec)
+    assert [r["wall_time_s"] for r in rows] == [300.0, 40.0, 7.5]
+    assert [r["peak_rss_mib"] for r in rows] == [1200.0, 900.0, 1200.0 / 900.0]
+    assert len(cost_rows({**rec, "cae": None})) == 1  # no ratio without both sides

@@ -7,13 +7,14 @@ One source: ``kdlab/papers/<paper>.yaml`` (``tables:`` holds each table's publis
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from kdlab.io import write_text
+from kdlab import blocks
 from kdlab.tables import published
 
 PAPERS = ("reffakd", "simkd", "hao", "srrl", "patel")
@@ -123,13 +124,28 @@ def paper_tables(paper: str) -> dict[str, dict[str, Any]]:
     return tables
 
 
+def _paper_scale(path: Path) -> bool:
+    """A committed run record at the paper's own setting (``"scale": "paper"``); a reduced-scale
+    record, or a file that is not a record, never makes a cell comparable."""
+    try:
+        rec = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(rec, dict) and rec.get("scale") == "paper"
+
+
 def _rows_with_records(root: Path, comp: dict[str, Any]) -> set[str]:
-    """Rows of a ``comparable:`` block whose arm has a committed record (``<arm>_seed*.json``
-    under its ``records`` folder): a paper-setting cell counts once a run of it landed."""
+    """Rows of a ``comparable:`` block whose arm has a committed paper-scale record
+    (``<arm>_seed*.json`` under its ``records`` folder, ``"scale": "paper"``): a paper-setting
+    cell counts once a run of it landed."""
     if not comp:
         return set()
     folder = root / comp["records"]
-    return {row for row, arm in comp["rows"].items() if any(folder.glob(f"{arm}_seed*.json"))}
+    return {
+        row
+        for row, arm in comp["rows"].items()
+        if any(_paper_scale(f) for f in folder.glob(f"{arm}_seed*.json"))
+    }
 
 
 def catalogue(root: Path | None = None) -> list[Entry]:
@@ -177,6 +193,17 @@ def catalogue(root: Path | None = None) -> list[Entry]:
 def as_dicts(entries: list[Entry]) -> list[dict[str, Any]]:
     """JSON-ready rows."""
     return [asdict(e) for e in entries]
+
+
+def as_json(entries: list[Entry]) -> dict[str, Any]:
+    """``kdlab papers --json``: every entry (its status from what is committed) and the counts
+    per status, of tables and of published cells, as :func:`status_counts` prints them."""
+    return {
+        "entries": as_dicts(entries),
+        "tables_by_status": {s: sum(e.status == s for e in entries) for s in STATUSES},
+        "cells_by_status": cell_counts(entries),
+        "direction_checks_committed": sum(e.check_committed for e in entries),
+    }
 
 
 def readme_results(entries: list[Entry], prefix: str = "") -> str:
@@ -256,22 +283,17 @@ def to_text(entries: list[Entry]) -> str:
     return "\n".join(rows) + "\n"
 
 
-START, END = "<!-- papers:start -->", "<!-- papers:end -->"
+def page_prefix(page: Path, root: Path | None = None) -> str:
+    """How a Markdown page at ``page`` links to a path relative to ``root`` (default the
+    working directory): ``../`` for a page in docs/, ``""`` beside it."""
+    rel = os.path.relpath((root or Path.cwd()).resolve(), Path(page).resolve().parent)
+    return "" if rel == "." else f"{Path(rel).as_posix()}/"
 
 
 def update_readme(readme: Path, entries: list[Entry], root: Path | None = None) -> bool:
-    """Replace the text between ``<!-- papers:start -->`` and ``<!-- papers:end -->`` in
+    """Replace the ``papers`` block (``<!-- papers:start -->`` ... ``<!-- papers:end -->``) of
     ``readme`` (any Markdown page) with :func:`readme_results`, its links relative to the
     page's folder (outputs are relative to ``root``, default the working directory, as
     :func:`catalogue`); True when the file changed."""
-    rel = os.path.relpath((root or Path.cwd()).resolve(), Path(readme).resolve().parent)
-    prefix = "" if rel == "." else f"{Path(rel).as_posix()}/"
-    text = readme.read_text(encoding="utf-8")
-    if START not in text or END not in text:
-        raise ValueError(f"{readme}: needs the markers {START} ... {END}")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    new = f"{head}{START}\n{readme_results(entries, prefix)}{END}{tail}"
-    if new != text:
-        write_text(readme, new)
-    return new != text
+    text = readme_results(entries, page_prefix(readme, root))
+    return blocks.update(readme, {"papers": text})

@@ -207,7 +207,7 @@ def cmd_papers(args) -> None:
 
     entries = catalogue.catalogue()
     if args.json:
-        print(json.dumps(catalogue.as_dicts(entries), indent=2))
+        print(json.dumps(catalogue.as_json(entries), indent=2))
     elif args.readme:
         changed = catalogue.update_readme(Path(args.readme), entries)
         print(f"{args.readme}: papers section {'updated' if changed else 'up to date'}")
@@ -215,11 +215,34 @@ def cmd_papers(args) -> None:
         print(catalogue.to_text(entries), end="")
 
 
+def cmd_results(args) -> None:
+    from kdlab import results_page
+
+    page = Path(args.page)
+    if args.check:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            copy = Path(tmp) / page.name
+            copy.write_text(page.read_text(encoding="utf-8"), encoding="utf-8")
+            stale = results_page.update(copy, Path.cwd(), page)
+        if stale:
+            raise RuntimeError(f"{page}: generated blocks are stale; run `kdlab results {page}`")
+        print(f"{page}: generated blocks up to date")
+        return
+    changed = results_page.update(page)
+    print(f"{page}: generated blocks {'updated' if changed else 'up to date'}")
+
+
 def cmd_report(args) -> None:
     from kdlab import reports
 
     out, sources = reports.report(
-        args.name, Path(args.repo), all_commits=args.all_commits, replace=args.replace
+        args.name,
+        Path(args.repo),
+        all_commits=args.all_commits,
+        replace=args.replace,
+        scale=args.scale,
     )
     print(out.read_text(), end="")
     print(f"\nCell sources ({len(sources)}):")
@@ -300,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("papers", cmd_papers, "catalogue of every seed table: cells, status, command")
     sp.add_argument("--json", action="store_true")
     sp.add_argument("--readme", metavar="README", help="rewrite its papers section (markers)")
+    sp = add("results", cmd_results, "rewrite the generated blocks (every number) of a page")
+    sp.add_argument("page", nargs="?", default="docs/results.md", help="default docs/results.md")
+    sp.add_argument("--check", action="store_true", help="exit 2 when the page is stale")
     sp = add("report", cmd_report, "a paper table from the finished DVC experiments (grids)")
     sp.add_argument("name", help="e.g. reffakd_table10 (kdlab papers lists the commands)")
     sp.add_argument("--repo", default=".", help="DVC repository (default .)")
@@ -309,6 +335,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="drop the committed records and write the experiments' table even when it fills "
         "fewer cells than the committed one",
+    )
+    sp.add_argument(
+        "--scale",
+        metavar="SCALE",
+        help="show the cells of this scale (data[subset]/<student epochs>ep, e.g. "
+        "fashion_mnist/200ep) instead of the records' main one, in results/NAME-SCALE.md; "
+        "cells of every scale stay in the records",
     )
     sp = add("queue", cmd_queue, "queue the DVC experiments of a pairs x methods table")
     sp.add_argument("name", help="e.g. srrl_table6 (from the preset in params.yaml)")

@@ -21,7 +21,7 @@ import pandas as pd
 
 from kdlab import paths
 from kdlab.catalogue import paper_tables
-from kdlab.report_records import Built, write_report
+from kdlab.report_records import Built, at_scale, main_scale, write_report
 from kdlab.seeds import exp_show, flatten, listed_methods, lookup, runs_from_exp_show
 
 # Where tables built from finished experiments go: outside `tables/` (the `tables` stage's
@@ -169,21 +169,23 @@ def _values(runs: list[dict[str, Any]], key: str) -> str:
     return ", ".join(str(v) for v in seen)
 
 
-def scale_note(runs: list[dict[str, Any]], models: list[str]) -> str:
-    """What the runs behind a table ran at: models, epochs, data, device, KL reduction."""
+def reduction_note(runs: list[dict[str, Any]], models: list[str]) -> str | None:
+    """The KL reduction each model's runs used (what ran is the "What ran" note, built from
+    the cells' records: kdlab.report_records.what_ran)."""
     by_model = {m: _values(runs, f"method_params.{m}.reduction") for m in models}
-    reductions = "; ".join(f"{m} {r}" for m, r in by_model.items() if r != "None")
-    sizes = _values(runs, "data.subset")
-    subset = f" (a seeded subset of {sizes} images)" if sizes not in ("", "None") else ""
-    return (
-        f"Ours: {_values(runs, 'student.train.epochs')}-epoch {_values(runs, 'student.model')} "
-        f"students, {_values(runs, 'teacher.train.epochs')}-epoch "
-        f"{_values(runs, 'teacher.model')} teacher (options {_values(runs, 'teacher.options')}), "
-        f"{_values(runs, 'data.name')}{subset}, device {_values(runs, 'device')}, seeds "
-        f"{_values(runs, 'seed')}, final-epoch test accuracy"
-        + (f"; KL reduction: {reductions}" if reductions else "")
-        + "."
-    )
+    reductions = "; ".join(f"{m} {r}" for m, r in by_model.items() if r not in ("None", ""))
+    return f"KL reduction: {reductions}." if reductions else None
+
+
+def with_devices(runs: list[dict[str, Any]], models: list[str], repo: Path) -> None:
+    """Set each run's ``device`` to the one its stage records of ``models`` name (records of
+    older code name none: the report then says "not recorded", never the param ``auto``)."""
+    for run in runs:
+        for model in models:
+            record = run_record(repo, run["rev"], model_stage(model)) or {}
+            if record.get("device"):
+                run["device"] = record["device"]
+                break
 
 
 def model_stage(model: str) -> str:
@@ -240,13 +242,17 @@ def report(
     return write_report(name, build_report(name, repo, all_commits), stem, replace)[0]
 
 
-def build_report(name: str, repo: Path, all_commits: bool = False) -> Built:
-    """The table ``name`` from the finished experiments of ``repo``, with a header naming our
-    scale, the alpha convention and the measured wall time, and the runs behind each cell."""
+def build_report(
+    name: str, repo: Path, all_commits: bool = False, scale: str | None = None
+) -> Built:
+    """The table ``name`` from the finished experiments of ``repo`` at one scale (``scale``,
+    else the committed records' main scale), with a header naming the alpha convention and the
+    measured wall time, and the runs behind each cell."""
     known = [*GRIDS, *ROWS, *PAIRS]
     if name not in known:
         raise ValueError(f"unknown report {name!r}; known: {', '.join(known)}")
-    runs = runs_from_exp_show(exp_show(repo, all_commits))
+    scale = scale or main_scale(repo, name)
+    runs, others = at_scale(runs_from_exp_show(exp_show(repo, all_commits)), scale)
     extra = None  # a direction check's rank agreement
     where: dict[tuple[str, str], list[dict[str, Any]]] = {}
     if name in GRIDS:
@@ -271,15 +277,18 @@ def build_report(name: str, repo: Path, all_commits: bool = False) -> Built:
             mine.setdefault(json.dumps(r["params"], sort_keys=True), r)
     notes = [
         f"From {len(mine)} finished DVC runs of `dvc exp show` (presets "
-        f"{', '.join(spec.profiles)}); {filled} of {len(df) * len(cols)} cells have a run.",
-        scale_note(list(mine.values()), models)
-        if mine
-        else "No run of these presets has finished.",
+        f"{', '.join(spec.profiles)}"
+        + (f", scale {scale}" if scale else "")
+        + f"); {filled} of {len(df) * len(cols)} cells have a run."
+        + ("" if mine else " No run of these presets has finished."),
         ALPHA_CONVENTION[spec.paper] + ".",
         "ours = mean ± sample std (n - 1) over seeds when n > 1; — = no finished run.",
         "The paper's numbers come from its own scale (its full-length GPU runs): where ours "
         "ran shorter or on other data, the difference compares the two scales, not the methods.",
     ]
+    reduction = reduction_note(list(mine.values()), models)
+    if reduction:
+        notes.insert(1, reduction)  # where the run's scale was said
     if getattr(spec, "note", ""):
         notes.append(spec.note)
     if extra:
@@ -287,8 +296,19 @@ def build_report(name: str, repo: Path, all_commits: bool = False) -> Built:
     wall = wall_time_note(list(mine.values()), models, repo)
     if wall:
         notes.append(wall)
+    behind = {id(r): r for rs in where.values() for r in rs}
+    behind.update({id(r): r for r in mine.values()})
+    with_devices(list(behind.values()), models, repo)
     full_title = title + getattr(spec, "title", "") + " (ours from DVC experiments)"
-    return Built(df, full_title, notes, cell_runs=where, runs=list(mine.values()))
+    return Built(
+        df,
+        full_title,
+        notes,
+        cell_runs=where,
+        runs=list(mine.values()),
+        scale=scale,
+        other_scales=others,
+    )
 
 
 @dataclass(frozen=True)

@@ -25,11 +25,12 @@ from kdlab import paths
 from kdlab.experiments import (
     ALPHA_CONVENTION,
     REPORTS,
+    reduction_note,
     run_record,
-    scale_note,
     wall_time_note,
+    with_devices,
 )
-from kdlab.report_records import Built, layout, setting, write_report
+from kdlab.report_records import Built, at_scale, layout, main_scale, setting, write_report
 from kdlab.seeds import exp_show, flatten, listed_methods, runs_from_exp_show
 
 EPOCHS = (100, 300, 500, 1000)
@@ -59,7 +60,11 @@ def alpha_epochs(
 
 
 def histories_from_experiments(
-    repo: Path, method: str = "kd", profile: str = "hao", column: str = "test_acc"
+    repo: Path,
+    method: str = "kd",
+    profile: str = "hao",
+    column: str = "test_acc",
+    runs: list[dict[str, Any]] | None = None,
 ) -> tuple[dict[float, pd.DataFrame], list[dict[str, Any]]]:
     """Per-epoch ``column`` of ``method`` in each finished experiment of preset
     ``profile``, keyed by our alpha (the last run wins when an alpha repeats): columns ``epoch``
@@ -69,7 +74,7 @@ def histories_from_experiments(
     out: dict[float, pd.DataFrame] = {}
     used: dict[float, dict[str, Any]] = {}
     tsv = (paths.live(f"distill/{method}") / "plots" / "metrics" / f"{column}.tsv").as_posix()
-    for run in runs_from_exp_show(exp_show(repo)):
+    for run in runs_from_exp_show(exp_show(repo)) if runs is None else runs:
         flat = {k: json.loads(v) for k, v in flatten(run["params"]).items()}
         if flat.get("profile_name") != profile or method not in listed_methods(run["params"]):
             continue
@@ -113,17 +118,39 @@ def report_hao_figure3(
     return write_report("hao_figure3", built, repo / REPORTS / "hao_figure3", replace)[0]
 
 
-def build_hao_figure3(repo: Path, method: str = "kd", column: str = "test_acc") -> Built:
-    """The figure's table from the hao preset's experiments, with the scale they ran at and
-    their measured wall time; the plot is drawn when a cell comes from an experiment."""
-    histories, runs = histories_from_experiments(repo, method, column=column)
+# Which epoch the figure's numbers are: every column is its own epoch count, none final.
+EPOCH = (
+    "ours: test accuracy after each column's epoch count of one constant-lr run per alpha "
+    "(measured there, nothing selected on the test set); the paper's figure prints no points"
+)
+
+
+def build_hao_figure3(
+    repo: Path, method: str = "kd", column: str = "test_acc", scale: str | None = None
+) -> Built:
+    """The figure's table from the hao preset's experiments at one scale (``scale``, else the
+    committed records' main scale), with their measured wall time; the plot is drawn when a
+    cell comes from an experiment."""
+    scale = scale or main_scale(repo, "hao_figure3")
+    found, others = at_scale(runs_from_exp_show(exp_show(repo)), scale)
+    histories, runs = histories_from_experiments(repo, method, column=column, runs=found)
+    with_devices(runs, [method], repo)
     df = alpha_epochs(histories, column=column)
     if not histories:
         notes = [
             f"No finished hao experiment with a per-epoch {column} history; queue them with "
             "`kdlab papers` (hao figure3 command)."
         ]
-        return Built(df, TITLE, notes, keys=2, after_write=_plot_if(column))
+        return Built(
+            df,
+            TITLE,
+            notes,
+            keys=2,
+            after_write=_plot_if(column),
+            scale=scale,
+            other_scales=others,
+            epoch=EPOCH,
+        )
     lay = layout(list(df.columns), keys=2)
     by_alpha = {float(json.loads(flatten(r["params"])["alpha"])): r for r in runs}
     cell_runs = {
@@ -138,7 +165,6 @@ def build_hao_figure3(repo: Path, method: str = "kd", column: str = "test_acc") 
         + (f"; not run: paper alpha {', '.join(missing)} (— cells)." if missing else "."),
         f"{column} of the {method} student after each epoch count, from one run per alpha "
         "(constant lr: epoch k of the long run equals a k-epoch run; tests/test_figures.py).",
-        scale_note(runs, [method]),
         ALPHA_CONVENTION["hao"] + " (rows are labelled with both).",
         "The paper's figure is an image without printed points: no paper or difference column.",
     ]
@@ -152,10 +178,13 @@ def build_hao_figure3(repo: Path, method: str = "kd", column: str = "test_acc") 
             f"flipped; the teacher ({flat.get('teacher.model')}, trained on the same noisy "
             f"images) reaches {teacher['test_acc']:.2f}% test accuracy."
         )
+    reduction = reduction_note(runs, [method])
+    if reduction:
+        notes.insert(2, reduction)
     wall = wall_time_note(runs, [method], repo)
     if wall:
         notes.append(wall)
-    return Built(df, TITLE, notes, 2, cell_runs, runs, _plot_if(column))
+    return Built(df, TITLE, notes, 2, cell_runs, runs, _plot_if(column), scale, others, EPOCH)
 
 
 TITLE = "Hao Figure 3: student accuracy (%) over alpha x epochs (ours)"

@@ -24,12 +24,13 @@ from kdlab.experiments import (
     REPORTS,
     mean_std,
     model_stage,
+    reduction_note,
     run_record,
-    scale_note,
+    with_devices,
 )
 from kdlab.models import build_model
 from kdlab.models.patel import count_weights
-from kdlab.report_records import Built, write_report
+from kdlab.report_records import Built, at_scale, main_scale, write_report
 from kdlab.seeds import exp_show, flatten, listed_methods, runs_from_exp_show
 
 NETS = {"vgg": "p_vgg16", "resnet": "p_resnet18", "densenet": "p_densenet121"}
@@ -168,11 +169,13 @@ def report_patel(name: str, repo: Path, replace: bool = False) -> Path:
     return write_report(name, build_patel(name, repo), repo / REPORTS / name, replace)[0]
 
 
-def build_patel(name: str, repo: Path) -> Built:
-    """Patel Table 1, 2 or 3 from ``repo``'s experiments (every cell's runs: the preset's)."""
+def build_patel(name: str, repo: Path, scale: str | None = None) -> Built:
+    """Patel Table 1, 2 or 3 from ``repo``'s experiments at one scale (``scale``, else the
+    committed records' main scale; every cell's runs: the preset's)."""
     if name not in TABLES:
         raise ValueError(f"unknown Patel table {name!r}; known: {', '.join(TABLES)}")
-    runs = runs_from_exp_show(exp_show(repo))
+    scale = scale or main_scale(repo, name)
+    runs, others = at_scale(runs_from_exp_show(exp_show(repo)), scale)
 
     def records(run: dict[str, Any], stage: str) -> dict[str, Any] | None:
         return run_record(repo, run["rev"], stage)
@@ -181,8 +184,8 @@ def build_patel(name: str, repo: Path) -> Built:
     df = build_table1(runs, records) if table == "table1" else build_kd_table(runs, records, table)
     mine = [r for r, _ in _runs(runs)]
     notes = [
-        f"From {len(mine)} finished DVC runs of the patel preset.",
-        scale_note(mine, ["kd"]) if mine else "No run of the patel preset has finished.",
+        f"From {len(mine)} finished DVC runs of the patel preset."
+        + ("" if mine else " No run of the patel preset has finished."),
         ALPHA_CONVENTION["patel"] + ".",
         "Times: each stage's own training time (its record's train_time_s) on our machine; the "
         "paper's are wall times on its machines (Table 2: NCSU VCL, Table 3: Google Colab).",
@@ -192,4 +195,8 @@ def build_patel(name: str, repo: Path) -> Built:
         "Guessed: the VGG16 step milestones (the paper gives none; the patel preset header).",
     ]
     title = paper_tables("patel")[table]["title"] + " (ours from DVC experiments)"
-    return Built(df, title, notes, runs=mine)
+    reduction = reduction_note(mine, ["kd"])
+    if reduction:
+        notes.insert(1, reduction)  # where the run's scale was said
+    with_devices(mine, ["kd"], repo)
+    return Built(df, title, notes, runs=mine, scale=scale, other_scales=others)

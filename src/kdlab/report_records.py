@@ -3,20 +3,28 @@ those records with the cells a report finds in DVC experiments.
 
 A report's table is rows (a *setting*: the row label) x cell groups (a *column*: ``reffakd``,
 ``top1``, an epoch count ...). One record is one filled cell: its setting, column, scale,
-seeds, device, the rendered values of the cell's columns (``scores``: exactly what the table
-prints, e.g. ``{"top1 ours": "86.59 ± 0.31", "top1 n": 3, ...}``), the experiments it came
-from (``exp``: run names and revisions) and its ``source``. Records are kept in git, so any
-clone rebuilds a committed table from them alone; the file also keeps the report's title,
-columns and header notes, so the rebuild is byte-identical.
+seeds, the device that ran it (``None``: not recorded), the models that ran (with widths and
+parameter counts), the rendered values of the cell's columns (``scores``: exactly what the
+table prints, e.g. ``{"top1 ours": "86.59 ± 0.31", "top1 n": 3, ...}``), the experiments it
+came from (``exp``: run names and revisions) and its ``source``. Records are kept in git, so
+any clone rebuilds a committed table from them alone; the file also keeps the report's title,
+columns, header notes and the scale its main table shows, so the rebuild is byte-identical.
+
+Scales (``scale_of``: data set, subset, student epochs) never mix: a cell is keyed by
+(setting, column, scale). A table shows one scale: ``results/<report>.md`` the records' main
+scale (the first committed), ``results/<report>-<scale>.md`` any other one chosen with
+``kdlab report NAME --scale SCALE``. Cells of the other scales stay in the records file,
+never overwritten; runs at another scale are left out of the table, and the cell sources say
+so. The table's "What ran" note is built from the shown cells' records on every write.
 
 Merge rule (:func:`merge`): a cell found in the experiments replaces the record of the same
-setting and column only when it is at the record's scale, complete (its seeds include the
-record's) and newer (its runs' timestamp is later than the record's); otherwise the record
-stays and the experiment cell is reported as kept out. An experiment cell that prints exactly
-the record's values is the same result (e.g. a fresh clone's HEAD commit, which carries the
-run a grid started from): the record stays, and the source line says the experiment agrees.
-A cell with no record takes the experiments' cell. ``replace=True`` drops every record: the
-table is the experiments' alone.
+setting, column and scale only when it is complete (its seeds include the record's) and newer
+(its runs' timestamp is later than the record's); otherwise the record stays and the
+experiment cell is reported as kept out. An experiment cell that prints exactly the record's
+values is the same result (e.g. a fresh clone's HEAD commit, which carries the run a grid
+started from): the record stays, and the source line says the experiment agrees. A cell with
+no record takes the experiments' cell. ``replace=True`` drops every record: the table is the
+experiments' alone.
 A row's columns outside any cell group (best lr, difference with the baseline, direction)
 follow the source of the row's first filled cell.
 
@@ -26,8 +34,10 @@ is never written unless ``replace`` is given.
 
 from __future__ import annotations
 
+import ast
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +47,7 @@ import pandas as pd
 from kdlab.io import write_text
 
 RECORDS = Path("results/records")
-FORMAT = 1
+FORMAT = 2
 
 
 class ReportShrinks(ValueError):
@@ -104,7 +114,14 @@ def count_filled(df: pd.DataFrame, keys: int = 1) -> tuple[int, int]:
 
 
 # ---------------------------------------------------------------------------------------------
-# The merge
+# What ran: scale, models, device
+
+
+# What a report's numbers are, per paper (the "What ran" note ends with it).
+FINAL_EPOCH = (
+    "ours: final-epoch test accuracy, nothing selected on the test set; the paper: its best "
+    "epoch, selected on the test set"
+)
 
 
 @dataclass
@@ -119,6 +136,9 @@ class Built:
     cell_runs: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
     runs: list[dict[str, Any]] = field(default_factory=list)  # every run behind the table
     after_write: Any = None  # callable(df, stem, from_experiments: bool): extra outputs (plots)
+    scale: str | None = None  # the scale the table shows (None: the runs' own, one at most)
+    other_scales: dict[str, int] = field(default_factory=dict)  # runs left out, per scale
+    epoch: str = FINAL_EPOCH  # which epoch ours and the paper's numbers are
 
 
 def scale_of(params: dict[str, Any]) -> str:
@@ -130,6 +150,100 @@ def scale_of(params: dict[str, Any]) -> str:
     return f"{data.get('name')}{f'[{subset}]' if subset else ''}/{epochs}ep"
 
 
+def at_scale(
+    runs: list[dict[str, Any]], scale: str | None
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """The runs at ``scale`` (all of them for None) and how many runs each other scale has."""
+    if scale is None:
+        return list(runs), {}
+    kept, others = [], {}
+    for run in runs:
+        s = scale_of(run.get("params") or {})
+        if s == scale:
+            kept.append(run)
+        else:
+            others[s] = others.get(s, 0) + 1
+    return kept, dict(sorted(others.items()))
+
+
+def scale_slug(scale: str) -> str:
+    """A scale as part of a file name: ``fashion_mnist/200ep`` -> ``fashion_mnist-200ep``."""
+    return re.sub(r"[^A-Za-z0-9_]+", "-", scale).strip("-")
+
+
+def param_count(model: str, options: dict[str, Any], data: str | None, input_size=None):
+    """Parameters of ``model`` as built for data set ``data`` (None when it cannot be built:
+    an unknown model or data set)."""
+    try:
+        import torch
+
+        from kdlab.data import get_dataset
+        from kdlab.models import build_model, count_params
+
+        spec = get_dataset(str(data))
+        kw = dict(options or {})
+        if input_size:
+            kw["input_size"] = int(input_size)
+        with torch.device("meta"):
+            return count_params(build_model(model, spec.num_classes, spec.shape[0], **kw))
+    except Exception:  # a report still prints without the count
+        return None
+
+
+def models_of(params: dict[str, Any]) -> str | None:
+    """``12-epoch lenet5 students (61,750 params); 3-epoch resnet18 teacher (width 16, 701,178
+    params)``: the models a run trained, from its params."""
+    from kdlab.tables import model_text
+
+    data = (params.get("data") or {}).get("name")
+    parts = []
+    for key, role in (("student", "students"), ("teacher", "teacher")):
+        mc = params.get(key) or {}
+        if not mc.get("model"):
+            continue
+        options = mc.get("options") or {}
+        n = param_count(mc["model"], options, data, mc.get("input_size"))
+        epochs = (mc.get("train") or {}).get("epochs")
+        parts.append(model_text(mc["model"], epochs, n, options, role))
+    return "; ".join(parts) or None
+
+
+def _recorded_device(run: dict[str, Any]) -> str | None:
+    """The device a run's records name (``run["device"]``, filled by the writer from its stage
+    records), else its ``device`` param when that names one (not ``auto``); None: unknown."""
+    if run.get("device"):
+        return str(run["device"])
+    param = (run.get("params") or {}).get("device")
+    return None if param in (None, "", "auto") else str(param)
+
+
+WHAT_RAN = "What ran (each shown cell's record): "
+
+
+def what_ran(cells: list[dict[str, Any]], epoch: str) -> str:
+    """The note naming, for the shown cells, their scale, models (widths, parameter counts,
+    epochs), seeds and the device that ran, grouped; then which epoch the numbers are."""
+    from kdlab.tables import ran_on
+
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for c in cells:
+        key = (c["scale"], c.get("models") or "models not recorded", ran_on([c.get("device")]))
+        groups.setdefault(key, []).append(c)
+    parts = []
+    for (scale, models, device), cs in groups.items():
+        seeds = sorted({s for c in cs for s in c["seeds"]})
+        parts.append(
+            f"{scale}: {models}; seeds {', '.join(map(str, seeds))}; device {device}"
+            + (f" ({len(cs)} of {len(cells)} cells)" if len(groups) > 1 else "")
+        )
+    body = " | ".join(parts) if parts else "no filled cell"
+    return f"{WHAT_RAN}{body}. {epoch[0].upper()}{epoch[1:]}."
+
+
+# ---------------------------------------------------------------------------------------------
+# The merge
+
+
 def _run_ref(run: dict[str, Any]) -> str:
     return f"{run.get('name')}@{str(run.get('rev'))[:7]}"
 
@@ -139,12 +253,19 @@ def _experiment_cell(
 ) -> dict[str, Any]:
     params = [r.get("params") or {} for r in runs]
     refs = [_run_ref(r) for r in runs] or ["(runs not known)"]
+    devices = sorted({d for d in map(_recorded_device, runs) if d})
+    models = []
+    for p in params:
+        m = models_of(p)
+        if m and m not in models:
+            models.append(m)
     return {
         "setting": sett,
         "column": group,
         "scale": ", ".join(sorted({scale_of(p) for p in params})) or "unknown",
         "seeds": sorted({int(p.get("seed", 0)) for p in params}),
-        "device": ", ".join(sorted({str(p.get("device")) for p in params})),
+        "device": "; ".join(devices) if devices else None,
+        "models": " | ".join(models) or None,
         "scores": {c: plain(row[c]) for c in lay.groups[group]},
         "exp": refs,
         "timestamp": max((str(r.get("timestamp") or "") for r in runs), default=""),
@@ -172,34 +293,66 @@ def _newer_and_complete(exp: dict[str, Any], rec: dict[str, Any]) -> list[str]:
     return why
 
 
+def _scales(cells) -> list[str]:
+    return sorted({c["scale"] for c in cells})
+
+
+def shown_scale(name: str, built: Built, stored: dict[str, Any] | None) -> str | None:
+    """The scale the table shows: the writer's (``--scale``), else the records' main scale,
+    else the one scale of the experiments' cells; several with nothing chosen is an error."""
+    if built.scale:
+        return built.scale
+    if stored is not None and stored.get("scale"):
+        return stored["scale"]
+    found = {s for (sett, g), runs in built.cell_runs.items() for s in map(scale_of, _params(runs))}
+    if len(found) > 1:
+        raise ValueError(
+            f"{name}: the experiments ran at {len(found)} scales ({', '.join(sorted(found))}); "
+            f"choose one: kdlab report {name} --scale SCALE"
+        )
+    return next(iter(found), None)
+
+
+def _params(runs):
+    return [r.get("params") or {} for r in runs]
+
+
 def merge(
     name: str, built: Built, stored: dict[str, Any] | None, replace: bool = False
 ) -> tuple[pd.DataFrame, list[str], str, list[str], dict[str, Any]]:
     """The merged table, its notes and title, one line per filled cell naming its source (and
     per experiment cell kept out, why), and the new record file. The experiments' table is the
     base (every row, the paper's columns); each filled cell is the experiments' or the
-    record's by the rule of the module docstring."""
+    record's by the rule of the module docstring; only cells at the shown scale are shown,
+    records of every other scale are kept as they are (``replace`` drops the shown scale's
+    records only, or every record when the table's columns changed)."""
     columns = list(built.df.columns)
     lay = layout(columns, built.keys)
-    records: dict[tuple[str, str], dict[str, Any]] = {}
-    if stored is not None and not replace:
-        if stored["columns"] != columns:
+    if stored is not None and stored["columns"] != columns:
+        if not replace:
             raise ValueError(
                 f"{name}: the committed records ({RECORDS.as_posix()}/{name}.json) have "
                 f"columns {stored['columns']}, this table {columns}; --replace to start afresh"
             )
-        records = {(c["setting"], c["column"]): c for c in stored["cells"]}
+        stored = None  # another layout: nothing of it can be kept
+    sel = shown_scale(name, built, None if replace else stored)
+    main = (stored or {}).get("scale") or sel
+    kept = [c for c in (stored or {}).get("cells", []) if not (replace and c["scale"] == sel)]
+    records = {(c["setting"], c["column"], c["scale"]): c for c in kept}
     rows, sources, kept_out, cells = [], [], [], []
+    from_records: list[dict[str, Any]] = []
     n_exp = n_rec = 0
     for fresh in built.df.to_dict("records"):
         sett, row, first = setting(fresh, lay), dict(fresh), True
         for group in lay.groups:
-            rec = records.pop((sett, group), None)
+            rec = records.pop((sett, group, sel), None)
             take, agrees = None, ""
             if is_filled(fresh, lay, group):
                 runs = built.cell_runs.get((sett, group)) or built.runs
                 take = _experiment_cell(sett, group, fresh, lay, runs)
                 why = _newer_and_complete(take, rec) if rec is not None else []
+                if sel is not None and take["scale"] != sel and not why:
+                    why = [f"its scale {take['scale']} is not the table's {sel}"]
                 if rec is not None and printed(take["scores"]) == printed(rec["scores"]):
                     agrees, take = f"; experiment ref {', '.join(take['exp'])} agrees", None
                 elif why:
@@ -215,6 +368,7 @@ def merge(
                     take["row"] = {c: plain(fresh[c]) for c in extra}
             if take is None and rec is not None:
                 take = rec
+                from_records.append(rec)
                 row.update(rec["scores"])
                 if first:
                     row.update(rec.get("row") or {})
@@ -227,68 +381,179 @@ def merge(
                 first = False
                 cells.append(take)
         rows.append(row)
-    for (sett, group), rec in records.items():  # its row is gone from the table: kept on file
-        kept_out.append(f"{sett} / {group}: committed record not in the table (no such row)")
+    shown = list(cells)
+    other: dict[str, int] = {}
+    for (sett, group, scale), rec in records.items():  # kept on file, never overwritten
+        if scale == sel:
+            kept_out.append(f"{sett} / {group}: committed record not in the table (no such row)")
+        else:
+            other[scale] = other.get(scale, 0) + 1
         cells.append(rec)
+    for scale, n in sorted(other.items()):
+        kept_out.append(
+            f"{n} committed cells at scale {scale} kept in the records, not shown "
+            f"(kdlab report {name} --scale {scale})"
+        )
+    for scale, n in built.other_scales.items():
+        kept_out.append(
+            f"{n} experiment runs at scale {scale} left out (kdlab report {name} --scale {scale})"
+        )
     merged = pd.DataFrame(rows, columns=columns)
     title, notes = built.title, list(built.notes)
-    if n_exp == 0 and stored is not None and not replace:
-        title, notes = stored["title"], list(stored["notes"])
+    others = dict((stored or {}).get("others") or {})
+    if replace:
+        others.pop(sel, None)
+    saved = None  # the title and notes committed with this scale's table
+    if stored is not None and not replace:
+        saved = stored if sel == main else others.get(sel)
+    if n_exp == 0 and saved is not None:
+        title, notes = saved["title"], list(saved["notes"])
     elif n_rec:
         filled, total = count_filled(merged, built.keys)
-        scales = sorted({c["scale"] for c in cells if not c["source"].startswith("experiments")})
+        scales = _scales(from_records)
         notes.append(
             f"{filled} of {total} cells filled: {n_exp} from the experiments above, {n_rec} "
             f"from the committed records at scale {', '.join(scales)} "
             f"({RECORDS.as_posix()}/{name}.json; `kdlab report` prints each cell's source)."
         )
+    notes = [n for n in notes if not n.startswith(WHAT_RAN)]
+    notes.insert(min(1, len(notes)), what_ran(shown, built.epoch))
+    if sel != main:
+        others[sel] = {"title": title, "notes": notes}
+    top = stored if sel != main and stored is not None else {"title": title, "notes": notes}
+    # (with ``replace`` the main scale's title and notes are the new table's)
     new = {
         "format": FORMAT,
         "report": name,
-        "title": title,
+        "title": top["title"],
         "columns": columns,
-        "notes": notes,
+        "notes": top["notes"],
         "merge_rule": MERGE_RULE,
+        "scale": main,
+        **({"others": dict(sorted(others.items()))} if others else {}),
         "cells": cells,
     }
     return merged, notes, title, sources + kept_out, new
 
 
 MERGE_RULE = (
-    "an experiment cell replaces the record of the same setting and column only when it is at "
-    "the record's scale, its seeds include the record's and its runs are newer (one that prints "
-    "the record's values leaves the record); a row's columns outside the cell groups follow its "
-    "first filled cell"
+    "cells are keyed by setting, column and scale; an experiment cell replaces the record of "
+    "the same key only when its seeds include the record's and its runs are newer (one that "
+    "prints the record's values leaves the record); a row's columns outside the cell groups "
+    "follow its first filled cell; a table shows one scale and keeps every other scale's "
+    "records"
 )
 
 
-def committed_filled(stem: Path, stored: dict[str, Any] | None, keys: int = 1) -> int:
-    """Filled cells of the committed table: its records, or its CSV where it has none."""
-    counts = [len(stored["cells"])] if stored else []
+def committed_filled(
+    stem: Path, stored: dict[str, Any] | None, keys: int = 1, scale: str | None = None
+) -> int:
+    """Filled cells of the committed table at ``scale``: its records, or its CSV where it has
+    none."""
+    cells = [c for c in (stored or {}).get("cells", []) if scale is None or c["scale"] == scale]
+    counts = [len(cells)] if stored else []
     csv = stem.with_suffix(".csv")
     if csv.exists():
         counts.append(count_filled(pd.read_csv(csv), keys)[0])
     return max(counts, default=0)
 
 
+# ---------------------------------------------------------------------------------------------
+# Format 1 -> 2: the "Ours: ..." note becomes each cell's models and the generated "What ran"
+# note; the unresolved device param ``auto`` becomes "not recorded" (None).
+
+_OURS = re.compile(
+    r"^Ours: (?P<se>[^,]+?)-epoch (?P<s>\S+) students, (?P<te>[^,]+?)-epoch (?P<t>\S+) teacher "
+    r"\(options (?P<o>\{.*?\})\), (?P<data>\w+)"
+)
+
+
+def upgrade(stored: dict[str, Any]) -> dict[str, Any]:
+    """A format-1 record file in format 2 (a format-2 one unchanged)."""
+    if stored.get("format") == FORMAT:
+        return stored
+    if stored.get("format") != 1:
+        raise ValueError(f"records of format {stored.get('format')!r}: not 1 or {FORMAT}")
+    out = dict(stored, format=FORMAT, merge_rule=MERGE_RULE)
+    notes, models = [], None
+    for note in stored["notes"]:
+        m = _OURS.match(note)
+        if not m:
+            notes.append(note)
+            continue
+        params = {
+            "data": {"name": m["data"]},
+            "student": {"model": m["s"], "train": {"epochs": m["se"]}},
+            "teacher": {
+                "model": m["t"],
+                "options": ast.literal_eval(m["o"]),
+                "train": {"epochs": m["te"]},
+            },
+        }
+        models = models_of(params)
+        if "; KL reduction: " in note:
+            notes.append("KL reduction: " + note.split("; KL reduction: ", 1)[1])
+    out["notes"] = notes
+    out["cells"] = [
+        {
+            **c,
+            "device": None if c.get("device") in (None, "", "auto") else c["device"],
+            "models": c.get("models") or models,
+        }
+        for c in stored["cells"]
+    ]
+    scales = _scales(out["cells"])
+    out["scale"] = scales[0] if len(scales) == 1 else None
+    return out
+
+
+def read_stored(path: Path, name: str) -> dict[str, Any] | None:
+    """The record file of report ``name`` at ``path`` (upgraded to this format), or None."""
+    if not path.exists():
+        return None
+    stored = json.loads(path.read_text(encoding="utf-8"))
+    if stored.get("report") != name or stored.get("format") not in (1, FORMAT):
+        raise ValueError(f"{path}: not a format-{FORMAT} record file of report {name!r}")
+    return upgrade(stored)
+
+
+def from_records(name: str, stored: dict[str, Any]) -> Built:
+    """The table of a record file alone, in the layout it was committed in (one key column):
+    a report whose writer has changed layout since (awaiting its rerun) still rebuilds from
+    its records, notes included, while ``kdlab report`` refuses it."""
+    stored = upgrade(stored)
+    columns = stored["columns"]
+    if len(layout(columns).keys) != 1 or any(", " in c["setting"] for c in stored["cells"]):
+        raise ValueError(f"{name}: from_records rebuilds tables with one key column only")
+    settings = [c["setting"] for c in stored["cells"] if c["scale"] == stored.get("scale")]
+    rows = [{columns[0]: s} for s in dict.fromkeys(settings)]
+    return Built(pd.DataFrame(rows, columns=columns), stored["title"], stored["notes"])
+
+
+def main_scale(repo: Path, name: str) -> str | None:
+    """The scale ``results/<name>.md`` shows (its records'), or None before any record."""
+    stored = read_stored(Path(repo) / RECORDS / f"{name}.json", name)
+    return None if stored is None else stored.get("scale")
+
+
 def write_report(
     name: str, built: Built, stem: Path, replace: bool = False
 ) -> tuple[Path, list[str]]:
     """Merge ``built`` with the records beside ``stem`` (``<stem dir>/records/<name>.json``),
-    refuse to shrink the committed table, then write ``stem``.md/.csv, any extra outputs and
-    the records. Returns the Markdown path and the cells' sources."""
+    refuse to shrink the committed table, then write the shown scale's table (``stem``.md/.csv
+    for the records' main scale, ``<stem>-<scale>`` for another), any extra outputs and the
+    records. Returns the Markdown path and the cells' sources."""
     from kdlab.tables import write_table
 
     records_dir = stem.parent / "records"
     path = records_dir / f"{name}.json"
-    stored = None
-    if path.exists():
-        stored = json.loads(path.read_text(encoding="utf-8"))
-        if stored.get("format") != FORMAT or stored.get("report") != name:
-            raise ValueError(f"{path}: not a format-{FORMAT} record file of report {name!r}")
+    stored = read_stored(path, name)
     df, notes, title, sources, new = merge(name, built, stored, replace)
+    sel = shown_scale(name, built, None if replace else stored)
+    if sel is not None and new["scale"] is not None and sel != new["scale"]:
+        stem = stem.with_name(f"{stem.name}-{scale_slug(sel)}")
     filled, total = count_filled(df, built.keys)
-    before = committed_filled(stem, stored, built.keys)
+    before = committed_filled(stem, stored, built.keys, sel)
     if filled < before and not replace:
         raise ReportShrinks(
             f"{name}: the new table fills {filled} of {total} cells, the committed "

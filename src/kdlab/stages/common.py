@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 import sys
 import time
 from dataclasses import dataclass
@@ -72,13 +73,41 @@ SEED_STREAMS = {
 }
 
 
+def cpu_name() -> str:
+    """The CPU model (``/proc/cpuinfo``'s model name; the platform's processor elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def device_name(device: torch.device, threads: int | None = None) -> str:
+    """The device that ran, as records name it: ``cpu: AMD EPYC, 2 torch thread(s)``,
+    ``cuda: NVIDIA H100 80GB HBM3``; never the ``device`` param (``auto``)."""
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    if device.type == "cpu":
+        n = torch.get_num_threads() if threads is None else threads
+        return f"cpu: {cpu_name()}, {n} torch thread(s)"
+    return device.type
+
+
+# The device this stage's process resolved (:func:`start`); :func:`write_metrics` records it.
+_RAN_ON: dict[str, str] = {}
+
+
 def start(cfg: Config, stream: str) -> torch.device:
     """Seed the stage's stream, set threads and pick the device at the start of a stage."""
     if stream not in SEED_STREAMS:
         raise ValueError(f"unknown seed stream {stream!r}; allowed: {', '.join(SEED_STREAMS)}")
     setup_threads(cfg.threads)
     seed_everything(cfg.seed + SEED_STREAMS[stream])
-    return resolve_device(cfg.device)
+    device = resolve_device(cfg.device)
+    _RAN_ON["device"] = device_name(device)
+    return device
 
 
 def start_training(cfg: Config, stream: str) -> torch.device:
@@ -88,8 +117,10 @@ def start_training(cfg: Config, stream: str) -> torch.device:
     distributed.maybe_relaunch(cfg.distributed)
     device = start(cfg, stream)
     ctx, device = distributed.init(cfg.distributed, device)
-    if ctx.enabled and ctx.is_main:
-        print(f"[distributed] {ctx.world_size} processes (DDP), this is rank 0 on {device}")
+    if ctx.enabled:
+        _RAN_ON["device"] = f"{device_name(device)}, {ctx.world_size} processes (DDP)"
+        if ctx.is_main:
+            print(f"[distributed] {ctx.world_size} processes (DDP), this is rank 0 on {device}")
     return device
 
 
@@ -280,9 +311,11 @@ def finish_training_stage(
 
 
 def write_metrics(stage: str, values: dict[str, Any], t0: float) -> Path:
-    """A stage's plain record (:func:`kdlab.paths.metrics`), with its wall time and peak
-    memory."""
+    """A stage's plain record (:func:`kdlab.paths.metrics`), with its wall time, peak memory
+    and the device that ran it (:func:`device_name`; reports name it, never ``auto``)."""
     values = dict(values)
+    if "device" in _RAN_ON:
+        values.setdefault("device", _RAN_ON["device"])
     values["wall_time_s"] = round(time.time() - t0, 2)
     values["peak_rss_mib"] = round(peak_rss_mib(), 1)
     return write_json(paths.metrics(stage), values)
