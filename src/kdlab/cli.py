@@ -234,6 +234,15 @@ def cmd_results(args) -> None:
     print(f"{page}: generated blocks {'updated' if changed else 'up to date'}")
 
 
+def cmd_reproduce(args) -> None:
+    from kdlab import reproduce
+
+    plan = reproduce.make_plan(args.name, Path(args.repo), args.scale, args.seeds)
+    print(reproduce.plan_text(plan), end="", flush=True)
+    if not args.dry_run:
+        reproduce.execute(plan, Path(args.repo))
+
+
 def cmd_report(args) -> None:
     from kdlab import reports
 
@@ -326,6 +335,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("results", cmd_results, "rewrite the generated blocks (every number) of a page")
     sp.add_argument("page", nargs="?", default="docs/results.md", help="default docs/results.md")
     sp.add_argument("--check", action="store_true", help="exit 2 when the page is stale")
+    sp = add("reproduce", cmd_reproduce, "plan, run and resume a paper grid, then report it")
+    sp.add_argument("name", help="e.g. reffakd_table10 (a T x alpha x methods grid)")
+    sp.add_argument("--scale", default="paper", help="paper (default), cpu, current or a preset")
+    sp.add_argument("--seeds", type=int, nargs="+", help="default: the preset's seed")
+    sp.add_argument("--repo", default=".", help="DVC repository (default .)")
+    sp.add_argument("--dry-run", action="store_true", help="print the plan only")
     sp = add("report", cmd_report, "a paper table from the finished DVC experiments (grids)")
     sp.add_argument("name", help="e.g. reffakd_table10 (kdlab papers lists the commands)")
     sp.add_argument("--repo", default=".", help="DVC repository (default .)")

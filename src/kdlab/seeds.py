@@ -91,6 +91,31 @@ def mark_diverged(scores: dict[str, dict[str, Any]]) -> None:
                     values[k] = math.nan
 
 
+def grid_cell_runs(run: dict[str, Any]) -> list[dict[str, Any]]:
+    """The cells of a run's ``distill_grid`` as single runs: each cell's scores
+    (``grid_<cell>`` in ``metrics/grid_summary.json``) under its method's name, with the params
+    its single ``distill@<method>`` run would have (its alpha, temperature, method params), so
+    every report reads grid cells and single runs alike."""
+    cells = ((run["params"].get("grid") or {}).get("cells")) or {}
+    out = []
+    for name, cell in cells.items():
+        scores = run["scores"].get(f"grid_{name}")
+        if not isinstance(cell, dict) or not scores or "method" not in cell:
+            continue
+        method = cell["method"]
+        params = json.loads(json.dumps(run["params"]))  # a deep copy
+        params["grid"] = {"cells": {}}
+        params["alpha"] = cell.get("alpha", params.get("alpha"))
+        params["temperature"] = cell.get("temperature", params.get("temperature"))
+        params["methods"] = {method: (run["params"].get("methods") or {}).get(method, "grid")}
+        mp = params.setdefault("method_params", {})
+        mp[method] = {**(mp.get(method) or {}), **(cell.get("params") or {})}
+        out.append(
+            {**run, "name": f"{run['name']}:{name}", "params": params, "scores": {method: scores}}
+        )
+    return out
+
+
 REPO_KEY = "kdlab_repo"  # where exp_show notes the repository an entry was read from
 
 
@@ -100,6 +125,7 @@ def runs_from_exp_show(
     """Finished runs (baseline commits and their experiments) from ``dvc exp show --json``,
     each as ``{"name", "rev", "params", "scores": {model: {metric: value}}}``.
 
+    A run of the ``distill_grid`` stage also gives one run per cell (:func:`grid_cell_runs`).
     The workspace entry is left out (it repeats whichever run was applied last), as are runs
     still queued or running, failed runs and runs whose params could not be read. With
     ``repo`` (by default the one :func:`exp_show` noted), a commit's metrics files that its
@@ -126,15 +152,15 @@ def runs_from_exp_show(
                 for model, values in model_scores(m["data"]).items():
                     scores.setdefault(model, {}).update(values)
         mark_diverged(scores)
-        runs.append(
-            {
-                "name": name,
-                "rev": entry["rev"],
-                "params": params,
-                "scores": scores,
-                "timestamp": body.get("timestamp"),  # when the run was committed
-            }
-        )
+        run = {
+            "name": name,
+            "rev": entry["rev"],
+            "params": params,
+            "scores": scores,
+            "timestamp": body.get("timestamp"),  # when the run was committed
+        }
+        runs.append(run)
+        runs.extend(grid_cell_runs(run))
 
     base_repo: str | None = None
     for base in data:

@@ -1,0 +1,385 @@
+"""``kdlab reproduce NAME``: plan, price, run, resume and report one paper grid.
+
+The grids here are ReffAKD's T x alpha x {KD, ReffAKD} tables (:data:`kdlab.experiments.GRIDS`):
+every cell shares the teacher/student pair and the data and differs only in method, alpha and
+temperature, so the cells train together in one ``distill_grid`` run (``grid.cells``) on a
+committed baseline that holds the shared stages (teacher + its cached logits, CAE + soft labels).
+
+Why a committed baseline: DVC skips its run-cache for stages with ``cache: false`` outputs
+(treeverse/dvc#8738), so anything run on a commit whose ``dvc.lock`` lacks the teacher would
+retrain it. The baseline lives on branch ``reproduce/NAME``; each seed adds a baseline commit
+(its shared stages) and a grid commit (its cells). A rerun finds the finished cells in those
+commits (``dvc exp show``, read by :func:`kdlab.seeds.runs_from_exp_show`) and in the committed
+report records, and trains only the rest; an interrupted grid resumes each cell from its
+checkpoint (same cell params, same fingerprint).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kdlab import experiments, presets
+from kdlab.catalogue import paper_tables
+from kdlab.report_records import RECORDS, scale_of
+from kdlab.seeds import REPO_KEY, runs_from_exp_show
+
+# The stages that make what a method reads (its entry in params.yaml `methods`), trained once
+# per seed in the baseline commit.
+SHARED_STAGES = {
+    "teacher": ("train_teacher", "teacher_logits"),
+    "soft_labels": ("train_cae", "soft_labels"),
+}
+# Which model's speed prices each stage, and which params give its epochs.
+STAGE_ROLE = {"train_teacher": "teacher", "train_cae": "cae", "train_student": "student"}
+ROLE_EPOCHS = {"teacher": "teacher", "cae": "cae", "student": "student", "distill": "student"}
+SCALES = {"paper": 0, "cpu": -1}  # --scale shorthands: the table's first / last preset
+CURRENT = "current"  # --scale current: params.yaml as it is (custom or tiny setups)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One cell of a grid: a setting (the paper's row label) of one method at one seed."""
+
+    setting: str  # "T=20, alpha=0.6"
+    model: str  # our method: kd, reffakd
+    column: str  # the paper's column: vanilla_kd, reffakd
+    alpha: float
+    temperature: float
+    seed: int
+
+    @property
+    def name(self) -> str:
+        """The ``grid.cells`` key: letters, digits, '_' (config.py's rule)."""
+        return f"{self.model}_T{self.temperature:g}_a{self.alpha:g}".replace(".", "p")
+
+    def grid_entry(self) -> dict[str, Any]:
+        return {"method": self.model, "alpha": self.alpha, "temperature": self.temperature}
+
+
+@dataclass
+class Plan:
+    """What ``kdlab reproduce`` will do, before doing any of it."""
+
+    name: str
+    preset: str  # or CURRENT
+    scale: str  # kdlab.report_records.scale_of the params: data set and student epochs
+    params: dict[str, Any]
+    seeds: list[int]
+    shared: list[str]  # stages trained once per seed, in the baseline commit
+    cells: list[Cell]
+    finished: set[tuple[str, str, int]] = field(default_factory=set)  # (setting, model, seed)
+
+    @property
+    def todo(self) -> list[Cell]:
+        return [c for c in self.cells if (c.setting, c.model, c.seed) not in self.finished]
+
+    @property
+    def branch(self) -> str:
+        return f"reproduce/{self.name}"
+
+    def epochs(self, role: str) -> int:
+        return int(self.params[ROLE_EPOCHS[role]]["train"]["epochs"])
+
+
+def grid_names() -> list[str]:
+    """The entries ``kdlab reproduce`` runs: same-pair grids of :data:`experiments.GRIDS`."""
+    return list(experiments.GRIDS)
+
+
+def settings(name: str) -> list[tuple[str, float, float]]:
+    """``(row label, temperature, alpha)`` of each row of the published table: its labels
+    (``"T=20, alpha=0.6"``) are the settings, so they are said once, in papers/*.yaml."""
+    spec = experiments.GRIDS[name]
+    out = []
+    for row in paper_tables(spec.paper)[spec.table]["rows"]:
+        values = dict(part.split("=") for part in row[0].replace(" ", "").split(","))
+        out.append((row[0], float(values["T"]), float(values["alpha"])))
+    return out
+
+
+def choose_preset(name: str, scale: str) -> str:
+    """``paper`` -> the table's paper-scale preset, ``cpu`` -> its CPU one, else a preset name
+    (or ``current``)."""
+    profiles = experiments.GRIDS[name].profiles
+    if scale == CURRENT:
+        return CURRENT
+    if scale in SCALES:
+        # GRIDS lists a table's presets paper scale first; a CPU one only where there is one.
+        if scale == "cpu" and "default" not in profiles:
+            raise ValueError(
+                f"{name} has no CPU preset (its presets: {', '.join(profiles)}); "
+                "use --scale paper or name a preset"
+            )
+        return (
+            "paper"
+            if scale == "paper" and "paper" in profiles
+            else ("default" if scale == "cpu" else profiles[0])
+        )
+    if scale not in presets.names():
+        raise ValueError(f"unknown scale {scale!r}: paper, cpu, current or a preset")
+    return scale
+
+
+def preset_params(preset: str, repo: Path) -> tuple[str, dict[str, Any]]:
+    """The params.yaml text and values the run uses."""
+    text = (
+        (repo / "params.yaml").read_text(encoding="utf-8")
+        if preset == CURRENT
+        else presets.resolve(preset)
+    )
+    return text, yaml.safe_load(text)
+
+
+def shared_stages(params: dict[str, Any], methods: list[str]) -> list[str]:
+    """The stages making what the grid's methods read (params.yaml ``methods``: method ->
+    teacher / soft_labels), in pipeline order."""
+    sources = params.get("methods") or {}
+    for m in methods:
+        if m not in sources:
+            raise ValueError(f"method {m!r} is not in the preset's methods (what it reads)")
+    needed = {sources[m] for m in methods}
+    return [stage for src, stages in SHARED_STAGES.items() if src in needed for stage in stages]
+
+
+def make_plan(
+    name: str,
+    repo: Path,
+    scale: str = "paper",
+    seeds: list[int] | None = None,
+    only: list[str] | None = None,
+    runs: list[dict[str, Any]] | None = None,
+) -> Plan:
+    """The plan of ``name`` at ``scale``: cells (settings x methods x seeds; ``only`` keeps
+    those row labels) and which are finished (``runs``: finished DVC runs, by default read from
+    ``dvc exp show`` of HEAD and of branch ``reproduce/NAME``; plus the committed records)."""
+    if name not in experiments.GRIDS:
+        raise ValueError(f"kdlab reproduce runs the grids {', '.join(grid_names())}; not {name!r}")
+    spec = experiments.GRIDS[name]
+    preset = choose_preset(name, scale)
+    _, params = preset_params(preset, repo)
+    seeds = list(seeds) if seeds else [int(params.get("seed", 0))]
+    rows = [s for s in settings(name) if only is None or s[0] in only]
+    cells = [
+        Cell(label, model, column, alpha, temp, seed)
+        for seed in seeds
+        for label, temp, alpha in rows
+        for column, model in spec.models
+    ]
+    plan = Plan(
+        name,
+        preset,
+        scale_of(params),
+        params,
+        seeds,
+        shared_stages(params, [m for _, m in spec.models]),
+        cells,
+    )
+    if runs is None:
+        runs = finished_runs(repo, plan.branch)
+    plan.finished = finished_cells(plan, runs, repo)
+    return plan
+
+
+def finished_runs(repo: Path, branch: str) -> list[dict[str, Any]]:
+    """Finished runs of HEAD's experiments and of every commit of ``branch`` since it left
+    HEAD, through the project's one reader (:func:`kdlab.seeds.runs_from_exp_show`). Not
+    ``--all-commits``: that walks the whole history (minutes here)."""
+    revs = [("HEAD", 1)]
+    if _git(repo, "rev-parse", "-q", "--verify", f"refs/heads/{branch}", check=False):
+        base = _git(repo, "merge-base", "HEAD", branch)
+        revs.append((branch, 1 + int(_git(repo, "rev-list", "--count", f"{base}..{branch}"))))
+    data: list[dict[str, Any]] = []
+    for rev, num in revs:
+        cmd = [sys.executable, "-m", "dvc", "exp", "show", "--json", "--rev", rev, "-n", str(num)]
+        proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"`dvc exp show` failed in {repo}: {proc.stderr.strip()}")
+        for base in json.loads(proc.stdout) or []:
+            base[REPO_KEY] = str(repo)
+            data.append(base)
+    return runs_from_exp_show(data)
+
+
+def finished_cells(plan: Plan, runs: list[dict[str, Any]], repo: Path) -> set[tuple]:
+    """``(setting, model, seed)`` with a result at the plan's scale: in a finished run (grid
+    cells included) or in the committed records ``results/records/NAME.json``."""
+    spec = experiments.GRIDS[plan.name]
+    at = [r for r in runs if scale_of(r["params"]) == plan.scale]
+    done = {
+        (label, model, seed)
+        for label, per_model in experiments.collect(at, spec).items()
+        for model, by_seed in per_model.items()
+        for seed in by_seed
+    }
+    records = repo / RECORDS / f"{plan.name}.json"
+    if records.exists():
+        column_model = dict(spec.models)
+        for cell in json.loads(records.read_text(encoding="utf-8")).get("cells", []):
+            if cell.get("scale") == plan.scale and cell.get("column") in column_model:
+                for seed in cell.get("seeds") or []:
+                    done.add((cell["setting"], column_model[cell["column"]], int(seed)))
+    return done
+
+
+def speeds() -> dict[str, Any]:
+    """The committed speed table (kdlab/papers/speeds.yaml)."""
+    text = resources.files("kdlab.papers").joinpath("speeds.yaml").read_text(encoding="utf-8")
+    return yaml.safe_load(text)
+
+
+def estimate(plan: Plan) -> list[str]:
+    """One line per device class: the plan's training time from measured seconds per epoch
+    (speeds.yaml), or what is not measured. Soft labels and teacher logits (seconds) and
+    evaluation outside the epochs are not counted."""
+    table = speeds()
+    per_role = table["speeds"].get(plan.params.get("profile_name", plan.preset), {})
+    seeds_left = {c.seed for c in plan.todo}
+    work: list[tuple[str, int]] = []  # (role, epochs) of everything left to train
+    for stage in plan.shared:
+        if stage in STAGE_ROLE:
+            work += [(STAGE_ROLE[stage], plan.epochs(STAGE_ROLE[stage]))] * len(seeds_left)
+    work += [("distill", plan.epochs("distill"))] * len(plan.todo)
+    lines = []
+    for dev, label in table["device_classes"].items():
+        total, missing = 0.0, sorted({r for r, _ in work if dev not in per_role.get(r, {})})
+        for role, epochs in work:
+            if dev in per_role.get(role, {}):
+                total += per_role[role][dev]["s_per_epoch"] * epochs
+        if not work:
+            lines.append(f"{dev}: nothing left to train")
+        elif missing:
+            part = f"; the measured rest: {_hours(total)}" if total else ""
+            lines.append(
+                f"{dev}: not measured ({', '.join(missing)} of preset {plan.preset}){part}"
+            )
+        else:
+            lines.append(f"{dev}: {_hours(total)} ({label})")
+    return lines
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
+
+
+def plan_text(plan: Plan) -> str:
+    """The plan as printed before anything runs."""
+    n_set = len({c.setting for c in plan.cells})
+    models = sorted({c.model for c in plan.cells})
+    todo = plan.todo
+    lines = [
+        f"kdlab reproduce {plan.name}: preset {plan.preset}, scale {plan.scale}, "
+        f"seeds {' '.join(map(str, plan.seeds))}, branch {plan.branch}",
+        f"shared stages, trained once per seed in the baseline commit: {', '.join(plan.shared)}",
+        f"cells: {n_set} settings x {{{', '.join(models)}}} x {len(plan.seeds)} seed(s) = "
+        f"{len(plan.cells)}; finished {len(plan.cells) - len(todo)}, to run {len(todo)}",
+        f"run: one distill_grid per seed ({', '.join(models)} share the pair and the data): "
+        f"{len(todo)} students of {plan.epochs('distill')} epochs together",
+        f"epochs: teacher {plan.epochs('teacher')}, cae {plan.epochs('cae')}, "
+        f"students {plan.epochs('distill')}",
+        "estimated training time (kdlab/papers/speeds.yaml; a grid priced as its cells run "
+        "one by one):",
+        *(f"  {line}" for line in estimate(plan)),
+    ]
+    for seed in plan.seeds:
+        left = [c for c in todo if c.seed == seed]
+        if left:
+            lines.append(f"seed {seed}: {', '.join(c.name for c in left)}")
+    lines.append("then: kdlab report " + plan.name + f" --all-commits --scale {plan.scale}")
+    return "\n".join(lines) + "\n"
+
+
+def _git(repo: Path, *args: str, check: bool = True) -> str:
+    proc = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"git {' '.join(args)}: {proc.stderr.strip()}")
+    return proc.stdout.strip() if proc.returncode == 0 else ""
+
+
+def _run(repo: Path, cmd: list[str], log: list[str]) -> str:
+    """Run ``cmd``, echo and keep its output (the caller counts the stages that ran)."""
+    # This kdlab's source first: `python -m kdlab` must not find another checkout's install.
+    src = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, env=env)
+    out = proc.stdout + proc.stderr
+    log.append(out)
+    print(out, end="", flush=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed (exit {proc.returncode})")
+    return out
+
+
+def with_seed_and_cells(text: str, seed: int, cells: list[Cell]) -> str:
+    """params.yaml ``text`` with ``seed`` and ``grid.cells`` set, comments kept (both are
+    one-line values; a JSON mapping is YAML flow style)."""
+    entries = {c.name: c.grid_entry() for c in cells}
+    text, n_seed = re.subn(r"(?m)^seed: *[^\s#]+", f"seed: {seed}", text, count=1)
+    text, n_cells = re.subn(
+        r"(?m)^(grid:\s*(?:#.*)?\n(?:\s*#.*\n)*)  cells: *(?:\{\}|\{.*\})",
+        lambda m: m.group(1) + f"  cells: {json.dumps(entries)}",
+        text,
+        count=1,
+    )
+    if not (n_seed and n_cells):
+        raise ValueError("params.yaml has no one-line `seed:` or `grid:` / `  cells:` to set")
+    return text
+
+
+def stages_run(output: str) -> list[str]:
+    """The stages DVC ran, from its ``Running stage '...'`` lines."""
+    return re.findall(r"Running stage '([^']+)'", output)
+
+
+def execute(plan: Plan, repo: Path) -> list[str]:
+    """Run the plan on branch ``reproduce/NAME`` (created from the current commit, or resumed)
+    and write the report; returns the stages DVC ran, in order. Needs a clean work tree."""
+    start = _git(repo, "rev-parse", "--abbrev-ref", "HEAD")
+    if start != plan.branch:
+        if _git(repo, "status", "--porcelain", "--untracked-files=no"):
+            raise RuntimeError("commit or stash your changes first: the run commits on a branch")
+        if _git(repo, "rev-parse", "-q", "--verify", f"refs/heads/{plan.branch}", check=False):
+            _git(repo, "checkout", "-q", plan.branch)  # its dvc.lock holds the shared stages
+        else:
+            _git(repo, "checkout", "-q", "-b", plan.branch)
+    # else: a resumed run, its work tree as the interruption left it (dvc.lock holds every
+    # stage that finished, the grid's checkpoints hold every cell's last epoch).
+    text, _ = preset_params(plan.preset, repo)
+    dvc = [sys.executable, "-m", "dvc"]
+    log: list[str] = []
+    for seed in plan.seeds:
+        todo = [c for c in plan.todo if c.seed == seed]
+        if not todo:
+            continue
+        # Baseline: the preset and seed, no cells; the shared stages run once (a no-op when
+        # this branch's dvc.lock already holds them: a resumed run).
+        (repo / "params.yaml").write_text(with_seed_and_cells(text, seed, []))
+        _run(repo, [*dvc, "repro", *plan.shared], log)
+        _commit(repo, f"reproduce {plan.name}: baseline, preset {plan.preset}, seed {seed}")
+        (repo / "params.yaml").write_text(with_seed_and_cells(text, seed, todo))
+        _run(repo, [*dvc, "repro", "distill_grid"], log)
+        _commit(repo, f"reproduce {plan.name}: {len(todo)} grid cells, seed {seed}")
+    report = [sys.executable, "-m", "kdlab", "report", plan.name, "--all-commits"]
+    _run(repo, [*report, "--scale", plan.scale], log)
+    _git(repo, "add", "results")
+    _commit(repo, f"reproduce {plan.name}: report at scale {plan.scale}")
+    if start != plan.branch:
+        _git(repo, "checkout", "-q", start)
+    return [s for out in log for s in stages_run(out)]
+
+
+def _commit(repo: Path, message: str) -> None:
+    """Commit params, lock and the committed outputs when anything changed."""
+    paths = [p for p in ("params.yaml", "dvc.lock", "metrics", "plots") if (repo / p).exists()]
+    _git(repo, "add", *paths)
+    if _git(repo, "status", "--porcelain", "--untracked-files=no"):
+        _git(repo, "commit", "-qm", message)
