@@ -24,7 +24,7 @@ PAPERS = ("reffakd", "simkd", "hao", "srrl", "patel")
 # `comparable:` block becomes comparable for those rows once that block's output is committed.
 # Direction checks (`direction_check:`) are separate, reduced-scale tables: never comparable.
 STATUSES = ("comparable", "reduced_scale", "not_run", "out_of_scope")
-_REPORT = re.compile(r"kdlab report (\w+)")
+_REPORT = re.compile(r"kdlab (?:report|reproduce) (\w+)")  # reproduce ends in its report
 # `kdlab report` names implemented so far: kdlab.reports.names() (its registry imports this
 # module, so the names are repeated here; tests/test_papers.py holds the two equal).
 REPORTS = (

@@ -310,6 +310,8 @@ def _run(repo: Path, cmd: list[str], log: list[str]) -> str:
     # This kdlab's source first: `python -m kdlab` must not find another checkout's install.
     src = str(Path(__file__).resolve().parents[1])
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]))
+    # The stages' `python` is this one (its environment has torch), as in an activated venv.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, env=env)
     out = proc.stdout + proc.stderr
     log.append(out)

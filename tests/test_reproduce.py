@@ -1,0 +1,160 @@
+"""``kdlab reproduce``: the plan of a paper grid, its measured time estimate, and a tiny grid run
+end to end in a temporary git + DVC repository (baseline once, grid, report, resume)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+from fixtures import cli, tiny_params, write_fashion_mnist
+from kdlab import catalogue, reproduce
+
+
+def test_dry_run_plan_of_table10_trains_teacher_and_cae_once(capsys, monkeypatch):
+    monkeypatch.setattr(reproduce, "finished_runs", lambda repo, branch: [])  # no dvc here
+    r = cli(["reproduce", "reffakd_table10", "--dry-run", "--repo", REPO], capsys)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "preset paper, scale fashion_mnist/200ep, seeds 0" in out
+    assert (
+        "shared stages, trained once per seed in the baseline commit: "
+        "train_teacher, teacher_logits, train_cae, soft_labels\n" in out
+    )
+    assert "cells: 16 settings x {kd, reffakd} x 1 seed(s) = 32; finished 0, to run 32" in out
+    assert "one distill_grid per seed" in out and "epochs: teacher 200, cae 200" in out
+    # every measured figure or "not measured", per device class of speeds.yaml
+    assert "cpu_2core: not measured (cae, teacher of preset paper)" in out
+    assert "gpu_h100: not measured (distill of preset paper)" in out
+    cells = out.split("seed 0: ")[1].splitlines()[0].split(", ")
+    assert len(cells) == len(set(cells)) == 32 and "kd_T20_a0p6" in cells
+    assert "dvc exp run" not in out  # a dry run plans, it queues nothing
+
+
+def test_cpu_plan_finds_the_committed_cells(monkeypatch):
+    """The committed CPU Table 10 (records at fashion_mnist/12ep, seed 0) is finished: a rerun
+    trains nothing; seed 1 would train all 32 cells and one more teacher and CAE."""
+    monkeypatch.setattr(reproduce, "finished_runs", lambda repo, branch: [])
+    plan = reproduce.make_plan("reffakd_table10", REPO, "cpu", [0, 1])
+    assert plan.preset == "default" and plan.scale == "fashion_mnist/12ep"
+    assert [c.seed for c in plan.todo] == [1] * 32
+    text = reproduce.plan_text(plan)
+    # seed 1 only: 3 teacher epochs, 3 CAE epochs, 32 cells x 12 student epochs
+    expected = 3 * 92.29 + 3 * 12.05 + 32 * 12 * 6.08
+    assert f"cpu_2core: {expected / 60:.0f} min" in text  # 44 min
+
+
+def test_scales_and_names_refused_clearly():
+    with pytest.raises(ValueError, match="no CPU preset"):
+        reproduce.choose_preset("reffakd_table5", "cpu")
+    assert reproduce.choose_preset("reffakd_table5", "paper") == "reffakd_cifar100"
+    with pytest.raises(ValueError, match="unknown scale"):
+        reproduce.choose_preset("reffakd_table10", "gpu")
+    with pytest.raises(ValueError, match="runs the grids"):
+        reproduce.make_plan("srrl_table6", REPO, runs=[])
+
+
+def test_speed_table_numbers_are_their_records():
+    """Every speed is its committed record's measured seconds over its epochs."""
+    table = reproduce.speeds()
+    for preset, roles in table["speeds"].items():
+        for role, per_device in roles.items():
+            for dev, entry in per_device.items():
+                assert dev in table["device_classes"]
+                rec = json.loads((REPO / entry["source"]).read_text())
+                want = round(rec[entry["key"]] / rec["epochs"], 2)
+                assert entry["s_per_epoch"] == want, (preset, role, dev)
+
+
+def test_catalogue_grids_are_one_reproduce_line():
+    entries = {(e.paper, e.table): e for e in catalogue.catalogue(REPO)}
+    for table in ("table5", "table9", "table10"):
+        e = entries["reffakd", table]
+        assert e.command.startswith(f"kdlab reproduce reffakd_{table}") and e.report_ready
+
+
+def test_params_edit_keeps_comments():
+    text = (REPO / "src/kdlab/presets/default.yaml").read_text()
+    cell = reproduce.Cell("T=5, alpha=0.8", "kd", "vanilla_kd", 0.8, 5.0, 3)
+    new = yaml.safe_load(reproduce.with_seed_and_cells(text, 3, [cell]))
+    assert new["seed"] == 3
+    assert new["grid"]["cells"] == {"kd_T5_a0p8": {"method": "kd", "alpha": 0.8, "temperature": 5}}
+    assert new["alpha"] == yaml.safe_load(text)["alpha"]
+
+
+@pytest.fixture(scope="module")
+def tiny_repo(tmp_path_factory) -> Path:
+    """A git + DVC repository of the pipeline on the tiny fixture (nothing trained yet)."""
+    root = tmp_path_factory.mktemp("reproduce")
+    md5 = write_fashion_mnist(root / "fixture", n_train=300, n_test=100)
+    work = root / "repo"
+    work.mkdir()
+    for f in ("dvc.yaml", ".dvcignore"):
+        (work / f).write_text((REPO / f).read_text())
+    src = REPO / "src/kdlab"
+    for path in src.rglob("*"):
+        if path.is_file() and "__pycache__" not in path.parts:
+            (work / "src/kdlab" / path.relative_to(src)).parent.mkdir(parents=True, exist_ok=True)
+            (work / "src/kdlab" / path.relative_to(src)).write_bytes(path.read_bytes())
+    default = yaml.safe_load((REPO / "src/kdlab/presets/default.yaml").read_text())
+    params = tiny_params(default, root / "fixture", md5)
+    params["student"]["train"]["epochs"] = 1
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for cmd in (
+        ["git", "init", "-q", "-b", "main"],
+        ["git", "config", "user.email", "t@t"],
+        ["git", "config", "user.name", "t"],
+        [sys.executable, "-m", "dvc", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "commit", "-qm", "pipeline"],
+    ):
+        subprocess.run(cmd, cwd=work, check=True, capture_output=True)
+    return work
+
+
+FIRST = ["T=20, alpha=0.6", "T=5, alpha=0.8"]
+
+
+@pytest.mark.e2e
+def test_tiny_grid_runs_once_then_resumes_only_missing_cells(tiny_repo, capsys):
+    repo = tiny_repo
+    plan = reproduce.make_plan("reffakd_table10", repo, "current", only=FIRST)
+    assert len(plan.todo) == 4 and plan.shared == [
+        "train_teacher",
+        "teacher_logits",
+        "train_cae",
+        "soft_labels",
+    ]
+    ran = reproduce.execute(plan, repo)
+    # the teacher and the CAE once (a second training of either fails here), one grid
+    for stage in ("train_teacher", "teacher_logits", "train_cae", "soft_labels", "distill_grid"):
+        assert ran.count(stage) == 1, (stage, ran)
+    assert not any(s.startswith("distill@") for s in ran), ran
+    head = lambda *a: subprocess.run(  # noqa: E731
+        ["git", *a], cwd=repo, check=True, capture_output=True, text=True
+    ).stdout
+    assert head("rev-parse", "--abbrev-ref", "HEAD").strip() == "main"
+    summary = json.loads(head("show", f"{plan.branch}:metrics/grid_summary.json"))
+    assert summary["cells"] == 4 and "grid_kd_T20_a0p6" in summary
+
+    # A rerun with one more setting: the four finished cells are found (grid cells read as
+    # single runs), only the two new ones train, and no shared stage retrains.
+    more = reproduce.make_plan("reffakd_table10", repo, "current", only=[*FIRST, "T=1, alpha=0.9"])
+    assert [c.name for c in more.todo] == ["reffakd_T1_a0p9", "kd_T1_a0p9"]
+    ran = reproduce.execute(more, repo)
+    assert ran.count("distill_grid") == 1, ran
+    assert not {"train_teacher", "train_cae", "teacher_logits", "soft_labels"} & set(ran), ran
+    summary = json.loads(head("show", f"{plan.branch}:metrics/grid_summary.json"))
+    assert summary["cells"] == 2 and "grid_kd_T1_a0p9" in summary
+
+    # The report reads the cells of both grid commits; nothing is left to run.
+    report = head("show", f"{plan.branch}:results/records/reffakd_table10.json")
+    filled = {(c["setting"], c["column"]) for c in json.loads(report)["cells"]}
+    assert len(filled) == 6
+    done = reproduce.make_plan("reffakd_table10", repo, "current", only=[*FIRST, "T=1, alpha=0.9"])
+    assert done.todo == []
