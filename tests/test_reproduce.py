@@ -120,7 +120,9 @@ def tiny_repo(tmp_path_factory) -> Path:
 FIRST = ["T=20, alpha=0.6", "T=5, alpha=0.8"]
 
 
+# The real DVC pipeline: ~8 stage processes (each imports torch) take 2-3 min on 2 loaded cores.
 @pytest.mark.e2e
+@pytest.mark.slow
 def test_tiny_grid_runs_once_then_resumes_only_missing_cells(tiny_repo, capsys):
     repo = tiny_repo
     plan = reproduce.make_plan("reffakd_table10", repo, "current", only=FIRST)
