@@ -120,6 +120,12 @@ def tiny_repo(tmp_path_factory) -> Path:
 FIRST = ["T=20, alpha=0.6", "T=5, alpha=0.8"]
 
 
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=repo, check=True, capture_output=True, text=True
+    ).stdout
+
+
 # The real DVC pipeline: ~8 stage processes (each imports torch) take 2-3 min on 2 loaded cores.
 @pytest.mark.e2e
 @pytest.mark.slow
@@ -137,11 +143,8 @@ def test_tiny_grid_runs_once_then_resumes_only_missing_cells(tiny_repo, capsys):
     for stage in ("train_teacher", "teacher_logits", "train_cae", "soft_labels", "distill_grid"):
         assert ran.count(stage) == 1, (stage, ran)
     assert not any(s.startswith("distill@") for s in ran), ran
-    head = lambda *a: subprocess.run(  # noqa: E731
-        ["git", *a], cwd=repo, check=True, capture_output=True, text=True
-    ).stdout
-    assert head("rev-parse", "--abbrev-ref", "HEAD").strip() == "main"
-    summary = json.loads(head("show", f"{plan.branch}:metrics/grid_summary.json"))
+    assert git(repo, "rev-parse", "--abbrev-ref", "HEAD").strip() == "main"
+    summary = json.loads(git(repo, "show", f"{plan.branch}:metrics/grid_summary.json"))
     assert summary["cells"] == 4 and "grid_kd_T20_a0p6" in summary
 
     # A rerun with one more setting: the four finished cells are found (grid cells read as
@@ -151,11 +154,11 @@ def test_tiny_grid_runs_once_then_resumes_only_missing_cells(tiny_repo, capsys):
     ran = reproduce.execute(more, repo)
     assert ran.count("distill_grid") == 1, ran
     assert not {"train_teacher", "train_cae", "teacher_logits", "soft_labels"} & set(ran), ran
-    summary = json.loads(head("show", f"{plan.branch}:metrics/grid_summary.json"))
+    summary = json.loads(git(repo, "show", f"{plan.branch}:metrics/grid_summary.json"))
     assert summary["cells"] == 2 and "grid_kd_T1_a0p9" in summary
 
     # The report reads the cells of both grid commits; nothing is left to run.
-    report = head("show", f"{plan.branch}:results/records/reffakd_table10.json")
+    report = git(repo, "show", f"{plan.branch}:results/records/reffakd_table10.json")
     filled = {(c["setting"], c["column"]) for c in json.loads(report)["cells"]}
     assert len(filled) == 6
     done = reproduce.make_plan("reffakd_table10", repo, "current", only=[*FIRST, "T=1, alpha=0.9"])
