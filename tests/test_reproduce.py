@@ -87,6 +87,35 @@ def test_params_edit_keeps_comments():
     assert new["alpha"] == yaml.safe_load(text)["alpha"]
 
 
+def test_grid_cells_read_as_single_runs():
+    """A distill_grid run's cells become single runs for the reports and the finished-cell
+    search: the method's scores at the cell's alpha and T, its record the cell's."""
+    from kdlab import experiments, seeds
+
+    run = {
+        "name": "main",
+        "rev": "abc",
+        "params": {
+            "seed": 0,
+            "alpha": 0.6,
+            "temperature": 20.0,
+            "methods": {"kd": "teacher", "dkd": "teacher"},
+            "method_params": {"kd": {"reduction": "batchmean"}},
+            "grid": {"cells": {"kd_T5_a0p8": {"method": "kd", "alpha": 0.8, "temperature": 5.0}}},
+        },
+        "scores": {"grid_kd_T5_a0p8": {"test_acc": 88.0}, "dkd": {"test_acc": 80.0}},
+    }
+    (cell,) = seeds.grid_cell_runs(run)
+    assert cell["scores"] == {"kd": {"test_acc": 88.0}}
+    assert cell["params"]["alpha"] == 0.8 and cell["params"]["methods"] == {"kd": "teacher"}
+    assert cell["params"]["grid"] == {"cells": {}} and experiments.model_stage("kd", cell) == (
+        "grid/kd_T5_a0p8"
+    )
+    spec = experiments.GRIDS["reffakd_table10"]
+    cells = experiments.collect([run, cell], spec)
+    assert cells["T=5, alpha=0.8"] == {"kd": {0: 88.0}} and "kd" not in cells["T=20, alpha=0.6"]
+
+
 @pytest.fixture(scope="module")
 def tiny_repo(tmp_path_factory) -> Path:
     """A git + DVC repository of the pipeline on the tiny fixture (nothing trained yet)."""
@@ -147,10 +176,14 @@ def test_tiny_grid_runs_once_then_resumes_only_missing_cells(tiny_repo, capsys):
     summary = json.loads(git(repo, "show", f"{plan.branch}:metrics/grid_summary.json"))
     assert summary["cells"] == 4 and "grid_kd_T20_a0p6" in summary
 
-    # A rerun with one more setting: the four finished cells are found (grid cells read as
-    # single runs), only the two new ones train, and no shared stage retrains.
+    # A rerun with one more setting, resumed where a stopped run leaves it (on the branch, its
+    # params.yaml holding the grid's cells): the four finished cells are found (grid cells read
+    # as single runs), only the two new ones train, and no shared stage retrains.
     more = reproduce.make_plan("reffakd_table10", repo, "current", only=[*FIRST, "T=1, alpha=0.9"])
     assert [c.name for c in more.todo] == ["reffakd_T1_a0p9", "kd_T1_a0p9"]
+    git(repo, "checkout", "-q", plan.branch)
+    params = repo / "params.yaml"
+    params.write_text(reproduce.with_seed_and_cells(params.read_text(), 0, more.todo))
     ran = reproduce.execute(more, repo)
     assert ran.count("distill_grid") == 1, ran
     assert not {"train_teacher", "train_cae", "teacher_logits", "soft_labels"} & set(ran), ran

@@ -182,14 +182,17 @@ def with_devices(runs: list[dict[str, Any]], models: list[str], repo: Path) -> N
     older code name none: the report then says "not recorded", never the param ``auto``)."""
     for run in runs:
         for model in models:
-            record = run_record(repo, run["rev"], model_stage(model)) or {}
+            record = run_record(repo, run["rev"], model_stage(model, run)) or {}
             if record.get("device"):
                 run["device"] = record["device"]
                 break
 
 
-def model_stage(model: str) -> str:
-    """The stage that trains ``model``: ``student`` for ce, ``distill/<m>`` for a method."""
+def model_stage(model: str, run: dict[str, Any] | None = None) -> str:
+    """The stage that trains ``model``: ``student`` for ce, ``distill/<m>`` for a method, or
+    the run's own (``grid/<cell>`` for a grid cell, :func:`kdlab.seeds.grid_cell_runs`)."""
+    if run and model in (run.get("stages") or {}):
+        return run["stages"][model]
     return {"ce": "student", "teacher": "teacher"}.get(model, f"distill/{model}")
 
 
@@ -212,9 +215,14 @@ def wall_time_note(runs: list[dict[str, Any]], models: list[str], repo: Path) ->
     seen: set[str] = set()
     for run in runs:
         for model in models:
-            record = run_record(repo, run["rev"], model_stage(model))
-            # A stage an experiment did not rerun keeps its baseline's record: count it once.
-            key = json.dumps([model, record], sort_keys=True)
+            stage = model_stage(model, run)
+            record = run_record(repo, run["rev"], stage)
+            # A stage an experiment did not rerun keeps its baseline's record: count it once;
+            # a grid's cells share one wall time (each cell's record holds the whole grid's).
+            key = json.dumps(
+                ["grid", run["rev"]] if stage.startswith("grid/") else [model, record],
+                sort_keys=True,
+            )
             if record is not None and key not in seen:
                 seen.add(key)
                 total += float(record.get("wall_time_s", 0.0))

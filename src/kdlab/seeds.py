@@ -111,7 +111,13 @@ def grid_cell_runs(run: dict[str, Any]) -> list[dict[str, Any]]:
         mp = params.setdefault("method_params", {})
         mp[method] = {**(mp.get(method) or {}), **(cell.get("params") or {})}
         out.append(
-            {**run, "name": f"{run['name']}:{name}", "params": params, "scores": {method: scores}}
+            {
+                **run,
+                "name": f"{run['name']}:{name}",
+                "params": params,
+                "scores": {method: scores},
+                "stages": {method: f"grid/{name}"},  # its record: metrics/grid/<cell>.json
+            }
         )
     return out
 
