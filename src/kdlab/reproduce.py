@@ -42,7 +42,6 @@ SHARED_STAGES = {
 # Which model's speed prices each stage, and which params give its epochs.
 STAGE_ROLE = {"train_teacher": "teacher", "train_cae": "cae", "train_student": "student"}
 ROLE_EPOCHS = {"teacher": "teacher", "cae": "cae", "student": "student", "distill": "student"}
-SCALES = {"paper": 0, "cpu": -1}  # --scale shorthands: the table's first / last preset
 CURRENT = "current"  # --scale current: params.yaml as it is (custom or tiny setups)
 
 
@@ -113,18 +112,15 @@ def choose_preset(name: str, scale: str) -> str:
     profiles = experiments.GRIDS[name].profiles
     if scale == CURRENT:
         return CURRENT
-    if scale in SCALES:
-        # GRIDS lists a table's presets paper scale first; a CPU one only where there is one.
-        if scale == "cpu" and "default" not in profiles:
+    if scale == "cpu":
+        if "default" not in profiles:
             raise ValueError(
                 f"{name} has no CPU preset (its presets: {', '.join(profiles)}); "
                 "use --scale paper or name a preset"
             )
-        return (
-            "paper"
-            if scale == "paper" and "paper" in profiles
-            else ("default" if scale == "cpu" else profiles[0])
-        )
+        return "default"
+    if scale == "paper":  # the table's preset that is not the CPU profile
+        return next(p for p in profiles if p != "default")
     if scale not in presets.names():
         raise ValueError(f"unknown scale {scale!r}: paper, cpu, current or a preset")
     return scale
