@@ -80,10 +80,21 @@ def _resolve(node: ast.ImportFrom, name: str, is_package: bool) -> str | None:
     return ".".join([*base, node.module] if node.module else base)
 
 
+def _nodes(tree: ast.AST):
+    """Every node of ``tree`` except those under ``if TYPE_CHECKING:`` (never executed)."""
+    for node in ast.iter_child_nodes(tree):
+        test = getattr(node, "test", None) if isinstance(node, ast.If) else None
+        if isinstance(test, ast.Name | ast.Attribute) and "TYPE_CHECKING" in ast.unparse(test):
+            yield from (n for child in node.orelse for n in [child, *_nodes(child)])
+            continue
+        yield node
+        yield from _nodes(node)
+
+
 def _scan(root: Path, mod: Module, modules: dict[str, Path]) -> None:
     """Fill ``mod`` from its syntax tree."""
     is_package = mod.path.name == "__init__.py"
-    for node in ast.walk(ast.parse((root / mod.path).read_text(encoding="utf-8"))):
+    for node in _nodes(ast.parse((root / mod.path).read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             mod.imports |= {a.name for a in node.names if a.name in modules}
         elif isinstance(node, ast.ImportFrom):
@@ -94,12 +105,16 @@ def _scan(root: Path, mod: Module, modules: dict[str, Path]) -> None:
         elif isinstance(node, ast.Call):
             _scan_call(root, mod, node, modules)
         elif isinstance(node, ast.Name) and node.id == "__file__":
-            if mod.name not in UNTRACKED_READS:
-                raise DepgraphError(
-                    f"{mod.path} reads files through __file__: read package data with "
-                    "importlib.resources.files (tracked), or add it to UNTRACKED_READS with why"
-                )
+            _untracked(mod)
     mod.imports.discard(mod.name)
+
+
+def _untracked(mod: Module) -> None:
+    if mod.name not in UNTRACKED_READS:
+        raise DepgraphError(
+            f"{mod.path} reads files through __file__: read package data with "
+            "importlib.resources.files (tracked), or add it to UNTRACKED_READS with why"
+        )
 
 
 def _scan_call(root: Path, mod: Module, node: ast.Call, modules: dict[str, Path]) -> None:
