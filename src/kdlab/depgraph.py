@@ -39,7 +39,6 @@ UNTRACKED_READS = {
     "kdlab.train": "source_hash() hashes every .py to key resume checkpoints: a checkpoint "
     "of other code is dropped (costs time, never changes an output)",
 }
-GENERATED_NOTE = "generated: python -m kdlab.depgraph --write"
 _ENTRY = re.compile(r"python -m (kdlab(?:\.\w+)*)")
 
 
@@ -204,6 +203,8 @@ def stage_entries(root: Path) -> dict[str, str]:
         match = _ENTRY.search(spec.get("do", spec)["cmd"])
         if not match:
             raise DepgraphError(f"dvc.yaml stage {name}: its cmd runs no `python -m kdlab...`")
+        if name == PER_METHOD_STAGE and spec.get("foreach") != "${methods}":
+            raise DepgraphError(f"dvc.yaml stage {name}: not a foreach over ${{methods}}")
         out[name] = match.group(1)
     return out
 
@@ -234,7 +235,9 @@ def generate(root: Path) -> dict[str, list[str]]:
         if looks_up and stage == PER_METHOD_STAGE:
             own = {m: graph[f"{METHODS}.{m}"].path for m in methods}
             common = files | {f for m, fs in methods.items() for f in fs - {own[m]}}
-            for m, fs in methods.items():  # each item: common + its own file, nothing else
+            # Each item runs its method's closure: common + its own file, nothing else (true by
+            # construction today; a guard should `common` ever be narrowed).
+            for m, fs in methods.items():
                 if not fs <= common | {own[m]}:
                     extra = sorted(str(f) for f in fs - common - {own[m]})
                     raise DepgraphError(f"distill@{m} runs {extra}, outside its deps")

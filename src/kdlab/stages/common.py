@@ -12,7 +12,8 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from kdlab.config import Config, ConfigError, load_config
+from kdlab.config import Config, load_config
+from kdlab.errors import ConfigError
 
 Stage = Callable[[Config, argparse.Namespace], None]
 
