@@ -35,7 +35,8 @@ from kdlab.grid import GridCell, SharedTeacher, fit_grid, rng_state
 from kdlab.methods import get_method
 from kdlab.methods.base import TeacherLogits
 from kdlab.models import build_model
-from kdlab.train import fit, seed_everything
+from kdlab.runtime import seed_everything
+from kdlab.train import fit
 
 MEAN, STD = (0.2860,), (0.3530,)
 LIVE = [("kd", t, a) for t in (2.0, 4.0, 8.0, 16.0) for a in (0.5, 0.9)]

@@ -7,8 +7,9 @@
 #
 # `dvc repro` runs one stage at a time; on a GPU with a tight time budget (the lent machines
 # this project sees: minutes, no DVC installed) the three branches share the card instead.
-# The commands are the stages' own (`python -m kdlab <stage>`, as dvc.yaml runs them) on the
-# params.yaml in place, so outputs land where DVC would put them. Every training stage
+# The commands are the stages' own (`python -m kdlab <stage>`: the functions dvc.yaml runs from
+# kdlab.stages.<module>, after the check stage's validation) on the params.yaml in place, so
+# outputs land where DVC would put them. Every training stage
 # checkpoints each epoch: rerunning this script after a deadline resumes each unfinished stage
 # and skips the finished ones (their output exists).
 #

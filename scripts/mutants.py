@@ -229,7 +229,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "test_acc_reports_validation",
         [SAVED],
         (
-            TRAIN,
+            "src/kdlab/fitting.py",
             "evaluate_final_and_best",
             "final = distiller.evaluate(test_loader)",
             "final = result.final",
@@ -257,7 +257,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     _m(
         "loss_code_not_a_distill_dependency",
-        ["tests/test_architecture.py::test_every_stage_depends_on_exactly_the_source_it_runs"],
+        ["tests/test_depgraph.py::test_dvc_yaml_src_deps_are_the_generated_ones"],
         ("dvc.yaml", "stages.distill.do.deps", "src/kdlab/losses.py", None),
     ),
     _m(

@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from kdlab import blocks, run_records  # noqa: E402
-from kdlab.stages.common import cpu_name  # noqa: E402
+from kdlab.runtime import cpu_name  # noqa: E402
 
 RESULTS = REPO / "results" / "reffakd_table4"
 # (arm, label in the table); the paper's numbers come from src/kdlab/papers/reffakd.yaml.

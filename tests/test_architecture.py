@@ -18,8 +18,9 @@ def _module(path: Path) -> str:
 def import_graph() -> dict[str, set[str]]:
     """module -> the kdlab modules it imports (at any depth of the file).
 
-    A registry package importing its own sub-modules (``methods/__init__.py`` pulling in each
-    method so that it registers) is the registry pattern, not a dependency, and is left out.
+    A registry package importing its own sub-modules (``models/__init__.py`` pulling in each
+    model family so that it registers) is the registry pattern, not a dependency, and is left
+    out. Imports under ``if TYPE_CHECKING:`` (annotations only) are listed too.
     """
     modules = {_module(p): p for p in (SRC / "kdlab").rglob("*.py")}
     graph: dict[str, set[str]] = {}
@@ -63,7 +64,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_no_import_cycles():
     graph = import_graph()
-    assert "kdlab.methods" in graph["kdlab.config"]  # the graph sees real edges
+    assert "kdlab.errors" in graph["kdlab.config"]  # the graph sees real edges
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
 
 
@@ -78,86 +79,7 @@ def test_errors_and_schema_are_leaves():
     assert graph["kdlab.schema"] == {"kdlab.errors"}
 
 
-# The stage module each dvc.yaml stage runs through ``kdlab <command>`` (cli.py's dispatch).
-STAGE_MODULES = {
-    "download": "kdlab.stages.data",
-    "split": "kdlab.stages.data",
-    "train_teacher": "kdlab.stages.train",
-    "train_student": "kdlab.stages.train",
-    "train_cae": "kdlab.stages.train",
-    "soft_labels": "kdlab.stages.softlabels",
-    "teacher_logits": "kdlab.stages.teacher_logits",
-    "analyse": "kdlab.stages.analyse",
-    "probe": "kdlab.stages.probe",
-    "distill": "kdlab.stages.distill",
-    "distill_grid": "kdlab.stages.grid",
-    "profile": "kdlab.stages.profile",
-    "tables": "kdlab.stages.tables",
-}
-
-
-def _top_level_imports(path: Path) -> set[str]:
-    """kdlab modules a file imports at module level (cli.py imports each stage lazily)."""
-    out: set[str] = set()
-    for node in ast.parse(path.read_text()).body:
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("kdlab"):
-            out.add(node.module)
-    return out
-
-
-def runs(stage: str, graph: dict[str, set[str]], packages: list[str] = ()) -> set[str]:
-    """Every kdlab module a stage's command imports: ``kdlab/__main__.py`` and cli's module-level
-    imports, the stage
-    module, every module of the registry ``packages`` it dispatches to (the method, model and
-    data set registries: their members run when a stage looks one up), the packages above
-    each, and everything they import in turn."""
-    todo = _top_level_imports(SRC / "kdlab" / "cli.py") | {STAGE_MODULES[stage]}
-    todo |= {m for m in graph for p in packages if m == p or m.startswith(f"{p}.")}
-    # `python -m kdlab` runs __main__ -> cli; cli's other commands' lazy imports do not run.
-    seen: set[str] = {"kdlab.__main__", "kdlab.cli"}
-    while todo:
-        m = todo.pop()
-        if m in seen or m not in graph:
-            continue
-        seen.add(m)
-        parts = m.split(".")
-        todo |= {".".join(parts[:i]) for i in range(1, len(parts))}  # parent packages run too
-        todo |= graph[m]
-    return seen
-
-
-def _file_of(module: str) -> str:
-    rel = Path(*module.split("."))
-    return f"src/{rel}/__init__.py" if (SRC / rel / "__init__.py").exists() else f"src/{rel}.py"
-
-
-def test_every_stage_depends_on_exactly_the_source_it_runs():
-    """Reproducible by construction: a stage's deps cover every kdlab file its command imports
-    (so an edit reruns it), and every .py file it lists is one it imports (no stage reruns
-    for code it never runs)."""
-    import yaml
-
-    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    graph = import_graph()
-    assert set(STAGE_MODULES) == set(stages) - {"check"}  # every stage that runs kdlab code
-    for stage in STAGE_MODULES:
-        spec = stages[stage].get("do", stages[stage])
-        deps = [d for d in spec["deps"] if d.startswith("src/")]
-        packages = [d[4:].replace("/", ".") for d in deps if (REPO / d / "__init__.py").exists()]
-        needed = {_file_of(m) for m in runs(stage, graph, packages)}
-        missing = sorted(
-            f for f in needed if not any(f == d or f.startswith(f"{d}/") for d in deps)
-        )
-        assert not missing, f"{stage} runs {missing} but does not depend on them"
-        extra = sorted(d for d in deps if d.endswith(".py") and d not in needed)
-        assert not extra, f"{stage} depends on {extra} but never imports them"
-
-
-def test_stage_source_check_sees_a_missing_dep():
-    graph = import_graph()
-    distill = {_file_of(m) for m in runs("distill", graph, ["kdlab.methods"])}
-    assert "src/kdlab/losses.py" in distill and "src/kdlab/methods/kd.py" in distill
-    assert "src/kdlab/losses.py" not in {_file_of(m) for m in runs("train_cae", graph)}
+# Each stage's deps in dvc.yaml are generated from this graph's imports: tests/test_depgraph.py.
 
 
 def _function_lengths(path: Path, root: Path = SRC) -> dict[str, int]:

@@ -1,5 +1,7 @@
 import copy
+import os
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -7,7 +9,8 @@ import yaml
 
 from conftest import REPO
 from fixtures import cli
-from kdlab.config import ConfigError, load_config, load_preset, parse_config
+from kdlab.checks import load_preset, parse_checked
+from kdlab.config import ConfigError, load_config, parse_config
 from kdlab.models import model_names
 
 
@@ -95,7 +98,7 @@ def test_bad_values_are_named(default_params, edit, message):
     p = copy.deepcopy(default_params)
     edit(p)
     with pytest.raises(ConfigError) as err:
-        parse_config(p)
+        parse_checked(p)
     assert message in str(err.value)
 
 
@@ -103,7 +106,7 @@ def test_unknown_model_lists_close_matches(default_params):
     p = copy.deepcopy(default_params)
     p["teacher"]["model"] = "resnet19"
     with pytest.raises(ConfigError, match="Did you mean resnet18"):
-        parse_config(p)
+        parse_checked(p)
     assert "resnet18" in model_names()
 
 
@@ -245,7 +248,7 @@ def test_presets_are_overlays_of_the_default():
     for name in presets.names():
         overlay = yaml.safe_load(presets.read(name))
         full = yaml.safe_load(presets.resolve(name))
-        parse_config(full)
+        parse_checked(full)
         if name == "default":
             continue
         assert len(presets.read(name).splitlines()) < 80, name
@@ -287,3 +290,48 @@ def test_kdlab_preset_writes_the_resolved_file(tmp_path):
     assert "# kdlab parameters: the `paper` preset" in target.read_text()
     assert load_config(target).teacher.train.epochs == 200
     assert main(["--params", str(target), "preset", "nosuch"]) == 2
+
+
+def test_config_checks_types_and_the_check_stage_names(
+    default_params, tmp_path, capsys, monkeypatch
+):
+    """parse_config loads no registry: an unknown method passes it and fails the check
+    (kdlab.checks, the `check` stage); a stage asked to run it fails in the registry lookup,
+    with one line and exit status 2."""
+    from kdlab.methods import get_method
+    from kdlab.stages.distill import main
+
+    p = copy.deepcopy(default_params)
+    p["methods"] = {"nope": "teacher"}
+    p["method_params"]["nope"] = {}
+    assert parse_config(p).methods == ("nope",)
+    with pytest.raises(ConfigError, match="methods = 'nope' is not allowed; allowed: ab, at,"):
+        parse_checked(p)
+    with pytest.raises(ValueError, match="unknown method 'nope'; allowed: ce, ab, at"):
+        get_method("nope")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
+    monkeypatch.chdir(tmp_path)
+    assert main(["--params", "params.yaml", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("kdlab distill: error: unknown method 'nope'") and err.count("\n") == 1
+
+
+def test_the_method_registry_imports_only_the_method_asked_for():
+    """get_method imports kdlab.methods.<name> (and what it imports), nothing else: the
+    ground the distill stages' generated deps stand on (kdlab.depgraph)."""
+    code = (
+        "import sys\n"
+        "from kdlab.methods import get_method\n"
+        "assert get_method('reffakd').name == 'reffakd'\n"
+        "print(sorted(m for m in sys.modules if m.startswith('kdlab.methods.')))\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == str(
+        ["kdlab.methods.base", "kdlab.methods.kd", "kdlab.methods.reffakd"]
+    )

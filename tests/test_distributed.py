@@ -67,6 +67,10 @@ def test_relaunch_command_keeps_the_stage_command():
     # __main__.py as a script (kdlab/io.py would shadow the standard library's io).
     cmd = distributed.relaunch_command(2, ["/repo/src/kdlab/__main__.py", "distill", "kd"])
     assert cmd[4:] == ["--nproc-per-node=2", "-m", "kdlab", "distill", "kd"]
+    # dvc.yaml's `python -m kdlab.stages.distill kd`: that module again, not its file.
+    argv = ["/repo/src/kdlab/stages/distill.py", "kd"]
+    cmd = distributed.relaunch_command(2, argv, "kdlab.stages.distill")
+    assert cmd[4:] == ["--nproc-per-node=2", "-m", "kdlab.stages.distill", "kd"]
 
 
 def _run(out: Path, nproc: int, *extra: str, ok: bool = True) -> None:

@@ -192,8 +192,8 @@ def check_probe(repo: Path, methods: list[str]) -> None:
     """The probe stage against scikit-learn's logistic regression on the same features."""
     from sklearn.linear_model import LogisticRegression
 
+    from kdlab.artifacts import saved_model_outputs
     from kdlab.data import get_dataset, load
-    from kdlab.stages.common import saved_model_outputs
 
     rows = json.loads((repo / "metrics/probe.json").read_text())["models"]
     assert set(rows) == {"ce", *methods}

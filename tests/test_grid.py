@@ -23,6 +23,7 @@ import yaml
 
 from fixtures import tiny_params, write_fashion_mnist
 from kdlab import paths
+from kdlab.checks import parse_checked
 from kdlab.config import ConfigError, load_config, parse_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -246,7 +247,7 @@ def test_an_empty_grid_writes_an_explicit_no_cells_summary(pipeline):
 def test_bad_grid_cells_are_named(default_params, cells, message):
     default_params["grid"] = {"cells": cells}
     with pytest.raises(ConfigError, match=None) as err:
-        parse_config(default_params)
+        parse_checked(default_params)
     assert message in str(err.value)
 
 
@@ -256,7 +257,7 @@ def test_a_cells_method_block_is_checked_when_the_method_is_not_in_methods(defau
     default_params["method_params"]["at"]["at_weight"] = -1.0
     default_params["grid"] = {"cells": {"a": {"method": "at"}}}
     with pytest.raises(ConfigError, match=r"method_params\.at\.at_weight = -1\.0"):
-        parse_config(default_params)
+        parse_checked(default_params)
 
 
 def test_a_cell_inherits_alpha_temperature_and_method_params(default_params):
@@ -337,7 +338,7 @@ def test_a_diverging_cell_fails_the_grid_and_marks_its_summary(pipeline, monkeyp
 def test_kdlab_check_builds_each_grid_cells_feature_method(default_params):
     """A model-dependent param of a cell (SRRL's stage index past LeNet5's two stage pairs)
     fails `kdlab check`, naming the cell."""
-    from kdlab.stages.distill import check_method_models
+    from kdlab.checks import check_method_models
 
     default_params["grid"] = {"cells": {"srrl_s5": {"method": "srrl", "params": {"stage": 5}}}}
     with pytest.raises(ConfigError) as err:
@@ -353,7 +354,7 @@ def _dropout_cells(seeds):
     from kdlab.grid import GridCell, rng_state
     from kdlab.methods import get_method
     from kdlab.models import build_model
-    from kdlab.train import seed_everything
+    from kdlab.runtime import seed_everything
 
     cells = []
     for s in seeds:

@@ -16,8 +16,7 @@ from conftest import REPO
 from fixtures import cli
 from kdlab import paths
 from kdlab.io import UnsafeFileError, torch_load, torch_save
-from kdlab.softlabels import check_soft_labels
-from kdlab.stages.softlabels import read_soft_labels
+from kdlab.softlabels import check_soft_labels, read_soft_labels
 
 
 class _RunsCode:
@@ -86,7 +85,7 @@ def test_soft_label_matrix_is_validated_before_use(tmp_path):
 def test_teacher_logits_are_validated_where_read(tmp_path, monkeypatch):
     from types import SimpleNamespace
 
-    from kdlab.stages.distill import read_teacher_logits
+    from kdlab.knowledge import read_teacher_logits
 
     monkeypatch.chdir(tmp_path)
     data = SimpleNamespace(

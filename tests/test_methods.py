@@ -128,7 +128,7 @@ def test_default_profile_uses_the_fmnist_notebooks_reduction(default_params):
 
 
 def test_paper_presets_use_each_notebooks_reduction():
-    from kdlab.config import load_preset
+    from kdlab.checks import load_preset
 
     for preset, kd, reffakd in (
         ("paper", "mean", "mean"),

@@ -286,7 +286,7 @@ def test_crd_benchmark_learning_rates_and_init_phases():
 
 def test_init_epochs_come_before_the_recipe():
     """30 init epochs + 240: the main phase keeps its milestones (150/180/210 after init)."""
-    from kdlab.config import load_preset
+    from kdlab.checks import load_preset
 
     train = load_preset("srrl_crd").student.train
     for method in ("ab", "fsp", "ft"):

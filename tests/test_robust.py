@@ -217,9 +217,9 @@ def test_bad_split_and_model_files_are_named(tmp_path):
 
     import torch
 
+    from kdlab.artifacts import load_model
     from kdlab.data.split import read_manifest
     from kdlab.io import torch_save
-    from kdlab.stages.common import load_model
 
     labels = torch.arange(10) % 3
     path = tmp_path / "split.json"

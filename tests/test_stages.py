@@ -88,7 +88,7 @@ def planted_trajectory(mp: pytest.MonkeyPatch, classes: tuple[int, int]) -> None
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """Run split, teacher, student, CAE, soft labels and teacher logits in a temp dir."""
-    from kdlab.stages.common import load_data, load_model
+    from kdlab.artifacts import load_data, load_model
     from kdlab.stages.data import download, split
     from kdlab.stages.softlabels import build_soft_labels
     from kdlab.stages.teacher_logits import teacher_logits
@@ -158,7 +158,7 @@ def _assert_scores_recomputed(record: dict, model, blob: dict, data) -> None:
 
 
 def _data(run):
-    from kdlab.stages.common import load_data
+    from kdlab.artifacts import load_data
 
     old = os.getcwd()
     os.chdir(run["root"])
@@ -385,7 +385,7 @@ def test_a_checkpoint_of_other_params_is_never_resumed(run, capsys, monkeypatch,
 
 
 def test_distilled_test_acc_is_the_saved_model_on_the_test_split(run, capsys, monkeypatch):
-    from kdlab.stages.common import load_model
+    from kdlab.artifacts import load_model
 
     # A planted trajectory: the best validation epoch is not the last and its model scores
     # differently, so a best-val save (instead of the final model) changes the numbers too.
@@ -424,7 +424,7 @@ def test_cae_saves_its_best_validation_epoch(run, tmp_path, monkeypatch):
     The run is constructed: fit is replaced by one whose final weights are all zero and whose
     best state is a known perturbation, so the two cannot coincide on any CPU."""
     import kdlab.stages.train as stage
-    from kdlab.stages.common import load_model
+    from kdlab.artifacts import load_model
     from kdlab.train import FitResult
 
     def fake_fit(log, objective, *args, **kwargs):

@@ -115,7 +115,7 @@ def test_reffakd_table7_compares_the_recipe(tmp_path, monkeypatch):
 
 
 def test_reffakd_table7_of_the_paper_preset_matches_every_row():
-    from kdlab.config import load_preset
+    from kdlab.checks import load_preset
     from kdlab.stages.tables import _student_settings
     from kdlab.tables import published
 

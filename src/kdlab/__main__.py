@@ -1,7 +1,6 @@
 """``python -m kdlab``: the ``kdlab`` command, run from whichever ``kdlab`` package is first on
-the path. dvc.yaml runs every stage as ``PYTHONPATH=src python -m kdlab ...`` so that a stage
-always executes the source of its own working tree (a queued experiment's copy, not the
-installed checkout's), the same files DVC hashed as the stage's dependencies."""
+the path. (dvc.yaml runs each stage from its own module, ``PYTHONPATH=src python -m
+kdlab.stages.<module>``: see kdlab.stages.common.)"""
 
 import sys
 

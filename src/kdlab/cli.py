@@ -1,6 +1,8 @@
 """``kdlab <command>``: one subcommand per pipeline stage, plus models / profile / data / check.
 
-Every stage validates the whole params.yaml first, so a bad value fails before any work.
+A stage command calls the function its stage module runs under DVC
+(``python -m kdlab.stages.<module>``), after validating the whole params.yaml, names included
+(:mod:`kdlab.checks`), so a bad value fails before any work.
 """
 
 from __future__ import annotations
@@ -12,31 +14,18 @@ from pathlib import Path
 
 import yaml
 
-from kdlab.config import ConfigError, load_config
+from kdlab.checks import load_checked
+from kdlab.stages.common import die_with_parent, report_errors
 
 
 def _cfg(args):
-    return load_config(args.params)
+    return load_checked(args.params)
 
 
 def cmd_check(args) -> None:
-    from kdlab.stages.data import check_sources
-    from kdlab.stages.distill import check_method_models, check_models
+    from kdlab.stages.check import check
 
-    cfg = _cfg(args)
-    check_models(cfg)
-    check_method_models(cfg)
-    check_sources(cfg)
-    print(
-        f"{args.params}: OK ({cfg.data.name}; teacher {cfg.teacher.model}, student "
-        f"{cfg.student.model}; methods {', '.join(cfg.methods)}; grid cells {len(cfg.grid)})"
-    )
-    if args.write:
-        from kdlab.io import write_text
-
-        # Constant content: the `check` stage's output changes nothing downstream when it
-        # passes; it exists so that every stage waits for the check.
-        write_text(args.write, "params.yaml passed `kdlab check`\n")
+    check(_cfg(args), args.params, args.write)
 
 
 def cmd_download(args) -> None:
@@ -52,13 +41,9 @@ def cmd_split(args) -> None:
 
 
 def cmd_train(args) -> None:
-    from kdlab.stages.train import train_cae, train_classifier
+    from kdlab.stages.train import train_role
 
-    cfg = _cfg(args)
-    if args.role == "cae":
-        train_cae(cfg)
-    else:
-        train_classifier(cfg, args.role)
+    train_role(_cfg(args), args.role)
 
 
 def cmd_soft_labels(args) -> None:
@@ -182,11 +167,11 @@ def cmd_data(args) -> None:
 
 def cmd_preset(args) -> None:
     from kdlab import presets
-    from kdlab.config import parse_config
+    from kdlab.checks import parse_checked
     from kdlab.io import write_text
 
     text = presets.resolve(args.name)
-    parse_config(yaml.safe_load(text))  # a preset that does not validate never lands
+    parse_checked(yaml.safe_load(text))  # a preset that does not validate never lands
     target = Path(args.params)
     write_text(target, text)
     print(f"{target} now holds preset {args.name!r}; run `dvc repro` (or `dvc exp run`)")
@@ -283,6 +268,12 @@ def cmd_queue(args) -> None:
     print(f"[queue] {len(runs)} experiments for {args.name}" + (" (dry run)" * args.dry_run))
 
 
+def cmd_deps(args) -> None:
+    from kdlab import depgraph
+
+    raise SystemExit(depgraph.main(["--check" if args.check else "--write"]))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kdlab", description=__doc__)
     p.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
@@ -363,31 +354,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--dry-run", action="store_true", help="print the commands only")
     sp = add("preset", cmd_preset, "replace params.yaml with a named preset")
     sp.add_argument("name")
+    sp = add("deps", cmd_deps, "dvc.yaml's src deps from the import graph (kdlab.depgraph)")
+    mode = sp.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--check", action="store_true", help="exit 1 if dvc.yaml differs")
+    mode.add_argument("--write", action="store_true", help="rewrite dvc.yaml's src deps")
     return p
-
-
-def die_with_parent() -> None:
-    """Linux: ask the kernel to send SIGTERM to this process when its parent dies, so a killed
-    ``dvc`` never leaves its stage training on as an orphan beside the next ``dvc repro``."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-    import os
-    import signal
-
-    parent = os.getppid()
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent:  # the parent died before the request: follow it now
-        os.kill(os.getpid(), signal.SIGTERM)
-
-
-def _os_error(err: OSError) -> str:
-    """One line for a permission error, a full disk, a folder where a file was expected."""
-    where = f"{err.filename}: " if err.filename else ""
-    return f"{where}{err.strerror or err}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -395,15 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if argv is None:  # a real process (a stage), not a call from Python
         die_with_parent()
-    try:
-        args.fn(args)
-    except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as err:
-        print(f"kdlab {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:
-        print(f"kdlab {args.command}: error: {_os_error(err)}", file=sys.stderr)
-        return 2
-    return 0
+    return report_errors(args.command, lambda: args.fn(args))
 
 
 if __name__ == "__main__":

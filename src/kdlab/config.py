@@ -1,28 +1,25 @@
-"""params.yaml -> a typed, validated configuration.
+"""params.yaml -> a typed configuration, its types and ranges validated.
 
-Every value is checked before any work starts; an error names the key, the bad value and what
-is allowed, e.g. ``params.yaml: alpha = 1.5 is not allowed; allowed: a number in [0, 1]``.
+An error names the key, the bad value and what is allowed, e.g. ``params.yaml: alpha = 1.5 is
+not allowed; allowed: a number in [0, 1]``. Names are not looked up here (keys of the default
+preset, models, data sets, methods and their parameters): that is :mod:`kdlab.checks`, run by
+the ``check`` stage every other stage waits for, so that a stage loads, and depends on, no
+registry it does not run.
 """
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
 from dataclasses import dataclass, field, replace
-from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from kdlab.accel import AccelConfig
-from kdlab.data import dataset_names, get_dataset
 from kdlab.distributed import DistributedConfig
 from kdlab.errors import ConfigError
-from kdlab.methods import get_method, method_names
-from kdlab.models import UnknownModelError, get_spec
 from kdlab.schema import (  # noqa: F401 (re-exported: the config types live in schema.py)
     DEVICES,
     OPTIMIZERS,
@@ -60,10 +57,8 @@ class ModelConfig:
     @staticmethod
     def parse(d: dict, prefix: str) -> ModelConfig:
         name = d.get("model")
-        try:
-            get_spec(str(name))
-        except UnknownModelError as err:
-            raise ConfigError(f"params.yaml: {prefix}model = {name!r}: {err}") from None
+        if not isinstance(name, str) or not name:
+            raise _fail(f"{prefix}model", name, "a model name (`kdlab models` lists them)")
         options = d.get("options") or {}
         if not isinstance(options, dict):
             raise _fail(f"{prefix}options", options, "a mapping of model keyword arguments")
@@ -126,8 +121,11 @@ class DataConfig:
         root = d.get("root", "data/raw")
         if not isinstance(root, str) or not _inside_repo(root):
             raise _fail(f"{p}root", root, "a relative folder inside the repository, e.g. data/raw")
+        name = d.get("name")
+        if not isinstance(name, str) or not name:
+            raise _fail(f"{p}name", name, "a data set name (`kdlab data list` lists them)")
         return DataConfig(
-            name=_choice(d, "name", p, dataset_names()),
+            name=name,
             root=root,
             source_dir=source_dir,
             md5={str(k): str(v) for k, v in md5.items()},
@@ -195,20 +193,9 @@ class ProbeConfig:
     def parse(d: dict, data: DataConfig) -> ProbeConfig:
         p = "probe."
         names = d.get("datasets")
-        if not isinstance(names, list):
-            raise _fail(f"{p}datasets", names, f"a list of: {', '.join(dataset_names())}")
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise _fail(f"{p}datasets", names, "a list of data set names ([]: data.name)")
         names = names or [data.name]  # []: the distillation data set itself
-        channels = get_dataset(data.name).shape[0]
-        for name in names:
-            if name not in dataset_names():
-                raise _fail(f"{p}datasets", name, ", ".join(dataset_names()))
-            if get_dataset(name).shape[0] != channels:
-                same = [n for n in dataset_names() if get_dataset(n).shape[0] == channels]
-                raise ConfigError(
-                    f"params.yaml: {p}datasets: {name} has {get_dataset(name).shape[0]} "
-                    f"channels, the students of {data.name} take {channels}; allowed: "
-                    f"{', '.join(same)}"
-                )
         return ProbeConfig(
             datasets=tuple(names),
             epochs=_number(d, "epochs", p, lo=1, integer=True),
@@ -228,6 +215,8 @@ class GridCellConfig:
     alpha: float
     temperature: float
     params: dict[str, Any]
+    # The cell sets its own temperature (refused for a method with its own: kdlab.checks).
+    temperature_set: bool = False
 
 
 GRID_CELL_KEYS = ("method", "alpha", "temperature", "params")
@@ -247,23 +236,14 @@ def _grid_cell(name: Any, cell: Any, method_params: dict, alpha: float, temperat
                 f"params.yaml: unknown key {key}.{k}; allowed here: {', '.join(GRID_CELL_KEYS)}"
             )
     method = cell["method"]
-    if method not in method_names():
-        raise _fail(f"{key}.method", method, ", ".join(method_names()))
-    cls = get_method(method)
-    if "temperature" in cell and "temperature" in cls.schema:
-        # DKD's own T: a cell temperature it would ignore is a mistake, not a setting.
-        raise ConfigError(
-            f"params.yaml: {key}.temperature is not used by {method}, which has its own; "
-            f"set {key}.params.temperature"
-        )
+    if not isinstance(method, str):
+        raise _fail(f"{key}.method", method, "a method name")
     base = method_params.get(method) or {}
     if not isinstance(base, dict):
         raise _fail(f"method_params.{method}", base, "a mapping ({} if none)")
-    cls.validate_params(base, f"method_params.{method}.")  # also when not in `methods`
     overrides = cell.get("params") or {}
     if not isinstance(overrides, dict):
         raise _fail(f"{key}.params", overrides, "a mapping of the method's parameters")
-    cls.validate_params(overrides, f"{key}.params.")
     return GridCellConfig(
         name=name,
         method=method,
@@ -272,6 +252,7 @@ def _grid_cell(name: Any, cell: Any, method_params: dict, alpha: float, temperat
             cell, "temperature", f"{key}.", lo=0, lo_open=True, default=temperature
         ),
         params={**base, **overrides},
+        temperature_set="temperature" in cell,
     )
 
 
@@ -311,62 +292,47 @@ class Config:
     accel: AccelConfig = field(default_factory=AccelConfig)  # the fast GPU path
     distributed: DistributedConfig = field(default_factory=DistributedConfig)  # DDP
     grid: tuple[GridCellConfig, ...] = ()  # the distill_grid stage's cells (kdlab.grid)
+    # ``methods`` as written: method -> the knowledge folder its stage reads (data/<value>).
+    knowledge: dict[str, str] = field(default_factory=dict)
 
 
-# Every stage seeds ``seed + offset`` (kdlab.stages.common.SEED_STREAMS, offsets < 100) into
+# Every stage seeds ``seed + offset`` (kdlab.runtime.SEED_STREAMS, offsets < 100) into
 # NumPy, whose seeds are 32-bit.
 MAX_SEED = 2**31 - 1
 
 
-def _methods(methods: Any) -> list[str]:
-    """``methods``: a mapping method -> the knowledge it reads; returns the method names.
+def _methods(methods: Any) -> dict[str, str]:
+    """``methods``: a mapping method -> the knowledge it reads (checked against each method's
+    own declaration by :mod:`kdlab.checks`).
 
     The value is redundant with the method's own declaration on purpose: DVC's foreach gives
     each ``distill@<method>`` stage the knowledge folder ``data/<value>`` as its one dependency
     on upstream results, so a ReffAKD stage never reruns because the teacher changed.
     """
-    valid = [m for m in method_names() if get_method(m).knowledge() != "labels"]
     example = "{kd: teacher, reffakd: soft_labels}"
     if not isinstance(methods, dict) or not methods:
-        raise _fail(
-            "methods",
-            methods,
-            f"a mapping method -> knowledge source, e.g. {example}; methods: {', '.join(valid)}",
-        )
+        raise _fail("methods", methods, f"a mapping method -> knowledge source, e.g. {example}")
     for m, source in methods.items():
-        if m not in method_names():
-            raise _fail("methods", m, ", ".join(valid))
-        want = get_method(m).knowledge()
-        if want == "labels":
-            raise _fail(
-                "methods", m, f"a distillation method ({m} is the CE baseline: train_student)"
-            )
-        if source != want:
-            raise _fail(f"methods.{m}", source, f"{want} (what {m} learns from)")
-    return list(methods)
+        if not isinstance(m, str) or not isinstance(source, str):
+            raise _fail(f"methods.{m}", source, f"a knowledge source, e.g. {example}")
+    return dict(methods)
 
 
 def parse_config(raw: dict[str, Any]) -> Config:
-    """Validate a params mapping; raise :class:`ConfigError` naming the first bad value."""
+    """Validate a params mapping's types and ranges; raise :class:`ConfigError` naming the
+    first bad value (names: :func:`kdlab.checks.check_params`)."""
     if not isinstance(raw, dict):
         raise ConfigError("params.yaml must be a mapping of keys to values")
-    _check_keys(raw, _reference_keys())
     _check_finite(raw, "")
-    methods = _methods(raw.get("methods"))
+    knowledge = _methods(raw.get("methods"))
+    methods = list(knowledge)
     method_params = raw.get("method_params") or {}
     if not isinstance(method_params, dict):
         raise _fail("method_params", method_params, "a mapping method -> its parameters")
-    for m in method_params:
-        if m not in method_names():
-            near = difflib.get_close_matches(str(m), method_names(), n=1)
-            hint = f"did you mean {near[0]}? " if near else ""
-            raise ConfigError(
-                f"params.yaml: unknown method under method_params: {m!r}; {hint}"
-                f"allowed: {', '.join(method_names())}"
-            )
-    for m in methods:
-        if not isinstance(method_params.get(m), dict):
-            raise _fail(f"method_params.{m}", method_params.get(m), "a mapping ({} if none)")
+    for m in [*methods, *(k for k in method_params if k not in methods)]:
+        block = method_params.get(m)
+        if not isinstance(block, dict) and (m in methods or block is not None):
+            raise _fail(f"method_params.{m}", block, "a mapping ({} if none)")
     device = raw.get("device", "auto")
     if not (
         device in ("auto", "cpu", "cuda")
@@ -385,7 +351,7 @@ def parse_config(raw: dict[str, Any]) -> Config:
         alpha=_number(raw, "alpha", "", lo=0, hi=1),
         temperature=_number(raw, "temperature", "", lo=0, lo_open=True),
         methods=tuple(methods),
-        method_params={k: dict(v) for k, v in method_params.items()},
+        method_params={k: dict(v or {}) for k, v in method_params.items()},
         device=device,
         threads=_number(raw, "threads", "", lo=0, integer=True) if "threads" in raw else 0,
         data=data,
@@ -398,9 +364,8 @@ def parse_config(raw: dict[str, Any]) -> Config:
         raw=raw,
         accel=accel,
         distributed=dist_cfg,
+        knowledge=knowledge,
     )
-    for m in methods:  # each method validates its own block
-        get_method(m).validate_params(cfg.method_params[m], f"method_params.{m}.")
     grid = _grid_cells(raw, cfg.method_params, cfg.alpha, cfg.temperature)
     return replace(cfg, grid=grid) if grid else cfg
 
@@ -456,52 +421,6 @@ def read_params(path: str | Path) -> Any:
 def load_config(path: str | Path = "params.yaml") -> Config:
     """Read and validate params.yaml."""
     return parse_config(read_params(path))
-
-
-def load_preset(name: str) -> Config:
-    """The validated config of a preset (the default with its overlay applied)."""
-    from kdlab import presets
-
-    return parse_config(yaml.safe_load(presets.resolve(name)))
-
-
-# Sub-trees whose keys are free (model builder arguments, file names, table rows) or checked
-# by their owner (each method validates its own block against its schema).
-_FREE_FORM = (
-    "methods",
-    "method_params",
-    "data.md5",
-    "grid.cells",
-    "teacher.options",
-    "student.options",
-    "cae.options",
-    "profile.table6",
-    "profile.table6_labels",
-)
-
-
-@cache
-def _reference_keys() -> dict[str, Any]:
-    """The default preset: the one place every valid key (and its default) is written."""
-    text = resources.files("kdlab.presets").joinpath("default.yaml").read_text("utf-8")
-    return yaml.safe_load(text)
-
-
-def _check_keys(raw: dict, ref: dict, prefix: str = "") -> None:
-    """Every key of ``raw`` exists in the default preset (free-form sub-trees excepted)."""
-    for key, value in raw.items():
-        full = f"{prefix}{key}"
-        if key not in ref:
-            names = [str(k) for k in ref]
-            near = difflib.get_close_matches(str(key), names, n=1, cutoff=0.6)
-            hint = f"did you mean {prefix}{near[0]}? " if near else ""
-            raise ConfigError(
-                f"params.yaml: unknown key {full}; {hint}allowed here: {', '.join(names)}"
-            )
-        if full in _FREE_FORM:
-            continue
-        if isinstance(value, dict) and isinstance(ref[key], dict):
-            _check_keys(value, ref[key], f"{full}.")
 
 
 def _check_finite(value: Any, key: str) -> None:

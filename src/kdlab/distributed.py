@@ -82,14 +82,17 @@ def launched_by_torchrun() -> bool:
     return "WORLD_SIZE" in os.environ and "LOCAL_RANK" in os.environ
 
 
-def relaunch_command(nproc: int, argv: list[str]) -> list[str]:
-    """``python -m torch.distributed.run --standalone ...`` running ``argv`` again."""
+def relaunch_command(nproc: int, argv: list[str], module: str | None = None) -> list[str]:
+    """``python -m torch.distributed.run --standalone ...`` running ``argv`` again; ``module``:
+    the module ``python -m`` ran (dvc.yaml's ``python -m kdlab.stages.<stage>``), run again as
+    that module, never its file as a script: the script's folder would go first on sys.path,
+    where kdlab/io.py would shadow the standard library's io (stages/profile.py its profile)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     cmd += [f"--nproc-per-node={nproc}"]
+    if module:
+        return cmd + ["-m", module.removesuffix(".__main__")] + list(argv[1:])
     main = Path(argv[0])
-    if main.name == "__main__.py":
-        # `python -m kdlab`: run the package again as a module; as a script its folder would
-        # go first on sys.path and kdlab/io.py would shadow the standard library's io.
+    if main.name == "__main__.py":  # `python -m kdlab`: the package again as a module
         return cmd + ["-m", main.parent.name] + list(argv[1:])
     if not argv[0].endswith(".py"):
         cmd.append("--no-python")  # a console script such as `kdlab`
@@ -103,9 +106,13 @@ def maybe_relaunch(cfg: DistributedConfig, argv: list[str] | None = None) -> Non
     """
     if cfg.nproc_per_node <= 1 or launched_by_torchrun():
         return
+    module = None
+    if argv is None:  # this process's own command: the module `python -m` ran, if any
+        spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+        module = spec.name if spec is not None else None
     argv = list(sys.argv if argv is None else argv)
     sys.stdout.flush()
-    rc = subprocess.call(relaunch_command(cfg.nproc_per_node, argv))
+    rc = subprocess.call(relaunch_command(cfg.nproc_per_node, argv, module))
     sys.exit(rc)
 
 

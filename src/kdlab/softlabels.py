@@ -3,13 +3,20 @@
 Construction (seed 000 section 3.2, checked against the official notebooks): cosine similarity
 of every pair of distinct sampled images; z_ij is the mean over x in class i, y in class j (no
 self-pairs on the diagonal); gamma is added to z_ii after averaging; each row is soft-maxed at
-T = 1. A sample's soft target is the row of its label.
+T = 1. A sample's soft target is the row of its label. The matrix travels between stages as a
+CSV file (:func:`write_matrix`, :func:`read_soft_labels`).
 """
 
 from __future__ import annotations
 
+import csv
+import io
+
 import torch
 import torch.nn.functional as F
+
+from kdlab import paths
+from kdlab.io import write_text
 
 
 def class_similarity(embeddings: torch.Tensor, labels: torch.Tensor, num_classes: int):
@@ -105,3 +112,28 @@ def sample_per_class(
             )
         chosen.append(pool[torch.randperm(len(pool), generator=g)[:per_class]].sort().values)
     return torch.cat(chosen)
+
+
+def write_matrix(matrix: torch.Tensor, names: list[str], path=paths.SOFT_LABELS) -> None:
+    """The matrix as CSV: a header of class names, one row per class (its soft label)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["label", *names])
+    for i, name in enumerate(names):
+        w.writerow([name, *(f"{float(v):.8f}" for v in matrix[i])])
+    write_text(path, buf.getvalue())
+
+
+def read_soft_labels(num_classes: int, path=paths.SOFT_LABELS) -> torch.Tensor:
+    """Read and validate the matrix :func:`write_matrix` wrote (the soft_labels stage)."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run `dvc repro soft_labels` first")
+    with open(path, encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))[1:]
+    try:
+        values = [[float(v) for v in r[1:]] for r in rows]
+        matrix = torch.tensor(values, dtype=torch.float32)
+    except ValueError as err:  # a non-number, or rows of different lengths
+        msg = f"{path}: not a numeric matrix ({err}); rerun `dvc repro -f soft_labels`"
+        raise ValueError(msg) from None
+    return check_soft_labels(matrix, num_classes, str(path))

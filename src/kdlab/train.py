@@ -13,8 +13,6 @@ import hashlib
 import json
 import math
 import os
-import random
-import resource
 import sys
 import time
 from collections.abc import Callable
@@ -23,7 +21,6 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
@@ -34,34 +31,6 @@ from kdlab.data.pipeline import TensorLoader
 from kdlab.errors import DivergenceError
 from kdlab.io import torch_load, torch_save
 from kdlab.schema import TrainConfig
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (CPU and CUDA)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; an unavailable CUDA device is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"params.yaml: device = {name!r} but CUDA is not available here")
-    return dev
-
-
-def setup_threads(threads: int) -> None:
-    """Use ``threads`` CPU threads (0: torch's default)."""
-    if threads > 0:
-        torch.set_num_threads(threads)
-
-
-def peak_rss_mib() -> float:
-    """Peak resident memory of this process so far, in MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def fingerprint(obj: Any) -> str:

@@ -5,10 +5,10 @@ Reference code, line numbers and remaining deviations: docs/methods.md.
 
 from __future__ import annotations
 
+import torch
+
 from kdlab.data.pipeline import Batch
-from kdlab.losses import (
-    at_loss,
-)
+from kdlab.losses import at_loss
 from kdlab.methods import register
 from kdlab.methods.features import FeatureDistiller, last_pairs
 
@@ -35,7 +35,13 @@ class AT(FeatureDistiller):
         self.at_pairs = last_pairs(self.pairs, self.params["last_pairs"], self.name)
 
     def distill_terms(self, s, t, batch: Batch, epoch: int):
-        p = self.params["p"]
-        p = int(p) if p == int(p) else p
-        total = sum(at_loss(s["stages"][i], t["stages"][j], p) for i, j in self.at_pairs)
-        return {"at": self.params["at_weight"] * total}
+        return {"at": at_term(s, t, self.at_pairs, self.params)}
+
+
+def at_term(s: dict, t: dict, pairs: list, params: dict) -> torch.Tensor:
+    """``at_weight`` x attention transfer summed over the stage ``pairs`` (AT's term, also
+    :class:`~kdlab.methods.at_srrl.ATSRRL`'s)."""
+    p = params["p"]
+    p = int(p) if p == int(p) else p
+    total = sum(at_loss(s["stages"][i], t["stages"][j], p) for i, j in pairs)
+    return params["at_weight"] * total

@@ -1,1 +1,2 @@
-"""One module per pipeline stage: params.yaml -> validated config -> library calls -> outputs."""
+"""One module per pipeline stage family, each its own entry (``python -m kdlab.stages.<module>``,
+as dvc.yaml runs it): params.yaml -> config -> library calls -> outputs."""

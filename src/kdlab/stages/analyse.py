@@ -8,6 +8,7 @@ of ``teacher:``; its own row holds its NMI and accuracy.
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -15,9 +16,11 @@ import torch
 
 from kdlab import paths
 from kdlab.analysis import closeness
+from kdlab.artifacts import load_data, saved_model_outputs
 from kdlab.config import Config
 from kdlab.live import write_summary
-from kdlab.stages.common import load_data, saved_model_outputs, start, write_metrics
+from kdlab.runtime import start, write_metrics
+from kdlab.stages.common import run
 
 
 def analyse(cfg: Config) -> None:
@@ -48,3 +51,12 @@ def analyse(cfg: Config) -> None:
         "analysis", {m: {k: v for k, v in r.items() if k != "test_acc"} for m, r in rows.items()}
     )
     write_metrics("analysis", {"models": rows, "test_images": len(labels)}, t0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m kdlab.stages.analyse``."""
+    return run("kdlab.stages.analyse", "analyse", argv, lambda cfg, args: analyse(cfg))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

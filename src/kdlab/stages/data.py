@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
+import sys
 import time
-from pathlib import Path
 
 from kdlab import paths
-from kdlab.config import Config, ConfigError
+from kdlab.config import Config
 from kdlab.data import get_dataset, load
 from kdlab.data.fetch import fetch
 from kdlab.data.split import make_split, write_manifest
 from kdlab.io import write_json
+from kdlab.stages.common import run
 
 
 def download(cfg: Config) -> None:
@@ -51,27 +53,17 @@ def split(cfg: Config) -> None:
     )
 
 
-def check_sources(cfg: Config) -> None:
-    """``kdlab check``: the files of ``data.source_dir`` against their md5s, before DVC
-    deletes ``data.root`` for the download stage (a corrupt source would leave it empty)."""
-    from kdlab.data.fetch import ChecksumError, verify
+STAGES = {"download": download, "split": split}
 
-    source = cfg.data.source_dir
-    if source is None:
-        return
-    folder = Path(source)
-    if not folder.is_dir():
-        raise ConfigError(
-            f"params.yaml: data.source_dir = {source!r} is not allowed; allowed: null or an "
-            "existing folder holding the data set's files"
-        )
-    for f in get_dataset(cfg.data.name).files:
-        path = folder / f.name
-        if not path.exists():
-            if f.extract:
-                continue  # an archive may come unpacked by hand: download checks its files
-            raise ConfigError(f"params.yaml: data.source_dir = {source!r} has no {f.name}")
-        try:
-            verify(path, f, cfg.data.md5.get(f.name))
-        except ChecksumError as err:
-            raise ConfigError(f"params.yaml: data.source_dir: {err}") from None
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("command", choices=list(STAGES), help="the stage to run")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m kdlab.stages.data download|split``."""
+    return run("kdlab.stages.data", "data", argv, lambda cfg, a: STAGES[a.command](cfg), _arguments)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
 from dataclasses import replace
 from typing import Any
@@ -22,29 +23,21 @@ from typing import Any
 import torch
 
 from kdlab import paths
+from kdlab.artifacts import Data, load_data, loaders, make_model, save_model
 from kdlab.config import Config, GridCellConfig
 from kdlab.errors import DivergenceError
+from kdlab.fitting import divergence_rule, evaluate_final_and_best
 from kdlab.grid import GridCell, SharedTeacher, fit_grid, rng_state
 from kdlab.io import write_json
+from kdlab.knowledge import build_distiller
 from kdlab.live import EpochLog
 from kdlab.methods import get_method
 from kdlab.methods.base import TeacherLogits
 from kdlab.models import count_params
 from kdlab.plots import curve_png
-from kdlab.stages.common import (
-    SEED_STREAMS,
-    Data,
-    divergence_rule,
-    load_data,
-    loaders,
-    make_model,
-    save_model,
-    start,
-    write_metrics,
-)
-from kdlab.stages.distill import build_distiller
-from kdlab.stages.train import evaluate_final_and_best
-from kdlab.train import FitResult, fingerprint, seed_everything
+from kdlab.runtime import SEED_STREAMS, seed_everything, start, write_metrics
+from kdlab.stages.common import run
+from kdlab.train import FitResult, fingerprint
 
 
 def model_name(cell: str) -> str:
@@ -200,3 +193,12 @@ def distill_grid(cfg: Config) -> None:
         _write_cell(cfg, c, d, result, test, log, data, t0)
         summary.update(_scores(log))
     write_json(paths.GRID_SUMMARY, summary)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m kdlab.stages.grid`` (the distill_grid stage)."""
+    return run("kdlab.stages.grid", "grid", argv, lambda cfg, args: distill_grid(cfg))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

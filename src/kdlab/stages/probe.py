@@ -7,14 +7,17 @@ own mean/std, resized to the student's input size), then :func:`kdlab.probe.line
 
 from __future__ import annotations
 
+import sys
 import time
 
 from kdlab import paths
+from kdlab.artifacts import saved_model_outputs
 from kdlab.config import Config
 from kdlab.data import get_dataset, load
 from kdlab.live import write_summary
 from kdlab.probe import linear_probe
-from kdlab.stages.common import SEED_STREAMS, saved_model_outputs, start, write_metrics
+from kdlab.runtime import SEED_STREAMS, start, write_metrics
+from kdlab.stages.common import run
 
 
 def probe(cfg: Config) -> None:
@@ -44,3 +47,12 @@ def probe(cfg: Config) -> None:
             print(f"[probe] {name} on {ds}: linear-probe top-1 {acc:.2f}%", flush=True)
     write_summary("probe", rows)
     write_metrics("probe", {"models": rows, "datasets": list(cfg.probe.datasets)}, t0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m kdlab.stages.probe``."""
+    return run("kdlab.stages.probe", "probe", argv, lambda cfg, args: probe(cfg))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

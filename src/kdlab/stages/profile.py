@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any
 
@@ -12,6 +13,7 @@ from kdlab.io import write_json
 from kdlab.live import write_summary
 from kdlab.models import build_model
 from kdlab.profiling import Profile, parse_shape, profile_model, ratios
+from kdlab.stages.common import run
 
 
 def _build(entry: dict[str, Any]):
@@ -71,3 +73,12 @@ def profile(cfg: Config) -> None:
             f"{e['params']:>11,} MACs {e['macs']:>14,} memory {e['param_mib']:.3f} MiB",
             flush=True,
         )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m kdlab.stages.profile``."""
+    return run("kdlab.stages.profile", "profile", argv, lambda cfg, args: profile(cfg))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

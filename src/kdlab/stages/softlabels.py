@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import csv
-import io
+import sys
 import time
 
 import torch
 
 from kdlab import paths
+from kdlab.artifacts import load_data, load_model
 from kdlab.config import Config
 from kdlab.data.pipeline import TensorLoader
-from kdlab.io import write_text
 from kdlab.live import write_summary
 from kdlab.plots import heatmap_png
+from kdlab.runtime import start, write_metrics
 from kdlab.schema import AugmentConfig
 from kdlab.softlabels import (
     check_soft_labels,
@@ -21,18 +21,9 @@ from kdlab.softlabels import (
     sample_per_class,
     search_gamma,
     soft_labels_from_similarity,
+    write_matrix,
 )
-from kdlab.stages.common import load_data, load_model, start, write_metrics
-
-
-def write_matrix(matrix: torch.Tensor, names: list[str], path=paths.SOFT_LABELS) -> None:
-    """The matrix as CSV: a header of class names, one row per class (its soft label)."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["label", *names])
-    for i, name in enumerate(names):
-        w.writerow([name, *(f"{float(v):.8f}" for v in matrix[i])])
-    write_text(path, buf.getvalue())
+from kdlab.stages.common import run
 
 
 def embedding_loader(
@@ -113,16 +104,12 @@ def build_soft_labels(cfg: Config) -> None:
     )
 
 
-def read_soft_labels(num_classes: int, path=paths.SOFT_LABELS) -> torch.Tensor:
-    """Read and validate the matrix written by :func:`build_soft_labels`."""
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: run `dvc repro soft_labels` first")
-    with open(path, encoding="utf-8") as fh:
-        rows = list(csv.reader(fh))[1:]
-    try:
-        values = [[float(v) for v in r[1:]] for r in rows]
-        matrix = torch.tensor(values, dtype=torch.float32)
-    except ValueError as err:  # a non-number, or rows of different lengths
-        msg = f"{path}: not a numeric matrix ({err}); rerun `dvc repro -f soft_labels`"
-        raise ValueError(msg) from None
-    return check_soft_labels(matrix, num_classes, str(path))
+def main(argv: list[str] | None = None) -> int:
+    """``python -m kdlab.stages.softlabels`` (the soft_labels stage)."""
+    return run(
+        "kdlab.stages.softlabels", "soft-labels", argv, lambda cfg, a: build_soft_labels(cfg)
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -8,6 +8,7 @@ shows up; a missing result is a missing cell.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import pandas as pd
 from kdlab import paths
 from kdlab.config import Config
 from kdlab.io import read_json
+from kdlab.stages.common import run
 from kdlab.tables import (
     COST_STAGES,
     cost_rows,
@@ -350,3 +352,12 @@ def tables(cfg: Config) -> None:
         if name:
             written.append(name)
     print(f"[tables] wrote {', '.join(f'{n}.md' for n in written)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m kdlab.stages.tables``."""
+    return run("kdlab.stages.tables", "tables", argv, lambda cfg, args: tables(cfg))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

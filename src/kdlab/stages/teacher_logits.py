@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 import torch
 
 from kdlab import paths
+from kdlab.artifacts import EVAL_BATCH_SIZE, load_data, load_model
 from kdlab.config import Config
 from kdlab.data.pipeline import TensorLoader
 from kdlab.io import torch_save
-from kdlab.stages.common import EVAL_BATCH_SIZE, load_data, load_model, start
+from kdlab.runtime import start
+from kdlab.stages.common import run
 
 
 def teacher_logits(cfg: Config) -> None:
@@ -61,3 +64,17 @@ def teacher_logits(cfg: Config) -> None:
         "noisy ones included)",
         flush=True,
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m kdlab.stages.teacher_logits``."""
+    return run(
+        "kdlab.stages.teacher_logits",
+        "teacher-logits",
+        argv,
+        lambda cfg, args: teacher_logits(cfg),
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

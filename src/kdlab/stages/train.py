@@ -2,54 +2,30 @@
 
 from __future__ import annotations
 
+import argparse
+import sys
 import time
 
 from kdlab import paths
+from kdlab.artifacts import load_data, loaders, make_model, save_model
 from kdlab.config import Config
+from kdlab.fitting import (
+    divergence_rule,
+    end_training,
+    evaluate_final_and_best,
+    finish_training_stage,
+    fit_logged,
+    parallel,
+    start_training,
+)
 from kdlab.live import EpochLog
 from kdlab.methods.ce import CrossEntropy
 from kdlab.models import build_model, check_input, count_params
 from kdlab.objectives import Reconstruction
-from kdlab.stages.common import (
-    divergence_rule,
-    end_training,
-    finish_training_stage,
-    fit_logged,
-    load_data,
-    loaders,
-    make_model,
-    save_model,
-    start_training,
-)
+from kdlab.stages.common import run
 from kdlab.train import fingerprint
 
 ROLES = ("teacher", "student")
-
-
-def _parallel(cfg: Config) -> dict:
-    """fit()'s keyword arguments for mixed precision and DDP (kdlab.accel, kdlab.distributed)."""
-    return {"accel": cfg.accel, "dist_cfg": cfg.distributed}
-
-
-def evaluate_final_and_best(distiller, result, test_loader) -> dict[str, float]:
-    """Test accuracy of the final-epoch model and of the best-on-validation model."""
-    final = distiller.evaluate(test_loader)
-    out = {"test_acc": round(final["val_acc"], 2)}
-    if "val_top5" in final:
-        out["test_top5"] = round(final["val_top5"], 2)
-    if result.best_state is not None:
-        final_state = {k: v.clone() for k, v in distiller.state_dict().items()}
-        distiller.load_state_dict(result.best_state)
-        out["test_acc_at_best_val"] = round(distiller.evaluate(test_loader)["val_acc"], 2)
-        distiller.load_state_dict(final_state)
-    out.update(
-        best_val_acc=round(result.best_value, 2),
-        best_val_epoch=result.best_epoch,
-        val_acc=round(result.final["val_acc"], 2),
-        train_loss=round(result.final["train_loss"], 5),
-        epochs=len(result.history),
-    )
-    return out
 
 
 def train_classifier(cfg: Config, role: str) -> None:
@@ -83,7 +59,7 @@ def train_classifier(cfg: Config, role: str) -> None:
         run_id,
         test_loader=test,
         divergence=divergence_rule(data.spec, f"{role}.train.lr (now {mc.train.lr:g})"),
-        **_parallel(cfg),
+        **parallel(cfg),
     )
     end_training()
     metrics = evaluate_final_and_best(distiller, result, test)
@@ -146,7 +122,7 @@ def train_cae(cfg: Config) -> None:
         maximize=False,
         test_loader=test,
         divergence=divergence_rule(None, f"cae.train.lr (now {mc.train.lr:g})"),
-        **_parallel(cfg),
+        **parallel(cfg),
     )
     end_training()
     metrics = _keep_cae_epoch(objective, result, test, mc)
@@ -163,3 +139,24 @@ def train_cae(cfg: Config) -> None:
     )
     finish_training_stage("cae", log, result, metrics, t0)
     print(f"[train_cae] test MSE {metrics['test_mse']:.5f} -> {paths.CAE}", flush=True)
+
+
+def train_role(cfg: Config, role: str) -> None:
+    """Train ``role``: the teacher, the CE student or the CAE."""
+    if role == "cae":
+        train_cae(cfg)
+    else:
+        train_classifier(cfg, role)
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("role", choices=[*ROLES, "cae"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m kdlab.stages.train teacher|student|cae``."""
+    return run("kdlab.stages.train", "train", argv, lambda c, a: train_role(c, a.role), _arguments)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
