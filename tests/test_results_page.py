@@ -81,6 +81,9 @@ def test_table4_block_follows_the_stage_records(tmp_path):
     dkd = json.loads((tmp_path / "metrics/distill/dkd.json").read_text())
     dkd.update(test_acc=90.0, device="cpu: Planted CPU, 2 torch thread(s)")
     (tmp_path / "metrics/distill/dkd.json").write_text(json.dumps(dkd))
+    teacher = json.loads((tmp_path / "metrics/teacher.json").read_text())
+    teacher["device"] = "auto"  # the unresolved param: must never print as the device
+    (tmp_path / "metrics/teacher.json").write_text(json.dumps(teacher))
     ce = json.loads((tmp_path / "metrics/student.json").read_text())["test_acc"]
     text = results_page.table4_default(page)
     best = f"{dkd['test_acc_at_best_val']:.2f}"
@@ -94,8 +97,11 @@ def test_table4_block_follows_the_stage_records(tmp_path):
     ]
     total = round(sum(walls))
     assert f"measured {total // 60} min {total % 60} s of wall time over 12 stages" in run
-    # records that name no device say so; the one that does is named, never the param `auto`
-    assert run.endswith("device: not recorded; cpu: Planted CPU, 2 torch thread(s).\n")
+    # each device the records name once; one without a device or with the param `auto` says
+    # "not recorded", never `auto`
+    devices = run.rsplit("device: ", 1)[1].removesuffix(".\n").split("; ")
+    assert "cpu: Planted CPU, 2 torch thread(s)" in devices and "not recorded" in devices
+    assert "auto" not in devices and len(devices) == len(set(devices))
 
 
 def test_soft_label_block_reads_the_matrix_record(tmp_path):

@@ -77,6 +77,7 @@ class Plan:
     shared: list[str]  # stages trained once per seed, in the baseline commit
     cells: list[Cell]
     finished: set[tuple[str, str, int]] = field(default_factory=set)  # (setting, model, seed)
+    repo: Path = field(default_factory=Path.cwd)  # where the speed table's records are read
 
     @property
     def todo(self) -> list[Cell]:
@@ -183,6 +184,7 @@ def make_plan(
     if runs is None:
         runs = finished_runs(repo, plan.branch)
     plan.finished = finished_cells(plan, runs, repo)
+    plan.repo = repo
     return plan
 
 
@@ -227,17 +229,29 @@ def finished_cells(plan: Plan, runs: list[dict[str, Any]], repo: Path) -> set[tu
     return done
 
 
-def speeds() -> dict[str, Any]:
-    """The committed speed table (kdlab/papers/speeds.yaml)."""
+def speeds(repo: Path) -> dict[str, Any]:
+    """The speed table (kdlab/papers/speeds.yaml) with each entry's ``s_per_epoch`` computed
+    from its record in ``repo`` (``key`` / ``epochs``), so a rerun that rewrites the record
+    updates the estimate; an entry whose record is missing or has no such number is dropped
+    (its role then prints as not measured)."""
     text = resources.files("kdlab.papers").joinpath("speeds.yaml").read_text(encoding="utf-8")
-    return yaml.safe_load(text)
+    table = yaml.safe_load(text)
+    for roles in table["speeds"].values():
+        for per_device in roles.values():
+            for dev, entry in list(per_device.items()):
+                try:
+                    rec = json.loads((repo / entry["source"]).read_text())
+                    entry["s_per_epoch"] = float(rec[entry["key"]]) / int(rec["epochs"])
+                except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
+                    del per_device[dev]
+    return table
 
 
 def estimate(plan: Plan) -> list[str]:
     """One line per device class: the plan's training time from measured seconds per epoch
     (speeds.yaml), or what is not measured. Soft labels and teacher logits (seconds) and
     evaluation outside the epochs are not counted."""
-    table = speeds()
+    table = speeds(plan.repo)
     per_role = table["speeds"].get(plan.params.get("profile_name", plan.preset), {})
     seeds_left = {c.seed for c in plan.todo}
     work: list[tuple[str, int]] = []  # (role, epochs) of everything left to train
