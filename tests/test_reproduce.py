@@ -17,7 +17,9 @@ from kdlab import catalogue, reproduce
 
 
 def test_dry_run_plan_of_table10_trains_teacher_and_cae_once(capsys, monkeypatch):
-    monkeypatch.setattr(reproduce, "finished_runs", lambda repo, branch: [])  # no dvc here
+    monkeypatch.setattr(
+        reproduce, "finished_runs", lambda repo, branch, head=True: []
+    )  # no dvc here
     r = cli(["reproduce", "reffakd_table10", "--dry-run", "--repo", REPO], capsys)
     assert r.returncode == 0, r.stderr
     out = r.stdout
@@ -39,7 +41,7 @@ def test_dry_run_plan_of_table10_trains_teacher_and_cae_once(capsys, monkeypatch
 def test_cpu_plan_finds_the_committed_cells(monkeypatch):
     """The committed CPU Table 10 (records at fashion_mnist/12ep, seed 0) is finished: a rerun
     trains nothing; seed 1 would train all 32 cells and one more teacher and CAE."""
-    monkeypatch.setattr(reproduce, "finished_runs", lambda repo, branch: [])
+    monkeypatch.setattr(reproduce, "finished_runs", lambda repo, branch, head=True: [])
     plan = reproduce.make_plan("reffakd_table10", REPO, "cpu", [0, 1])
     assert plan.preset == "default" and plan.scale == "fashion_mnist/12ep"
     assert [c.seed for c in plan.todo] == [1] * 32
@@ -57,6 +59,51 @@ def test_cpu_plan_finds_the_committed_cells(monkeypatch):
         + 32 * 12 * per_epoch("metrics/distill/kd.json")
     )
     assert f"cpu_2core: {expected / 60:.0f} min" in text
+
+
+def test_rerun_plan_ignores_the_committed_cells(monkeypatch):
+    """--rerun: the committed CPU grid counts for nothing (all 32 cells train again), HEAD's
+    runs are not read, only the branch's own."""
+    asked = []
+    monkeypatch.setattr(
+        reproduce, "finished_runs", lambda repo, branch, head=True: asked.append(head) or []
+    )
+    plan = reproduce.make_plan("reffakd_table10", REPO, "cpu", [0], rerun=True)
+    assert asked == [False] and len(plan.todo) == 32
+    assert "rerun: the committed records do not count" in reproduce.plan_text(plan)
+
+
+def test_compare_records_pairs_cells_by_setting_column_and_scale():
+    def cell(setting, column, ours, scale="s/12ep"):
+        return {
+            "setting": setting,
+            "column": column,
+            "scale": scale,
+            "scores": {f"{column} ours": ours},
+        }
+
+    before = {
+        "cells": [
+            cell("T=1", "kd", "90.10"),
+            cell("T=1", "reffakd", "89.00"),
+            cell("T=1", "kd", "50.00", scale="s/200ep"),
+        ]
+    }
+    after = {
+        "cells": [
+            cell("T=1", "kd", "90.40 ± 0.10"),
+            cell("T=1", "reffakd", "89.00"),
+            cell("T=5", "kd", "91.00"),
+            cell("T=1", "kd", "70.00", scale="s/200ep"),
+        ]
+    }
+    lines = reproduce.compare_records(before, after, "s/12ep")
+    assert "  T=1 | kd: 90.10 -> 90.40 (+0.30)" in lines
+    assert "  T=1 | reffakd: 89.00 -> 89.00 (+0.00)" in lines
+    assert "  T=5 | kd: new 91.0, old None (nothing to compare)" in lines
+    assert lines[-1] == (
+        "  2 cells: max |diff| 0.30, mean |diff| 0.15, mean diff +0.15, identical 1"
+    )
 
 
 def test_scales_and_names_refused_clearly():

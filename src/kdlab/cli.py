@@ -222,7 +222,7 @@ def cmd_results(args) -> None:
 def cmd_reproduce(args) -> None:
     from kdlab import reproduce
 
-    plan = reproduce.make_plan(args.name, Path(args.repo), args.scale, args.seeds)
+    plan = reproduce.make_plan(args.name, Path(args.repo), args.scale, args.seeds, rerun=args.rerun)
     print(reproduce.plan_text(plan), end="", flush=True)
     if not args.dry_run:
         reproduce.execute(plan, Path(args.repo))
@@ -332,6 +332,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seeds", type=int, nargs="+", help="default: the preset's seed")
     sp.add_argument("--repo", default=".", help="DVC repository (default .)")
     sp.add_argument("--dry-run", action="store_true", help="print the plan only")
+    sp.add_argument(
+        "--rerun",
+        action="store_true",
+        help="train the committed cells again and print each beside the record it replaces",
+    )
     sp = add("report", cmd_report, "a paper table from the finished DVC experiments (grids)")
     sp.add_argument("name", help="e.g. reffakd_table10 (kdlab papers lists the commands)")
     sp.add_argument("--repo", default=".", help="DVC repository (default .)")

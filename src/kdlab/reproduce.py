@@ -78,6 +78,9 @@ class Plan:
     cells: list[Cell]
     finished: set[tuple[str, str, int]] = field(default_factory=set)  # (setting, model, seed)
     repo: Path = field(default_factory=Path.cwd)  # where the speed table's records are read
+    # --rerun: train every cell again (only this branch's own runs count as finished) and
+    # compare the new cells with the committed records they replace.
+    rerun: bool = False
 
     @property
     def todo(self) -> list[Cell]:
@@ -155,10 +158,13 @@ def make_plan(
     seeds: list[int] | None = None,
     only: list[str] | None = None,
     runs: list[dict[str, Any]] | None = None,
+    rerun: bool = False,
 ) -> Plan:
     """The plan of ``name`` at ``scale``: cells (settings x methods x seeds; ``only`` keeps
     those row labels) and which are finished (``runs``: finished DVC runs, by default read from
-    ``dvc exp show`` of HEAD and of branch ``reproduce/NAME``; plus the committed records)."""
+    ``dvc exp show`` of HEAD and of branch ``reproduce/NAME``; plus the committed records).
+    ``rerun``: the committed records and HEAD's runs do not count, only the branch's own runs
+    (so an interrupted rerun still resumes)."""
     if name not in experiments.GRIDS:
         raise ValueError(f"kdlab reproduce runs the grids {', '.join(grid_names())}; not {name!r}")
     spec = experiments.GRIDS[name]
@@ -180,19 +186,20 @@ def make_plan(
         seeds,
         shared_stages(params, [m for _, m in spec.models]),
         cells,
+        rerun=rerun,
     )
     if runs is None:
-        runs = finished_runs(repo, plan.branch)
-    plan.finished = finished_cells(plan, runs, repo)
+        runs = finished_runs(repo, plan.branch, head=not rerun)
+    plan.finished = finished_cells(plan, runs, repo, records=not rerun)
     plan.repo = repo
     return plan
 
 
-def finished_runs(repo: Path, branch: str) -> list[dict[str, Any]]:
-    """Finished runs of HEAD's experiments and of every commit of ``branch`` since it left
-    HEAD, through the project's one reader (:func:`kdlab.seeds.runs_from_exp_show`). Not
-    ``--all-commits``: that walks the whole history (minutes here)."""
-    revs = [("HEAD", 1)]
+def finished_runs(repo: Path, branch: str, head: bool = True) -> list[dict[str, Any]]:
+    """Finished runs of HEAD's experiments (``head``) and of every commit of ``branch`` since
+    it left HEAD, through the project's one reader (:func:`kdlab.seeds.runs_from_exp_show`).
+    Not ``--all-commits``: that walks the whole history (minutes here)."""
+    revs = [("HEAD", 1)] if head else []
     if _git(repo, "rev-parse", "-q", "--verify", f"refs/heads/{branch}", check=False):
         base = _git(repo, "merge-base", "HEAD", branch)
         revs.append((branch, 1 + int(_git(repo, "rev-list", "--count", f"{base}..{branch}"))))
@@ -208,9 +215,11 @@ def finished_runs(repo: Path, branch: str) -> list[dict[str, Any]]:
     return runs_from_exp_show(data)
 
 
-def finished_cells(plan: Plan, runs: list[dict[str, Any]], repo: Path) -> set[tuple]:
+def finished_cells(
+    plan: Plan, runs: list[dict[str, Any]], repo: Path, records: bool = True
+) -> set[tuple]:
     """``(setting, model, seed)`` with a result at the plan's scale: in a finished run (grid
-    cells included) or in the committed records ``results/records/NAME.json``."""
+    cells included) or (``records``) in the committed records ``results/records/NAME.json``."""
     spec = experiments.GRIDS[plan.name]
     at = [r for r in runs if scale_of(r["params"]) == plan.scale]
     done = {
@@ -219,10 +228,10 @@ def finished_cells(plan: Plan, runs: list[dict[str, Any]], repo: Path) -> set[tu
         for model, by_seed in per_model.items()
         for seed in by_seed
     }
-    records = repo / RECORDS / f"{plan.name}.json"
-    if records.exists():
+    path = repo / RECORDS / f"{plan.name}.json"
+    if records and path.exists():
         column_model = dict(spec.models)
-        for cell in json.loads(records.read_text(encoding="utf-8")).get("cells", []):
+        for cell in json.loads(path.read_text(encoding="utf-8")).get("cells", []):
             if cell.get("scale") == plan.scale and cell.get("column") in column_model:
                 for seed in cell.get("seeds") or []:
                     done.add((cell["setting"], column_model[cell["column"]], int(seed)))
@@ -296,6 +305,14 @@ def plan_text(plan: Plan) -> str:
         f"{len(todo)} students of {plan.epochs('distill')} epochs together",
         f"epochs: teacher {plan.epochs('teacher')}, cae {plan.epochs('cae')}, "
         f"students {plan.epochs('distill')}",
+        *(
+            [
+                "rerun: the committed records do not count as finished; each new cell is "
+                "compared with the record it replaces"
+            ]
+            if plan.rerun
+            else []
+        ),
         "estimated training time (kdlab/papers/speeds.yaml; a grid priced as its cells run "
         "one by one):",
         *(f"  {line}" for line in estimate(plan)),
@@ -380,13 +397,62 @@ def execute(plan: Plan, repo: Path) -> list[str]:
         (repo / "params.yaml").write_text(with_seed_and_cells(text, seed, todo))
         _run(repo, [*dvc, "repro", "distill_grid"], log)
         _commit(repo, f"reproduce {plan.name}: {len(todo)} grid cells, seed {seed}")
+    before = records_before(repo, plan) if plan.rerun else None
     report = [sys.executable, "-m", "kdlab", "report", plan.name, "--all-commits"]
     _run(repo, [*report, "--scale", plan.scale], log)
     _git(repo, "add", "results")
     _commit(repo, f"reproduce {plan.name}: report at scale {plan.scale}")
+    if before is not None:
+        after = json.loads((repo / RECORDS / f"{plan.name}.json").read_text(encoding="utf-8"))
+        print("\n".join(compare_records(before, after, plan.scale)), flush=True)
     if start != plan.branch:
         _git(repo, "checkout", "-q", start)
     return [s for out in log for s in stages_run(out)]
+
+
+def records_before(repo: Path, plan: Plan) -> dict[str, Any]:
+    """The committed records as they were where branch ``reproduce/NAME`` left its start (the
+    parent of its first ``reproduce NAME:`` commit; the current ones on a fresh branch)."""
+    own = _git(repo, "log", "--format=%H", f"--grep=^reproduce {plan.name}:", "HEAD")
+    rev = f"{own.split()[-1]}^" if own else "HEAD"
+    text = _git(repo, "show", f"{rev}:{RECORDS}/{plan.name}.json", check=False)
+    return json.loads(text) if text else {"cells": []}
+
+
+def _ours(cell: dict[str, Any]) -> float | None:
+    """A cell's own number (``"90.73"`` or ``"90.73 ± 0.12"``), None when empty."""
+    value = str(cell.get("scores", {}).get(f"{cell['column']} ours", "")).split(" ")[0]
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def compare_records(before: dict[str, Any], after: dict[str, Any], scale: str) -> list[str]:
+    """Each cell of ``after`` at ``scale`` beside the record of the same setting and column in
+    ``before`` (new - old, in printed points), then the largest and mean absolute difference."""
+    old = {
+        (c["setting"], c["column"]): c for c in before.get("cells", []) if c.get("scale") == scale
+    }
+    lines, diffs = [f"rerun vs the committed records at {scale} (new - old, points):"], []
+    for cell in after.get("cells", []):
+        key = (cell["setting"], cell["column"])
+        if cell.get("scale") != scale:
+            continue
+        new, was = _ours(cell), _ours(old[key]) if key in old else None
+        if new is None or was is None:
+            lines.append(f"  {key[0]} | {key[1]}: new {new}, old {was} (nothing to compare)")
+            continue
+        diffs.append(new - was)
+        lines.append(f"  {key[0]} | {key[1]}: {was:.2f} -> {new:.2f} ({new - was:+.2f})")
+    if diffs:
+        absd = [abs(d) for d in diffs]
+        lines.append(
+            f"  {len(diffs)} cells: max |diff| {max(absd):.2f}, mean |diff| "
+            f"{sum(absd) / len(absd):.2f}, mean diff {sum(diffs) / len(diffs):+.2f}, "
+            f"identical {sum(d == 0 for d in diffs)}"
+        )
+    return lines
 
 
 def _commit(repo: Path, message: str) -> None:
