@@ -492,6 +492,26 @@ def test_srrl_table1_direction_check_pairs_each_row_with_its_own_ce():
     assert gpu.loc["fm@conv4", "top1 n"] == 0 and gpu.loc["student", "top1 ours"] == "1.00"
 
 
+def test_direction_check_pairs_grid_cells_with_their_runs_ce():
+    """A distill_grid run's cells (one run each, kdlab.seeds.grid_cell_runs) carry only their
+    method's scores; each is paired with its own run's CE student (same revision)."""
+    from kdlab import seeds
+
+    runs = []
+    for seed, ce in ((0, 55.0), (1, 58.0)):
+        run = direction_run({"ce": {"test_acc": ce}, "grid_fm": {"test_acc": ce + 5}}, seed)
+        run["rev"] = f"rev{seed}"
+        run["params"]["grid"] = {"cells": {"fm": {"method": "srrl", "params": {"sr_weight": 0}}}}
+        runs += [run, *seeds.grid_cell_runs(run)]
+    # another run's CE student at the same seed must not be taken for the cells' own
+    other = direction_run({"ce": {"test_acc": 10.0}}, 0)
+    other["rev"] = "rev9"
+    df = experiments.build_rows([*runs, other], "srrl_table1_fmnist").set_index("method")
+    r = df.loc["fm@conv4"]
+    assert r["top1 ours"] == f"61.50 ± {statistics.stdev([60.0, 63.0]):.2f}"
+    assert r["top1 - ce ours"] == "5.00 ± 0.00" and r["direction"] == "same"
+
+
 def test_simkd_direction_check_needs_alpha_1_and_compares_with_plain_simkd():
     """The study's baseline column is plain SimKD (projector at the end, L2, every sample): each
     variant minus plain SimKD's run of the same seed, never the CE student."""

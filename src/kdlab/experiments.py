@@ -540,6 +540,13 @@ def build_rows(runs: list[dict[str, Any]], name: str, where: dict | None = None)
             ):
                 swept = flat.get(spec.best_of) if spec.best_of else None
                 other_base[swept, int(flat.get("seed", 0))] = value
+    # The baseline model of each run by its revision: a grid cell (kdlab.seeds.grid_cell_runs)
+    # carries only its method's scores, so it is paired with its run's CE student this way.
+    base_of_rev = {
+        run["rev"]: (scores.get(spec.baseline) or {}).get(spec.columns[0][1])
+        for _flat, scores, _methods, run in flats
+        if spec.baseline and "rev" in run and spec.baseline in scores
+    }
     out = []
     order = []  # (our mean, the paper's number) of each distilled setting: rank_agreement
     for (label, model, want), prow in zip(spec.rows, published["rows"]):
@@ -563,6 +570,8 @@ def build_rows(runs: list[dict[str, Any]], name: str, where: dict | None = None)
                 base = other_base.get((flat.get(spec.best_of) if spec.best_of else None, seed))
             else:
                 base = (scores.get(spec.baseline) or {}).get(spec.columns[0][1])
+                if base is None:
+                    base = base_of_rev.get(run.get("rev"))
             if spec.baseline and isinstance(base, (int, float)):
                 g.setdefault(_BASELINE, {})[seed] = base  # the same run's baseline model
         first = spec.columns[0][1]
