@@ -339,10 +339,18 @@ def _run(repo: Path, cmd: list[str], log: list[str]) -> str:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]))
     # The stages' `python` is this one (its environment has torch), as in an activated venv.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, env=env)
-    out = proc.stdout + proc.stderr
+    # Streamed line by line: a grid's per-epoch progress shows while it trains.
+    proc = subprocess.Popen(
+        cmd, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+    lines = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line)
+        print(line, end="", flush=True)
+    proc.wait()
+    out = "".join(lines)
     log.append(out)
-    print(out, end="", flush=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed (exit {proc.returncode})")
     return out
