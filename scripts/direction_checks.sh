@@ -3,7 +3,11 @@
 # Table 1 (seed 003): preset `fmnist_direction`, every setting at seeds 0 1 2, two experiments at
 # a time (one thread each), then `kdlab report simkd_study_fmnist` / `srrl_table1_fmnist`.
 #
-#   bash scripts/direction_checks.sh [simkd|srrl|both] [--dry-run]
+#   bash scripts/direction_checks.sh [simkd|srrl|both] [--grid] [--dry-run]
+#
+# --grid: each seed's settings train together as the cells of one `distill_grid` experiment
+# (one teacher forward per batch for all of them; docs/scaling.md section 4) instead of one
+# experiment per setting; the reports read grid cells and single runs alike.
 #
 # Why per-seed baseline commits: DVC skips its run-cache for any stage with a `cache: false`
 # output (treeverse/dvc#8738), and every training stage here writes its metrics uncached (they
@@ -16,11 +20,13 @@
 set -euo pipefail
 which=both
 run=()
+grid=0
 for arg in "$@"; do
   case "$arg" in
     simkd | srrl | both) which=$arg ;;
+    --grid) grid=1 ;;
     --dry-run) run=(echo) ;;
-    *) echo "direction_checks.sh: unknown argument '$arg'; allowed: simkd, srrl, both, --dry-run" >&2; exit 2 ;;
+    *) echo "direction_checks.sh: unknown argument '$arg'; allowed: simkd, srrl, both, --grid, --dry-run" >&2; exit 2 ;;
   esac
 done
 seeds=(0 1 2)
@@ -45,6 +51,27 @@ if [ "$which" != simkd ]; then  # SRRL Table 1: L_FM alone, L_SR alone, both at 
   done
 fi
 
+# The same settings as grid cells (name -> method, alpha, method params), one JSON line that is
+# also YAML: it replaces the `  cells: {}` line of params.yaml for the seed's one experiment.
+cells=()
+if [ "$which" != srrl ]; then
+  cells+=('"simkd_end_l2": {"method": "simkd", "alpha": 1.0, "params": {"projectors": "end", "label_gated": 0, "loss": "l2"}}')
+  for v in two_thirds,0 all,0 end,1; do
+    for l in l2 kl; do
+      cells+=("\"simkd_${v%,*}_g${v#*,}_$l\": {\"method\": \"simkd\", \"alpha\": 1.0, \"params\": {\"projectors\": \"${v%,*}\", \"label_gated\": ${v#*,}, \"loss\": \"$l\"}}")
+    done
+  done
+fi
+if [ "$which" != simkd ]; then
+  cells+=('"srrl_fm": {"method": "srrl", "params": {"sr_weight": 0}}'
+          '"srrl_sr": {"method": "srrl", "params": {"fm_weight": 0}}'
+          '"srrl_conv4": {"method": "srrl", "params": {"stage": -1}}'
+          '"srrl_conv2": {"method": "srrl", "params": {"stage": 0}}'
+          '"srrl_conv3": {"method": "srrl", "params": {"stage": 1}}'
+          '"srrl_all": {"method": "srrl", "params": {"all_stages": 1}}')
+fi
+cells_json="{$(IFS=,; echo "${cells[*]}")}"
+
 start=$(git rev-parse --abbrev-ref HEAD)
 "${run[@]}" kdlab preset fmnist_direction
 if [ ${#run[@]} -eq 0 ] && ! git diff --quiet params.yaml; then
@@ -56,10 +83,16 @@ for s in "${seeds[@]}"; do
   "${run[@]}" dvc repro train_student teacher_logits  # the seed's teacher and CE student, once
   "${run[@]}" git add params.yaml dvc.lock metrics plots
   "${run[@]}" git commit -qm "fmnist_direction seed $s: its teacher and CE student"
-  for setting in "${settings[@]}"; do
-    # shellcheck disable=SC2086  # a setting is several words
-    "${run[@]}" dvc exp run --queue -S "seed=$s" $setting
-  done
+  if [ "$grid" = 1 ]; then  # one experiment: every setting a cell of the seed's grid
+    "${run[@]}" sed -i "s|^  cells: .*|  cells: $cells_json|" params.yaml
+    "${run[@]}" dvc exp run --queue distill_grid
+    "${run[@]}" git checkout params.yaml
+  else
+    for setting in "${settings[@]}"; do
+      # shellcheck disable=SC2086  # a setting is several words
+      "${run[@]}" dvc exp run --queue -S "seed=$s" $setting
+    done
+  fi
   if [ "$s" = "${seeds[0]}" ]; then
     "${run[@]}" dvc queue start -j 2
   fi
