@@ -76,8 +76,9 @@ def cli(argv, capsys):
 
 
 def git_dvc_repo(path: Path):
-    """``git init`` + ``dvc init`` in ``path``; returns ``sh(*cmd)``, which runs a command there
-    and fails the test on a non-zero exit (``sh.dvc`` is the ``python -m dvc`` prefix)."""
+    """``git init`` (branch ``main``) + ``dvc init`` in ``path``; returns ``sh(*cmd)``, which
+    runs a command there and fails the test on a non-zero exit (``sh.dvc`` is the
+    ``python -m dvc`` prefix)."""
     import subprocess
     import sys
 
@@ -87,11 +88,31 @@ def git_dvc_repo(path: Path):
         return proc.stdout
 
     sh.dvc = (sys.executable, "-m", "dvc")
-    sh("git", "init", "-q")
+    sh("git", "init", "-q", "-b", "main")
     sh("git", "config", "user.email", "t@t")
     sh("git", "config", "user.name", "t")
     sh(*sh.dvc, "init", "-q")
     return sh
+
+
+def copy_pipeline(work: Path) -> None:
+    """dvc.yaml and the source its stages depend on (hashed there; the installed kdlab runs)."""
+    import shutil
+
+    repo = Path(__file__).resolve().parents[1]
+    shutil.copy(repo / "dvc.yaml", work / "dvc.yaml")
+    shutil.copy(repo / ".dvcignore", work / ".dvcignore")
+    shutil.copytree(
+        repo / "src/kdlab", work / "src/kdlab", ignore=shutil.ignore_patterns("__pycache__")
+    )
+
+
+def init_repo(work: Path) -> None:
+    """git + DVC repository of the copied pipeline with one commit on ``main`` (as a clone
+    has: DVCLive reads HEAD)."""
+    sh = git_dvc_repo(work)
+    sh("git", "add", "-A")
+    sh("git", "commit", "-qm", "pipeline")
 
 
 def one_stage_repo(

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from conftest import REPO
-from fixtures import tiny_params, write_fashion_mnist
-from test_e2e import copy_pipeline, init_repo, run, stages_run
+from fixtures import copy_pipeline, init_repo, tiny_params, write_fashion_mnist
+from test_e2e import run, stages_run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # dvc repro + torchrun
 

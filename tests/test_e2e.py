@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ import torch
 import yaml
 
 from conftest import REPO
-from fixtures import tiny_params, write_fashion_mnist
+from fixtures import copy_pipeline, init_repo, tiny_params, write_fashion_mnist
 
 pytestmark = pytest.mark.e2e
 
@@ -31,26 +30,6 @@ def run(cmd: list[str], cwd: Path) -> str:
 
 def stages_run(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
-
-
-def copy_pipeline(work: Path) -> None:
-    """dvc.yaml and the source its stages depend on (hashed there; the installed kdlab runs)."""
-    shutil.copy(REPO / "dvc.yaml", work / "dvc.yaml")
-    shutil.copy(REPO / ".dvcignore", work / ".dvcignore")
-    shutil.copytree(
-        REPO / "src/kdlab", work / "src/kdlab", ignore=shutil.ignore_patterns("__pycache__")
-    )
-
-
-def init_repo(work: Path) -> None:
-    """git + DVC repository of the copied pipeline with one commit (as a clone has: DVCLive
-    reads HEAD)."""
-    run(["git", "init", "-q"], work)
-    run(["git", "config", "user.email", "t@example.com"], work)
-    run(["git", "config", "user.name", "t"], work)
-    run([sys.executable, "-m", "dvc", "init", "-q"], work)
-    run(["git", "add", "-A"], work)
-    run(["git", "commit", "-qm", "pipeline"], work)
 
 
 @pytest.fixture(scope="module")

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from conftest import REPO
-from fixtures import cli, tiny_params, write_fashion_mnist
+from fixtures import cli, copy_pipeline, init_repo, tiny_params, write_fashion_mnist
 from kdlab import catalogue, reproduce
 
 
@@ -188,26 +187,12 @@ def tiny_repo(tmp_path_factory) -> Path:
     md5 = write_fashion_mnist(root / "fixture", n_train=300, n_test=100)
     work = root / "repo"
     work.mkdir()
-    for f in ("dvc.yaml", ".dvcignore"):
-        (work / f).write_text((REPO / f).read_text())
-    src = REPO / "src/kdlab"
-    for path in src.rglob("*"):
-        if path.is_file() and "__pycache__" not in path.parts:
-            (work / "src/kdlab" / path.relative_to(src)).parent.mkdir(parents=True, exist_ok=True)
-            (work / "src/kdlab" / path.relative_to(src)).write_bytes(path.read_bytes())
+    copy_pipeline(work)
     default = yaml.safe_load((REPO / "src/kdlab/presets/default.yaml").read_text())
     params = tiny_params(default, root / "fixture", md5)
     params["student"]["train"]["epochs"] = 1
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for cmd in (
-        ["git", "init", "-q", "-b", "main"],
-        ["git", "config", "user.email", "t@t"],
-        ["git", "config", "user.name", "t"],
-        [sys.executable, "-m", "dvc", "init", "-q"],
-        ["git", "add", "-A"],
-        ["git", "commit", "-qm", "pipeline"],
-    ):
-        subprocess.run(cmd, cwd=work, check=True, capture_output=True)
+    init_repo(work)
     return work
 
 
