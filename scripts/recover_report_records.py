@@ -25,9 +25,9 @@ from typing import Any
 
 import pandas as pd
 
-from kdlab import reports
-from kdlab.report_records import MERGE_RULE, layout, plain, setting
-from kdlab.tables import to_markdown
+from kdlab.reports import writer as reports
+from kdlab.reports.records import MERGE_RULE, layout, plain, setting
+from kdlab.reports.tables import to_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = {"hao_figure3": 2}  # leading columns that name a row (default 1)
@@ -64,7 +64,7 @@ def _md_table(md: str) -> tuple[str, list[list[str]], list[str]]:
 
 
 def scale_from_notes(notes: list[str]) -> tuple[str, list[int], str]:
-    """(scale key as :func:`kdlab.report_records.scale_of` writes it, seeds, device) from the
+    """(scale key as :func:`kdlab.reports.records.scale_of` writes it, seeds, device) from the
     report's "Ours: ..." note."""
     ours = next(n for n in notes if n.startswith("Ours: "))
     m = re.search(
@@ -134,7 +134,7 @@ def recover(name: str) -> dict[str, Any]:
     ) + "".join("| " + " | ".join(r) + " |\n" for r in table[1:]):
         raise ValueError(f"{name}: the recovered cells do not print back as committed")
     return {
-        "format": 1,  # this migration's layout; kdlab.report_records.upgrade reads it as 2
+        "format": 1,  # this migration's layout; kdlab.reports.records.upgrade reads it as 2
         "report": name,
         "title": title,
         "columns": columns,

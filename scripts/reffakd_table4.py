@@ -12,10 +12,11 @@ there are none); a worktree left at another commit is recreated, its checkpoints
   seed s, ReffAKD chain:  soft_labels (CAE first) -> distill@reffakd -> distill@reffakd_uniform
 
 As each run lands, its record (method, data set, seed, epochs, device, scores, validation
-curve; kdlab.run_records) is copied to results/reffakd_table4/ and, with --commit, committed
-together with the regenerated table and figure. A rerun skips every (arm, seed) whose record
-is committed and resumes an interrupted stage from its per-epoch checkpoint (same workdir),
-so `python scripts/reffakd_table4.py --seeds 0 1 2 3 4 --commit` extends to more seeds.
+curve; kdlab.reports.run_records) is copied to results/reffakd_table4/ and, with --commit,
+committed together with the regenerated table and figure. A rerun skips every (arm, seed)
+whose record is committed and resumes an interrupted stage from its per-epoch checkpoint
+(same workdir), so `python scripts/reffakd_table4.py --seeds 0 1 2 3 4 --commit` extends to
+more seeds.
 
   python scripts/reffakd_table4.py --dry-run     # the plan: what is done, what remains
   nice python scripts/reffakd_table4.py --commit  # run the rest, committing as runs land
@@ -39,7 +40,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from kdlab import blocks, run_records  # noqa: E402
+from kdlab.reports import blocks, run_records  # noqa: E402
 from kdlab.runtime import cpu_name  # noqa: E402
 
 RESULTS = REPO / "results" / "reffakd_table4"
@@ -228,7 +229,7 @@ def readme_block(records: list[dict], paper: dict[str, float]) -> str:
 
 
 def update_readme(records: list[dict], paper: dict[str, float]) -> Path:
-    """Rewrite the README's ``table4`` block from the records (kdlab.blocks)."""
+    """Rewrite the README's ``table4`` block from the records (kdlab.reports.blocks)."""
     readme = REPO / "README.md"
     blocks.update(readme, {"table4": readme_block(records, paper)})
     return readme

@@ -121,7 +121,7 @@ def test_repro_runs_every_stage_and_writes_results(repo):
 def check_unique_metric_names(repo: Path) -> None:
     """Every metric name appears in one summary only: `dvc exp show` prefixes none with its
     file (issue 23: `step` in every summary, `kd.test_acc` from distill@kd and analyse)."""
-    from kdlab.seeds import flatten
+    from kdlab.reports.runs import flatten
 
     where: dict[str, list[str]] = {}
     for path in sorted(repo.glob("metrics/**/metrics.json")):
@@ -380,7 +380,7 @@ def test_a_grid_is_an_experiment_whose_cells_show_in_exp_show_and_plots(repo):
     """`dvc exp run -S +grid.cells.<name>=...` runs the grid stage alone (its inputs are
     cached); each cell's scores are columns of `dvc exp show` (read as models grid_<cell>, as
     `kdlab report` reads them) and its DVCLive step plots render with `dvc plots show`."""
-    from kdlab.seeds import runs_from_exp_show
+    from kdlab.reports.runs import runs_from_exp_show
 
     kd4, ce = "+grid.cells.kd4={method:kd,temperature:4.0}", "+grid.cells.ce={method:ce}"
     cells = ["-S", kd4, "-S", ce]

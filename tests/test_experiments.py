@@ -7,8 +7,9 @@ import textwrap
 import pandas as pd
 import pytest
 
-from kdlab import experiments
-from kdlab.seeds import REPO_KEY, exp_show, runs_from_exp_show
+from kdlab.reports import base as report_base
+from kdlab.reports import experiments
+from kdlab.reports.runs import REPO_KEY, exp_show, runs_from_exp_show
 
 
 def run(params, scores, name="x"):
@@ -493,16 +494,16 @@ def test_srrl_table1_direction_check_pairs_each_row_with_its_own_ce():
 
 
 def test_direction_check_pairs_grid_cells_with_their_runs_ce():
-    """A distill_grid run's cells (one run each, kdlab.seeds.grid_cell_runs) carry only their
-    method's scores; each is paired with its own run's CE student (same revision)."""
-    from kdlab import seeds
+    """A distill_grid run's cells (one run each, kdlab.reports.runs.grid_cell_runs) carry only
+    their method's scores; each is paired with its own run's CE student (same revision)."""
+    from kdlab.reports.runs import grid_cell_runs
 
     runs = []
     for seed, ce in ((0, 55.0), (1, 58.0)):
         run = direction_run({"ce": {"test_acc": ce}, "grid_fm": {"test_acc": ce + 5}}, seed)
         run["rev"] = f"rev{seed}"
         run["params"]["grid"] = {"cells": {"fm": {"method": "srrl", "params": {"sr_weight": 0}}}}
-        runs += [run, *seeds.grid_cell_runs(run)]
+        runs += [run, *grid_cell_runs(run)]
     # another run's CE student at the same seed must not be taken for the cells' own
     other = direction_run({"ce": {"test_acc": 10.0}}, 0)
     other["rev"] = "rev9"
@@ -568,10 +569,10 @@ def test_wall_time_counts_a_shared_baseline_stage_once(monkeypatch):
         ("b", "distill/srrl"): {"wall_time_s": 120.0},
     }
     monkeypatch.setattr(
-        experiments, "run_record", lambda repo, rev, stage: records.get((rev, stage))
+        report_base, "run_record", lambda repo, rev, stage: records.get((rev, stage))
     )
     runs = [{"rev": "a"}, {"rev": "b"}]
-    note = experiments.wall_time_note(runs, ["srrl", "teacher"], None)
+    note = report_base.wall_time_note(runs, ["srrl", "teacher"], None)
     assert note.startswith("Measured: 3 stages of srrl, teacher over 2 runs took 520 s")
 
 

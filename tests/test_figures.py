@@ -5,9 +5,9 @@ import torch
 
 from kdlab.config import AugmentConfig, TrainConfig
 from kdlab.data.pipeline import TensorLoader
-from kdlab.figures import alpha_epochs, plot
 from kdlab.methods import get_method
 from kdlab.models import build_model
+from kdlab.reports.hao import alpha_epochs, plot
 from kdlab.train import fit
 
 
@@ -96,7 +96,7 @@ def test_hao_figure_from_a_real_dvc_repo(tmp_path):
     import csv
 
     from fixtures import one_stage_repo
-    from kdlab.figures import report_hao_figure3
+    from kdlab.reports.hao import report_hao_figure3
 
     sh = one_stage_repo(  # our alpha 1.0 = the paper's 0.0
         tmp_path,

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from kdlab import catalogue, paths
+from kdlab import paths
 from kdlab.cli import main
-from kdlab.experiments import REPORTS
-from kdlab.tables import published
+from kdlab.reports import catalogue, papers, registry
+from kdlab.reports.papers import published
+from kdlab.reports.records import RESULTS
 
 SEEDS = Path("/work/shared/seeds")
 needs_seeds = pytest.mark.skipif(not SEEDS.is_dir(), reason="seed texts not on this machine")
@@ -44,10 +45,10 @@ def _flat(row):
 
 
 @needs_seeds
-@pytest.mark.parametrize("paper", catalogue.PAPERS)
+@pytest.mark.parametrize("paper", papers.PAPERS)
 def test_every_row_is_printed_in_order_on_one_seed_line(paper):
     lines = _seed_lines(paper)
-    for key, table in catalogue.paper_tables(paper).items():
+    for key, table in papers.paper_tables(paper).items():
         for row in table["rows"]:
             regex = re.compile(".*?".join(_pattern(v) for v in _flat(row)))
             assert any(regex.search(ln) for ln in lines), f"{paper}.{key} row {row} not in seed"
@@ -56,7 +57,7 @@ def test_every_row_is_printed_in_order_on_one_seed_line(paper):
 @needs_seeds
 def test_every_numbered_table_and_figure_is_catalogued():
     keys = {(e.paper, e.table) for e in catalogue.catalogue()}
-    for paper in catalogue.PAPERS:
+    for paper in papers.PAPERS:
         text = "\n".join(_seed_lines(paper))
         numbered = set(re.findall(r"^Table (\d+)\s*:", text, flags=re.M))
         # ReffAKD Table 1 names models only (no numbers); every other caption has cells.
@@ -98,16 +99,16 @@ def test_reffakd_views_agree_with_the_transcription():
 
 
 def test_seconds():
-    assert catalogue.seconds("17m 57s") == 1077
-    assert catalogue.seconds("104m 3s") == 6243
-    assert catalogue.seconds("1h 2m 3s") == 3723
+    assert papers.seconds("17m 57s") == 1077
+    assert papers.seconds("104m 3s") == 6243
+    assert papers.seconds("1h 2m 3s") == 3723
     with pytest.raises(ValueError, match="17m 57s"):
-        catalogue.seconds("17 minutes")
+        papers.seconds("17 minutes")
 
 
 def test_unknown_paper_is_named():
     with pytest.raises(ValueError, match="unknown paper 'nope'"):
-        catalogue.paper_tables("nope")
+        papers.paper_tables("nope")
 
 
 def test_papers_command_json_and_readme(capsys, tmp_path, monkeypatch):
@@ -116,11 +117,11 @@ def test_papers_command_json_and_readme(capsys, tmp_path, monkeypatch):
     data = json.loads(capsys.readouterr().out)
     rows = data["entries"]
     # per-status counts, tables and published cells, as `kdlab papers` prints them
-    assert set(data["tables_by_status"]) == set(data["cells_by_status"]) == set(catalogue.STATUSES)
+    assert set(data["tables_by_status"]) == set(data["cells_by_status"]) == set(papers.STATUSES)
     for status, n in data["tables_by_status"].items():
         assert n == sum(r["status"] == status for r in rows)
     assert sum(data["cells_by_status"].values()) == sum(r["cells"] for r in rows)
-    assert {r["paper"] for r in rows} == set(catalogue.PAPERS)
+    assert {r["paper"] for r in rows} == set(papers.PAPERS)
     assert set(rows[0]) == {
         "paper",
         "table",
@@ -165,12 +166,19 @@ def test_papers_command_json_and_readme(capsys, tmp_path, monkeypatch):
     assert "| srrl | table7 | 32 | out_of_scope (ImageNet-1K" in md
 
 
-def test_report_names_match_the_implemented_reports():
-    """catalogue.REPORTS (catalogue sits below the writers and cannot import their registry)
-    names exactly the registry's writers (kdlab.reports, which `kdlab report` dispatches on)."""
-    from kdlab import reports
+def test_report_names_are_said_once_in_the_registry():
+    """Every `kdlab report` name is a key of one paper module's REPORTS, gathered by the
+    registry (which refuses a name said twice); `kdlab report` dispatches on exactly those, and
+    the catalogue marks a table's report ready only when its command names registered ones."""
+    from kdlab.reports import writer
 
-    assert set(catalogue.REPORTS) == set(reports.names())
+    said = [name for module in registry.MODULES for name in module.REPORTS]
+    assert len(said) == len(set(said)) == 21
+    assert writer.names() == registry.names() == said
+    assert set(writer.writers()) == set(said)
+    ready = [e for e in catalogue.catalogue(REPO) if e.report_ready]
+    named = {n for e in ready for c in e.commands for n in catalogue._REPORT.findall(c)}
+    assert named and named <= set(said)
 
 
 def test_committed_statuses_mean_committed_here():
@@ -221,7 +229,7 @@ def test_experiment_reports_live_outside_the_tables_stage_output():
     reports = [e for e in catalogue.catalogue(REPO) if "kdlab report" in e.command and e.output]
     assert len(reports) >= 10
     for e in reports:
-        assert Path(e.output).parts[0] == REPORTS.as_posix() != paths.TABLES.as_posix(), e
+        assert Path(e.output).parts[0] == RESULTS.as_posix() != paths.TABLES.as_posix(), e
 
 
 def _expand(command: str, text: str) -> list[str]:
@@ -299,7 +307,8 @@ def test_direction_checks_script_queues_every_row_on_its_seeds_baseline():
 
     import yaml
 
-    from kdlab import experiments, presets
+    from kdlab import presets
+    from kdlab.reports import experiments
 
     entries = {(e.paper, e.table): e for e in catalogue.catalogue(REPO)}
     assert entries["simkd", "study"].check_command == "bash scripts/direction_checks.sh simkd"
@@ -340,7 +349,7 @@ def test_direction_checks_script_queues_every_row_on_its_seeds_baseline():
     assert all("-S alpha=1 " in line for line in simkd)  # SimKD trains on its loss alone
     reports = [line.split()[2] for line in out if line.startswith("kdlab report")]
     assert reports == ["simkd_study_fmnist", "srrl_table1_fmnist"]
-    assert set(reports) <= set(catalogue.REPORTS)
+    assert set(reports) <= set(registry.names())
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="git needed")
@@ -409,13 +418,13 @@ def test_nothing_cpu_scale_is_called_comparable(capsys, monkeypatch):
     assert main(["papers", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     for e in data["entries"]:
-        yaml_status = catalogue.paper_tables(e["paper"])[e["table"]]["status"]
+        yaml_status = papers.paper_tables(e["paper"])[e["table"]]["status"]
         if e["status"] != "comparable":
             assert e["comparable_cells"] == 0, e["table"]
         elif yaml_status == "comparable":
             assert not e["scale"] and e["comparable_cells"] == e["cells"], e
         else:  # comparable by its paper-scale records only: read them independently
-            block = catalogue.paper_tables(e["paper"])[e["table"]]["comparable"]
+            block = papers.paper_tables(e["paper"])[e["table"]]["comparable"]
             landed = [
                 row
                 for row, arm in block["rows"].items()

@@ -2,9 +2,9 @@
 
 import pytest
 
-from kdlab import patel_report
 from kdlab.models import build_model
 from kdlab.models.patel import count_weights
+from kdlab.reports import patel as patel_report
 
 
 def run(teacher, student, seed, scores, name):

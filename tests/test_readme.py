@@ -67,7 +67,7 @@ def test_readme_headline_table_is_generated_from_the_committed_records():
     spec = importlib.util.spec_from_file_location("t4", REPO / "scripts/reffakd_table4.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    from kdlab import run_records
+    from kdlab.reports import run_records
 
     records = run_records.read_records(mod.RESULTS) if mod.RESULTS.exists() else []
     block = README.split(mod.README_START + "\n", 1)[1].split(mod.README_END, 1)[0]

@@ -171,8 +171,8 @@ def queued_params(table):
     """Every queued run of ``table`` as its full params (the preset with its -S applied)."""
     import copy
 
-    from kdlab import experiments
     from kdlab.methods import method_names
+    from kdlab.reports import experiments
 
     spec = experiments.PAIRS[table]
     preset = resolved(spec.profiles[0])
@@ -335,7 +335,7 @@ def test_patel_vgg16_runs_multisteplr_momentum_09_the_others_cosine_095():
     """Run the catalogue commands' loops with `dvc exp run --queue` replaced by a printer."""
     import subprocess
 
-    from kdlab.tables import published
+    from kdlab.reports.papers import published
 
     p = resolved("patel")
     assert (p["teacher"]["train"]["schedule"], p["teacher"]["train"]["momentum"]) == (
@@ -397,7 +397,7 @@ def test_l2_normalised_is_two_minus_two_cosine():
     out = closeness(z, h_s, z, h_t, torch.arange(6) % 3, 0)
     assert out["l2_normalised"] == pytest.approx(float((2 - 2 * cos).mean()), abs=1e-4)
     assert out["l2_distance"] == pytest.approx(float((h_t - h_s).pow(2).sum(1).mean()), abs=1e-4)
-    from kdlab import experiments
+    from kdlab.reports import experiments
 
     assert ("l2_distance", "l2_normalised") in experiments.ROWS["srrl_table3"].columns
 

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from kdlab import experiments, reports
 from kdlab.cli import main
-from kdlab.report_records import (
+from kdlab.reports import base, experiments
+from kdlab.reports import writer as reports
+from kdlab.reports.records import (
     count_filled,
     from_records,
     merge,
@@ -151,7 +152,7 @@ def repo(tmp_path, monkeypatch):
     runs: list = []
     monkeypatch.setattr(experiments, "exp_show", lambda repo, all_commits: None)
     monkeypatch.setattr(experiments, "runs_from_exp_show", lambda data: runs)
-    monkeypatch.setattr(experiments, "run_record", lambda repo, rev, stage: None)
+    monkeypatch.setattr(base, "run_record", lambda repo, rev, stage: None)  # its devices, times
     return tmp_path, runs
 
 
@@ -348,7 +349,7 @@ def test_runs_at_two_scales_without_records_need_a_chosen_scale(repo, capsys):
 
 
 def test_format_1_records_upgrade_to_models_and_no_auto_device():
-    from kdlab.report_records import upgrade
+    from kdlab.reports.records import upgrade
 
     v1 = {
         "format": 1,

@@ -12,7 +12,8 @@ import yaml
 
 from conftest import REPO
 from fixtures import cli, copy_pipeline, init_repo, tiny_params, write_fashion_mnist
-from kdlab import catalogue, reproduce
+from kdlab import reproduce
+from kdlab.reports import catalogue
 
 
 def test_dry_run_plan_of_table10_trains_teacher_and_cae_once(capsys, monkeypatch):
@@ -154,7 +155,7 @@ def test_params_edit_keeps_comments():
 def test_grid_cells_read_as_single_runs():
     """A distill_grid run's cells become single runs for the reports and the finished-cell
     search: the method's scores at the cell's alpha and T, its record the cell's."""
-    from kdlab import experiments, seeds
+    from kdlab.reports import experiments, runs
 
     run = {
         "name": "main",
@@ -169,10 +170,10 @@ def test_grid_cells_read_as_single_runs():
         },
         "scores": {"grid_kd_T5_a0p8": {"test_acc": 88.0}, "dkd": {"test_acc": 80.0}},
     }
-    (cell,) = seeds.grid_cell_runs(run)
+    (cell,) = runs.grid_cell_runs(run)
     assert cell["scores"] == {"kd": {"test_acc": 88.0}}
     assert cell["params"]["alpha"] == 0.8 and cell["params"]["methods"] == {"kd": "teacher"}
-    assert cell["params"]["grid"] == {"cells": {}} and experiments.model_stage("kd", cell) == (
+    assert cell["params"]["grid"] == {"cells": {}} and runs.model_stage("kd", cell) == (
         "grid/kd_T5_a0p8"
     )
     spec = experiments.GRIDS["reffakd_table10"]

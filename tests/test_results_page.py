@@ -11,8 +11,8 @@ import shutil
 import pandas as pd
 
 from conftest import REPO
-from kdlab import blocks, results_page
 from kdlab.cli import main
+from kdlab.reports import blocks, results_page
 
 PAGE = REPO / "docs/results.md"
 NUMBER = re.compile(r"(?<![\w.-])\d+(?:[.,]\d+)*(?![\w-])")

@@ -195,7 +195,7 @@ def test_epoch_log_files_are_whole_and_names_unique(tmp_path, monkeypatch):
     import json
 
     from kdlab.live import EpochLog
-    from kdlab.seeds import flatten
+    from kdlab.reports.runs import flatten
 
     monkeypatch.chdir(tmp_path)
     log = EpochLog("distill/kd", "kd")

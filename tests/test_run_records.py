@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from conftest import REPO
-from kdlab import run_records
 from kdlab.config import parse_config
 from kdlab.methods import get_method
+from kdlab.reports import run_records
 from kdlab.softlabels import uniform_off_diagonal
 
 

@@ -5,7 +5,8 @@ import statistics
 
 import pytest
 
-from kdlab.seeds import runs_from_exp_show, summarize, to_markdown
+from kdlab.reports.runs import runs_from_exp_show
+from kdlab.reports.summary import summarize, to_markdown
 
 
 def rev(sha, params, metrics, name=None):

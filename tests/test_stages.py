@@ -473,8 +473,8 @@ def test_a_planted_divergent_distill_fails_its_stage_and_writes_no_result(run, c
     import json as _json
 
     from kdlab.cli import main
-    from kdlab.experiments import _cell
-    from kdlab.seeds import mark_diverged
+    from kdlab.reports.base import _cell
+    from kdlab.reports.runs import mark_diverged
 
     params = yaml.safe_load((run["root"] / "params.yaml").read_text())
     params["student"]["train"].update(lr=10.0, schedule="constant", momentum=0.99)

@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from kdlab.tables import diff, published, to_markdown
+from kdlab.reports.papers import published
+from kdlab.reports.tables import diff, to_markdown
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -116,8 +117,8 @@ def test_reffakd_table7_compares_the_recipe(tmp_path, monkeypatch):
 
 def test_reffakd_table7_of_the_paper_preset_matches_every_row():
     from kdlab.checks import load_preset
+    from kdlab.reports.papers import published
     from kdlab.stages.tables import _student_settings
-    from kdlab.tables import published
 
     cfg = load_preset("paper")
     ours = _student_settings(cfg)
@@ -157,7 +158,7 @@ def test_records_without_a_device_say_so_instead_of_the_param(tmp_path, monkeypa
 
 
 def test_ran_on_names_each_device_once_and_never_auto():
-    from kdlab.tables import ran_on
+    from kdlab.reports.tables import ran_on
 
     assert ran_on(["cpu: X, 1 torch thread(s)", "cpu: X, 1 torch thread(s)"]) == (
         "cpu: X, 1 torch thread(s)"
@@ -167,7 +168,7 @@ def test_ran_on_names_each_device_once_and_never_auto():
 
 
 def test_cost_rows_sum_the_soft_label_stages_and_divide():
-    from kdlab.tables import cost_rows
+    from kdlab.reports.tables import cost_rows
 
     rec = {
         "teacher": {"wall_time_s": 300.0, "peak_rss_mib": 1200.0},

@@ -178,17 +178,18 @@ def cmd_preset(args) -> None:
 
 
 def cmd_seeds(args) -> None:
-    from kdlab import seeds
+    from kdlab.reports import summary
+    from kdlab.reports.runs import exp_show, runs_from_exp_show
 
-    runs = seeds.runs_from_exp_show(seeds.exp_show(Path(args.repo), args.all_commits))
-    df = seeds.summarize(runs, args.metric)
+    runs = runs_from_exp_show(exp_show(Path(args.repo), args.all_commits))
+    df = summary.summarize(runs, args.metric)
     if args.out:
-        seeds.write_summary(df, args.metric, Path(args.out))
-    print(seeds.to_markdown(df, args.metric), end="")
+        summary.write_summary(df, args.metric, Path(args.out))
+    print(summary.to_markdown(df, args.metric), end="")
 
 
 def cmd_papers(args) -> None:
-    from kdlab import catalogue
+    from kdlab.reports import catalogue
 
     entries = catalogue.catalogue()
     if args.json:
@@ -201,7 +202,7 @@ def cmd_papers(args) -> None:
 
 
 def cmd_results(args) -> None:
-    from kdlab import results_page
+    from kdlab.reports import results_page
 
     page = Path(args.page)
     if args.check:
@@ -229,9 +230,9 @@ def cmd_reproduce(args) -> None:
 
 
 def cmd_report(args) -> None:
-    from kdlab import reports
+    from kdlab.reports import writer
 
-    out, sources = reports.report(
+    out, sources = writer.report(
         args.name,
         Path(args.repo),
         all_commits=args.all_commits,
@@ -250,8 +251,8 @@ def cmd_queue(args) -> None:
 
     import yaml
 
-    from kdlab import experiments
     from kdlab.methods import method_names
+    from kdlab.reports import experiments
 
     if args.name not in experiments.PAIRS:
         raise ValueError(

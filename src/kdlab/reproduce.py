@@ -1,16 +1,17 @@
 """``kdlab reproduce NAME``: plan, price, run, resume and report one paper grid.
 
-The grids here are ReffAKD's T x alpha x {KD, ReffAKD} tables (:data:`kdlab.experiments.GRIDS`):
-every cell shares the teacher/student pair and the data and differs only in method, alpha and
-temperature, so the cells train together in one ``distill_grid`` run (``grid.cells``) on a
-committed baseline that holds the shared stages (teacher + its cached logits, CAE + soft labels).
+The grids here are ReffAKD's T x alpha x {KD, ReffAKD} tables
+(:data:`kdlab.reports.registry.GRIDS`): every cell shares the teacher/student pair and the data
+and differs only in method, alpha and temperature, so the cells train together in one
+``distill_grid`` run (``grid.cells``) on a committed baseline that holds the shared stages
+(teacher + its cached logits, CAE + soft labels).
 
 Why a committed baseline: DVC skips its run-cache for stages with ``cache: false`` outputs
 (treeverse/dvc#8738), so anything run on a commit whose ``dvc.lock`` lacks the teacher would
 retrain it. The baseline lives on branch ``reproduce/NAME``; each seed adds a baseline commit
 (its shared stages) and a grid commit (its cells). A rerun finds the finished cells in those
-commits (``dvc exp show``, read by :func:`kdlab.seeds.runs_from_exp_show`) and in the committed
-report records, and trains only the rest; an interrupted grid resumes each cell from its
+commits (``dvc exp show``, read by :func:`kdlab.reports.runs.runs_from_exp_show`) and in the
+committed report records, and trains only the rest; an interrupted grid resumes each cell from its
 checkpoint (same cell params, same fingerprint).
 """
 
@@ -28,10 +29,11 @@ from typing import Any
 
 import yaml
 
-from kdlab import experiments, presets
-from kdlab.catalogue import paper_tables
-from kdlab.report_records import RECORDS, scale_of
-from kdlab.seeds import REPO_KEY, runs_from_exp_show
+from kdlab import presets
+from kdlab.reports import experiments
+from kdlab.reports.papers import paper_tables
+from kdlab.reports.records import RECORDS, scale_of
+from kdlab.reports.runs import REPO_KEY, runs_from_exp_show
 
 # The stages that make what a method reads (its entry in params.yaml `methods`), trained once
 # per seed in the baseline commit.
@@ -71,7 +73,7 @@ class Plan:
 
     name: str
     preset: str  # or CURRENT
-    scale: str  # kdlab.report_records.scale_of the params: data set and student epochs
+    scale: str  # kdlab.reports.records.scale_of the params: data set and student epochs
     params: dict[str, Any]
     seeds: list[int]
     shared: list[str]  # stages trained once per seed, in the baseline commit
@@ -197,8 +199,9 @@ def make_plan(
 
 def finished_runs(repo: Path, branch: str, head: bool = True) -> list[dict[str, Any]]:
     """Finished runs of HEAD's experiments (``head``) and of every commit of ``branch`` since
-    it left HEAD, through the project's one reader (:func:`kdlab.seeds.runs_from_exp_show`).
-    Not ``--all-commits``: that walks the whole history (minutes here)."""
+    it left HEAD, through the project's one reader
+    (:func:`kdlab.reports.runs.runs_from_exp_show`). Not ``--all-commits``: that walks the
+    whole history (minutes here)."""
     revs = [("HEAD", 1)] if head else []
     if _git(repo, "rev-parse", "-q", "--verify", f"refs/heads/{branch}", check=False):
         base = _git(repo, "merge-base", "HEAD", branch)

@@ -18,17 +18,17 @@ import pandas as pd
 from kdlab import paths
 from kdlab.config import Config
 from kdlab.io import read_json
-from kdlab.stages.common import run
-from kdlab.tables import (
+from kdlab.reports.papers import published
+from kdlab.reports.tables import (
     COST_STAGES,
     cost_rows,
     diff,
     model_text,
     options_text,
-    published,
     ran_on,
     write_table,
 )
+from kdlab.stages.common import run
 
 # profile_name (preset) -> the seed paper whose tables its run writes.
 PAPER_OF_PROFILE = {

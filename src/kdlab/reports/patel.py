@@ -18,28 +18,28 @@ from typing import Any
 
 import pandas as pd
 
-from kdlab.catalogue import paper_tables, seconds
-from kdlab.experiments import (
-    ALPHA_CONVENTION,
-    REPORTS,
-    mean_std,
+from kdlab.reports.base import ALPHA_CONVENTION, mean_std, reduction_note, with_devices
+from kdlab.reports.papers import paper_tables, seconds
+from kdlab.reports.records import RESULTS, Built, at_scale, main_scale, write_report
+from kdlab.reports.runs import (
+    exp_show,
+    flatten,
+    listed_methods,
     model_stage,
-    reduction_note,
     run_record,
-    with_devices,
+    runs_from_exp_show,
 )
-from kdlab.models import build_model
-from kdlab.models.patel import count_weights
-from kdlab.report_records import Built, at_scale, main_scale, write_report
-from kdlab.seeds import exp_show, flatten, listed_methods, runs_from_exp_show
 
 NETS = {"vgg": "p_vgg16", "resnet": "p_resnet18", "densenet": "p_densenet121"}
-TABLES = ("patel_table1", "patel_table2", "patel_table3")
+TABLES = ("patel_table1", "patel_table2", "patel_table3")  # its `kdlab report` names
 Records = Callable[[dict[str, Any], str], dict[str, Any] | None]  # (run, stage) -> record
 
 
 def weights(model: str) -> int:
     """Convolution + linear weights of ``model`` at CIFAR-10's 10 classes (the paper's count)."""
+    from kdlab.models import build_model  # torch: only when a table is built
+    from kdlab.models.patel import count_weights
+
     return count_weights(build_model(model, 10, 3))
 
 
@@ -165,8 +165,8 @@ def build_kd_table(runs: list[dict[str, Any]], records: Records, table: str) -> 
 
 def report_patel(name: str, repo: Path, replace: bool = False) -> Path:
     """``results/<name>.md`` (+ .csv, records) for Patel Table 1, 2 or 3 from ``repo``'s
-    experiments merged with the committed records (:func:`kdlab.report_records.write_report`)."""
-    return write_report(name, build_patel(name, repo), repo / REPORTS / name, replace)[0]
+    experiments merged with the committed records (:func:`kdlab.reports.records.write_report`)."""
+    return write_report(name, build_patel(name, repo), repo / RESULTS / name, replace)[0]
 
 
 def build_patel(name: str, repo: Path, scale: str | None = None) -> Built:
@@ -200,3 +200,9 @@ def build_patel(name: str, repo: Path, scale: str | None = None) -> Built:
         notes.insert(1, reduction)  # where the run's scale was said
     with_devices(mine, ["kd"], repo)
     return Built(df, title, notes, runs=mine, scale=scale, other_scales=others)
+
+
+# `kdlab report` names of this paper (kdlab.reports.registry gathers them): name -> builder
+REPORTS = {
+    name: lambda repo, all_commits, scale, n=name: build_patel(n, repo, scale) for name in TABLES
+}

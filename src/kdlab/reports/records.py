@@ -46,7 +46,10 @@ import pandas as pd
 
 from kdlab.io import write_text
 
-RECORDS = Path("results/records")
+# Where reports built from finished experiments go: outside `tables/` (the `tables` stage's
+# output), which DVC empties whenever that stage reruns; their per-cell records under it.
+RESULTS = Path("results")
+RECORDS = RESULTS / "records"
 FORMAT = 2
 
 
@@ -193,7 +196,7 @@ def param_count(model: str, options: dict[str, Any], data: str | None, input_siz
 def models_of(params: dict[str, Any]) -> str | None:
     """``12-epoch lenet5 students (61,750 params); 3-epoch resnet18 teacher (width 16, 701,178
     params)``: the models a run trained, from its params."""
-    from kdlab.tables import model_text
+    from kdlab.reports.tables import model_text
 
     data = (params.get("data") or {}).get("name")
     parts = []
@@ -223,7 +226,7 @@ WHAT_RAN = "What ran (each shown cell's record): "
 def what_ran(cells: list[dict[str, Any]], epoch: str) -> str:
     """The note naming, for the shown cells, their scale, models (widths, parameter counts,
     epochs), seeds and the device that ran, grouped; then which epoch the numbers are."""
-    from kdlab.tables import ran_on
+    from kdlab.reports.tables import ran_on
 
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for c in cells:
@@ -276,7 +279,7 @@ def _experiment_cell(
 def printed(scores: dict[str, Any]) -> dict[str, tuple[str, str]]:
     """How each value prints in the Markdown and in the CSV (``"90.64"`` and ``90.64`` are the
     same cell)."""
-    from kdlab.tables import _fmt
+    from kdlab.reports.tables import _fmt
 
     return {k: (_fmt(v), "" if v is None else str(v)) for k, v in scores.items()}
 
@@ -543,7 +546,7 @@ def write_report(
     refuse to shrink the committed table, then write the shown scale's table (``stem``.md/.csv
     for the records' main scale, ``<stem>-<scale>`` for another), any extra outputs and the
     records. Returns the Markdown path and the cells' sources."""
-    from kdlab.tables import write_table
+    from kdlab.reports.tables import write_table
 
     records_dir = stem.parent / "records"
     path = records_dir / f"{name}.json"

@@ -1,7 +1,7 @@
 """The numbers of docs/results.md, generated from committed files (``kdlab results``).
 
 Every number on that page sits in a generated block (``<!-- results:NAME:start -->`` ...,
-:mod:`kdlab.blocks`) rendered here from what the repository commits: the default run's stage
+:mod:`kdlab.reports.blocks`) rendered here from what the repository commits: the default run's stage
 records (``metrics/*.json``) and ``params.yaml``, the papers' published numbers
 (``kdlab/papers/*.yaml``), the report records and tables under ``results/``. The prose between
 the blocks states no number, so a rerun can never leave the page stale: ``kdlab results``
@@ -18,9 +18,10 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from kdlab import blocks
-from kdlab.report_records import FINAL_EPOCH, WHAT_RAN, what_ran
-from kdlab.tables import COST_STAGES, cost_rows, model_text, published, ran_on, to_markdown
+from kdlab.reports import blocks
+from kdlab.reports.papers import published
+from kdlab.reports.records import FINAL_EPOCH, WHAT_RAN, what_ran
+from kdlab.reports.tables import COST_STAGES, cost_rows, model_text, ran_on, to_markdown
 
 PAGE = Path("docs/results.md")
 METHODS = ("kd", "reffakd", "dkd", "reffakd_dkd")
@@ -300,7 +301,7 @@ def cost(page: Page) -> str:
 
 
 def _records(page: Page, name: str) -> dict[str, Any]:
-    from kdlab.report_records import upgrade
+    from kdlab.reports.records import upgrade
 
     return upgrade(page.json(f"results/records/{name}.json"))
 
@@ -311,7 +312,7 @@ def _shown(data: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _what_ran_note(data: dict[str, Any]) -> str:
-    """The report's own "What ran" note (generated from its cells by kdlab.report_records)."""
+    """The report's own "What ran" note (generated from its cells by kdlab.reports.records)."""
     for note in data["notes"]:
         if note.startswith(WHAT_RAN):
             return note
@@ -499,7 +500,7 @@ def update(path: Path, root: Path | None = None, links_from: Path | None = None)
     """Rewrite the generated blocks of the page ``path`` (the numbers and the catalogue) from
     the files under ``root`` (default: the working directory), links relative to
     ``links_from`` (default ``path``); True when it changed."""
-    from kdlab import catalogue
+    from kdlab.reports import catalogue
 
     root = root or Path.cwd()
     new = render(root)

@@ -3,20 +3,12 @@
 from __future__ import annotations
 
 import math
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
 from kdlab.io import write_text
-
-
-def published(paper: str) -> dict[str, Any]:
-    """A paper's published numbers (``kdlab/papers/<paper>.yaml``)."""
-    text = resources.files("kdlab.papers").joinpath(f"{paper}.yaml").read_text(encoding="utf-8")
-    return yaml.safe_load(text)
 
 
 def _fmt(v: Any, digits: int = 2) -> str:

@@ -22,16 +22,19 @@ from typing import Any
 import pandas as pd
 
 from kdlab import paths
-from kdlab.experiments import (
-    ALPHA_CONVENTION,
-    REPORTS,
-    reduction_note,
-    run_record,
-    wall_time_note,
-    with_devices,
+from kdlab.reports.base import ALPHA_CONVENTION, reduction_note, wall_time_note, with_devices
+from kdlab.reports.records import (
+    RESULTS,
+    Built,
+    at_scale,
+    layout,
+    main_scale,
+    setting,
+    write_report,
 )
-from kdlab.report_records import Built, at_scale, layout, main_scale, setting, write_report
-from kdlab.seeds import exp_show, flatten, listed_methods, runs_from_exp_show
+from kdlab.reports.runs import exp_show, flatten, listed_methods, run_record, runs_from_exp_show
+
+NAME = "hao_figure3"  # its `kdlab report` name
 
 EPOCHS = (100, 300, 500, 1000)
 # The figure's alphas: the paper's 0.0 ... 0.9, i.e. our 1.0 ... 0.1.
@@ -113,9 +116,9 @@ def report_hao_figure3(
     repo: Path, method: str = "kd", column: str = "test_acc", replace: bool = False
 ) -> Path:
     """``results/hao_figure3.md`` (+ .csv, .png, records) from the hao preset's experiments
-    merged with the committed records (:func:`kdlab.report_records.write_report`)."""
+    merged with the committed records (:func:`kdlab.reports.records.write_report`)."""
     built = build_hao_figure3(repo, method, column)
-    return write_report("hao_figure3", built, repo / REPORTS / "hao_figure3", replace)[0]
+    return write_report(NAME, built, repo / RESULTS / NAME, replace)[0]
 
 
 # Which epoch the figure's numbers are: every column is its own epoch count, none final.
@@ -131,7 +134,7 @@ def build_hao_figure3(
     """The figure's table from the hao preset's experiments at one scale (``scale``, else the
     committed records' main scale), with their measured wall time; the plot is drawn when a
     cell comes from an experiment."""
-    scale = scale or main_scale(repo, "hao_figure3")
+    scale = scale or main_scale(repo, NAME)
     found, others = at_scale(runs_from_exp_show(exp_show(repo)), scale)
     histories, runs = histories_from_experiments(repo, method, column=column, runs=found)
     with_devices(runs, [method], repo)
@@ -188,7 +191,8 @@ def build_hao_figure3(
 
 
 TITLE = "Hao Figure 3: student accuracy (%) over alpha x epochs (ours)"
-FIGURES = {"hao_figure3": build_hao_figure3}  # `kdlab report` names of the figures here
+# `kdlab report` names of this paper (kdlab.reports.registry gathers them): name -> builder
+REPORTS = {NAME: lambda repo, all_commits, scale: build_hao_figure3(repo, scale=scale)}
 
 
 def _plot_if(column: str):

@@ -1,7 +1,9 @@
 """The catalogue of every table and figure with numbers in the five seed papers.
 
 One source: ``kdlab/papers/<paper>.yaml`` (``tables:`` holds each table's published cells and its
-``status``/``command``/``output``/``reason``). ``kdlab papers [--json]`` prints it and
+``status``/``command``/``output``/``reason``; read by :mod:`kdlab.reports.papers`); a table's
+report is ready when every ``kdlab report NAME`` its command names is registered
+(:mod:`kdlab.reports.registry`). ``kdlab papers [--json]`` prints it and
 :func:`readme_results` renders the README's results section from it.
 """
 
@@ -14,43 +16,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from kdlab import blocks
-from kdlab.tables import published
+from kdlab.reports import blocks
+from kdlab.reports.papers import PAPERS, STATUSES, cell_values, count_cells, paper_tables
+from kdlab.reports.registry import names
 
-PAPERS = ("reffakd", "simkd", "hao", "srrl", "patel")
-# What a committed table is (per entry): comparable = at the paper's own setting;
-# reduced_scale = the same experiment smaller (its `scale` says how); not_run (its `reason`
-# says what it needs); out_of_scope (its `reason` says why). A reduced_scale entry with a
-# `comparable:` block becomes comparable for those rows once that block's output is committed.
-# Direction checks (`direction_check:`) are separate, reduced-scale tables: never comparable.
-STATUSES = ("comparable", "reduced_scale", "not_run", "out_of_scope")
 _REPORT = re.compile(r"kdlab (?:report|reproduce) (\w+)")  # reproduce ends in its report
-# `kdlab report` names implemented so far: kdlab.reports.names() (its registry imports this
-# module, so the names are repeated here; tests/test_papers.py holds the two equal).
-REPORTS = (
-    "reffakd_table5",
-    "reffakd_table8",
-    "reffakd_table9",
-    "reffakd_table10",
-    "simkd_study",
-    "simkd_study_fmnist",
-    "srrl_table1",
-    "srrl_table1_fmnist",
-    "srrl_table2",
-    "srrl_table3",
-    "srrl_table4",
-    "srrl_table5",
-    "srrl_table6",
-    "srrl_table9",
-    "srrl_table10",
-    "srrl_table11",
-    "srrl_table12",
-    "hao_figure3",
-    "patel_table1",
-    "patel_table2",
-    "patel_table3",
-)
-_TIME = re.compile(r"^(?:(\d+)h\s*)?(\d+)m\s*(\d+)s$")
 
 
 @dataclass(frozen=True)
@@ -84,46 +54,6 @@ class Entry:
         return [c for c in (self.command, self.check_command) if c]
 
 
-def seconds(text: str) -> int:
-    """A printed duration such as ``"17m 57s"`` or ``"1h 4m 3s"`` in seconds."""
-    m = _TIME.match(text.strip())
-    if not m:
-        raise ValueError(f"not a duration like '17m 57s': {text!r}")
-    h, mins, s = (int(g) if g else 0 for g in m.groups())
-    return 3600 * h + 60 * mins + s
-
-
-def cell_values(row: list[Any]) -> list[Any]:
-    """The printed numbers of one row (``[mean, std]`` counts as one cell); None = not printed."""
-    return [v for v in row[1:] if v is not None]
-
-
-def count_cells(table: dict[str, Any]) -> int:
-    """Numeric cells of one transcribed table."""
-    return sum(len(cell_values(r)) for r in table["rows"])
-
-
-def paper_tables(paper: str) -> dict[str, dict[str, Any]]:
-    """``tables:`` of one paper's yaml, validated (known status, reason when out of scope)."""
-    if paper not in PAPERS:
-        raise ValueError(f"unknown paper {paper!r}; known: {', '.join(PAPERS)}")
-    tables = published(paper)["tables"]
-    for key, t in tables.items():
-        if t["status"] not in STATUSES:
-            raise ValueError(f"{paper}.{key}: status {t['status']!r} not in {STATUSES}")
-        if t["status"] in ("out_of_scope", "not_run") and not t.get("reason"):
-            raise ValueError(f"{paper}.{key}: {t['status']} needs a reason")
-        if t["status"] == "reduced_scale" and not t.get("scale"):
-            raise ValueError(f"{paper}.{key}: reduced_scale needs a scale (how it is smaller)")
-        width = len(t["columns"])
-        for row in t["rows"]:
-            if len(row) != width:
-                raise ValueError(
-                    f"{paper}.{key}: row {row[0]!r} has {len(row)} cells, columns want {width}"
-                )
-    return tables
-
-
 def _paper_scale(path: Path) -> bool:
     """A committed run record at the paper's own setting (``"scale": "paper"``); a reduced-scale
     record, or a file that is not a record, never makes a cell comparable."""
@@ -151,6 +81,7 @@ def _rows_with_records(root: Path, comp: dict[str, Any]) -> set[str]:
 def catalogue(root: Path | None = None) -> list[Entry]:
     """Every table of every seed paper; ``committed`` looks for ``output`` under ``root``."""
     root = root or Path.cwd()
+    known = names()
     out = []
     for paper in PAPERS:
         for key, t in paper_tables(paper).items():
@@ -176,7 +107,7 @@ def catalogue(root: Path | None = None) -> list[Entry]:
                     output=output,
                     reason=t.get("reason") or "",
                     committed=bool(output) and (root / output).exists(),
-                    report_ready=all(n in REPORTS for n in _REPORT.findall(commands)),
+                    report_ready=all(n in known for n in _REPORT.findall(commands)),
                     check_command=check.get("command", ""),
                     check_output=check.get("output", ""),
                     check_committed=bool(check) and (root / check["output"]).exists(),
