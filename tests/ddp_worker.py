@@ -42,7 +42,7 @@ def setup(seed: int = 0):
 
 
 def train_cfg() -> TrainConfig:
-    from kdlab.config import AugmentConfig
+    from kdlab.config import NO_AUGMENT
 
     return TrainConfig(
         epochs=3,
@@ -54,7 +54,7 @@ def train_cfg() -> TrainConfig:
         schedule="constant",
         milestones=(),
         lr_decay=0.1,
-        augment=AugmentConfig(),
+        augment=NO_AUGMENT,
     )
 
 

@@ -145,7 +145,7 @@ def test_reffakd_cifar_presets_are_the_papers_recipe(
     from kdlab.models import build_model, count_params
 
     cfg = load_preset(preset)
-    assert cfg.raw["profile_name"] == preset and cfg.data.name == data
+    assert cfg.profile_name == preset and cfg.data.name == data
     assert (cfg.alpha, cfg.temperature, cfg.soft_labels.gamma) == (alpha, temperature, 0.0225)
     assert get_dataset(data).num_classes == classes
     for role in (cfg.teacher, cfg.student, cfg.cae):

@@ -168,7 +168,7 @@ def test_pipeline_shapes_determinism_and_normalisation():
 
 
 def test_flip_mask_matches_images():
-    aug = AugmentConfig(hflip=True)
+    aug = AugmentConfig(hflip=True, rotation=0.0, crop_padding=0)
     ld = _loader(aug)
     for b in ld:
         raw = (ld.images[b.index].float() / 255 - 0.5) / 0.25

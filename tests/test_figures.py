@@ -3,7 +3,7 @@
 import pandas as pd
 import torch
 
-from kdlab.config import AugmentConfig, TrainConfig
+from kdlab.config import NO_AUGMENT, TrainConfig
 from kdlab.data.pipeline import TensorLoader
 from kdlab.methods import get_method
 from kdlab.models import build_model
@@ -31,7 +31,7 @@ def _run(epochs, test_epochs=()):
         schedule="constant",
         milestones=(),
         lr_decay=0.2,
-        augment=AugmentConfig(),
+        augment=NO_AUGMENT,
         test_epochs=test_epochs,
     )
     r = fit(obj, train, val, cfg, "t", log=lambda _: None, test_loader=test)

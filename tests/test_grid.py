@@ -372,7 +372,7 @@ def _dropout_loaders():
     labels = torch.arange(64) % 4
     images = (torch.rand(64, 1, 28, 28, generator=g) * 255).to(torch.uint8)
     common = dict(input_size=28, mean=(0.2,), std=(0.3,))
-    aug = AugmentConfig(hflip=True, rotation=10.0)
+    aug = AugmentConfig(hflip=True, rotation=10.0, crop_padding=0)
     train = TensorLoader(images, labels, torch.arange(48), 8, augment=aug, shuffle=True, **common)
     return train, TensorLoader(images, labels, torch.arange(48, 64), 16, **common)
 
@@ -383,10 +383,10 @@ def test_per_step_randomness_follows_each_cells_own_stream(monkeypatch, own_stre
     run would have, so the grid matches; sharing one stream between cells (the control) does
     not."""
     import kdlab.grid
-    from kdlab.schema import AugmentConfig, TrainConfig
+    from kdlab.schema import NO_AUGMENT, TrainConfig
     from kdlab.train import fit
 
-    cfg = TrainConfig(2, 8, "sgd", 0.05, 0.9, 0.0, "constant", (), 0.1, AugmentConfig())
+    cfg = TrainConfig(2, 8, "sgd", 0.05, 0.9, 0.0, "constant", (), 0.1, NO_AUGMENT)
     single = []
     for cell in _dropout_cells([10, 11]):
         torch.set_rng_state(cell.rng["cpu"])
@@ -403,9 +403,9 @@ def test_per_step_randomness_follows_each_cells_own_stream(monkeypatch, own_stre
 
 
 def _cfg(epochs: int, lr: float = 0.05):
-    from kdlab.schema import AugmentConfig, TrainConfig
+    from kdlab.schema import NO_AUGMENT, TrainConfig
 
-    return TrainConfig(epochs, 8, "sgd", lr, 0.9, 0.0, "constant", (), 0.1, AugmentConfig())
+    return TrainConfig(epochs, 8, "sgd", lr, 0.9, 0.0, "constant", (), 0.1, NO_AUGMENT)
 
 
 def test_cells_with_their_own_epochs_equal_their_single_runs():

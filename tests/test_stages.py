@@ -201,7 +201,7 @@ def _embeddings(run, data, chosen, augment: bool = True, normalize: bool = True)
 
     cae, blob = run["cae"]
     seed = run["cfg"].seed
-    aug = AugmentConfig(hflip=True, rotation=10.0) if augment else None
+    aug = AugmentConfig(hflip=True, rotation=10.0, crop_padding=0) if augment else None
     loader = TensorLoader(
         data.images, data.labels, chosen, 10_000, blob["input_size"], data.spec.mean,
         data.spec.std, augment=aug, normalize=normalize, device=CPU,

@@ -20,7 +20,7 @@ def cfg(**kw):
         schedule="step",
         milestones=(3, 6),
         lr_decay=0.2,
-        augment=AugmentConfig(hflip=True),
+        augment=AugmentConfig(hflip=True, rotation=0.0, crop_padding=0),
     )
     base.update(kw)
     return TrainConfig(**base)
@@ -52,7 +52,7 @@ def _setup(seed=0):
         labels,
         torch.arange(48),
         8,
-        augment=AugmentConfig(hflip=True),
+        augment=AugmentConfig(hflip=True, rotation=0.0, crop_padding=0),
         shuffle=True,
         seed=seed,
         **common,

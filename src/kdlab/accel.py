@@ -21,7 +21,8 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 @dataclass(frozen=True)
 class AccelConfig:
-    """``accel:`` in params.yaml."""
+    """``accel:`` in params.yaml. The field defaults serve callers without a params file; they
+    equal presets/default.yaml's (tests/test_defaults.py), which params.yaml always gives."""
 
     precision: str = "auto"  # auto: bf16 on a CUDA GPU that supports it, else fp32
     tf32: bool = True  # TF32 matmuls/convolutions on Ampere+ GPUs (CUDA only)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,26 +22,25 @@ from kdlab.distributed import DistributedConfig
 from kdlab.errors import ConfigError
 from kdlab.schema import (  # noqa: F401 (re-exported: the config types live in schema.py)
     DEVICES,
+    NO_AUGMENT,
     OPTIMIZERS,
     SCHEDULES,
     AugmentConfig,
     TrainConfig,
     _choice,
     _fail,
+    _flag,
     _number,
     _section,
 )
 
 
-def _flag(d: dict, key: str, prefix: str) -> bool:
-    """``d[key]`` as a boolean; a missing key or anything but true/false is refused (the
-    default lives in presets/default.yaml, nowhere else)."""
+def _required(d: dict, key: str, prefix: str = "") -> Any:
+    """``d[key]``; a missing key is an error naming it (every default lives in
+    presets/default.yaml, nowhere else)."""
     if key not in d:
         raise ConfigError(f"params.yaml: {prefix}{key} is missing")
-    value = d[key]
-    if not isinstance(value, bool):
-        raise _fail(f"{prefix}{key}", value, "true | false")
-    return value
+    return d[key]
 
 
 @dataclass(frozen=True)
@@ -52,21 +51,20 @@ class ModelConfig:
     input_size: int
     options: dict[str, Any]  # extra builder keyword arguments (e.g. width)
     train: TrainConfig
-    channels_last: bool = False  # NHWC memory layout (faster CPU convolutions)
+    channels_last: bool  # NHWC memory layout (faster CPU convolutions)
 
     @staticmethod
     def parse(d: dict, prefix: str) -> ModelConfig:
-        name = d.get("model")
+        name = _required(d, "model", prefix)
         if not isinstance(name, str) or not name:
             raise _fail(f"{prefix}model", name, "a model name (`kdlab models` lists them)")
-        options = d.get("options") or {}
+        options = _required(d, "options", prefix)
+        if options is None:
+            options = {}
         if not isinstance(options, dict):
             raise _fail(f"{prefix}options", options, "a mapping of model keyword arguments")
-        channels_last = d.get("channels_last", False)
-        if not isinstance(channels_last, bool):
-            raise _fail(f"{prefix}channels_last", channels_last, "true | false")
         return ModelConfig(
-            channels_last=channels_last,
+            channels_last=_flag(d, "channels_last", prefix),
             model=name,
             input_size=_number(d, "input_size", prefix, lo=8, integer=True),
             options=dict(options),
@@ -83,12 +81,18 @@ class CaeConfig(ModelConfig):
     weights the soft labels use."""
 
     # Both required in params.yaml (defaults: presets/default.yaml); see its comments.
-    normalize: bool = True  # train on (and reconstruct) mean/std-normalised images
-    keep: str = "best_val"  # which epoch's weights are saved
+    normalize: bool  # train on (and reconstruct) mean/std-normalised images
+    keep: str  # which epoch's weights are saved
 
     @staticmethod
     def parse(d: dict, prefix: str) -> CaeConfig:
-        base = ModelConfig.parse(d, prefix)
+        """``cae``: a model section without ``channels_last`` (not a key of cae in
+        default.yaml, so no preset can set it: the CAE always trains in NCHW layout)."""
+        if "channels_last" in d:
+            raise ConfigError(
+                f"params.yaml: unknown key {prefix}channels_last; the CAE trains in NCHW layout"
+            )
+        base = ModelConfig.parse({**d, "channels_last": False}, prefix)
         normalize = _flag(d, "normalize", prefix)
         keep = _choice(d, "keep", prefix, CAE_KEEP)
         return CaeConfig(**base.__dict__, normalize=normalize, keep=keep)
@@ -109,19 +113,21 @@ class DataConfig:
     @staticmethod
     def parse(d: dict) -> DataConfig:
         p = "data."
-        source_dir = d.get("source_dir")
+        source_dir = _required(d, "source_dir", p)
         if source_dir is not None and not isinstance(source_dir, str):
             raise _fail(f"{p}source_dir", source_dir, "null or a folder path")
-        md5 = d.get("md5") or {}
+        md5 = _required(d, "md5", p)
+        if md5 is None:
+            md5 = {}
         if not isinstance(md5, dict):
             raise _fail(f"{p}md5", md5, "a mapping file name -> md5 (empty: official checksums)")
-        subset = d.get("subset")
+        subset = _required(d, "subset", p)
         if subset is not None:
             subset = _number(d, "subset", p, lo=1, integer=True)
-        root = d.get("root", "data/raw")
+        root = _required(d, "root", p)
         if not isinstance(root, str) or not _inside_repo(root):
             raise _fail(f"{p}root", root, "a relative folder inside the repository, e.g. data/raw")
-        name = d.get("name")
+        name = _required(d, "name", p)
         if not isinstance(name, str) or not name:
             raise _fail(f"{p}name", name, "a data set name (`kdlab data list` lists them)")
         return DataConfig(
@@ -131,7 +137,7 @@ class DataConfig:
             md5={str(k): str(v) for k, v in md5.items()},
             val_size=_number(d, "val_size", p, lo=0, integer=True),
             subset=subset,
-            label_noise=_number(d, "label_noise", p, lo=0, hi=1, default=0.0),
+            label_noise=_number(d, "label_noise", p, lo=0, hi=1),
         )
 
 
@@ -158,12 +164,12 @@ class SoftLabelConfig:
     gamma_step: float
     gamma_max: float
     batch_size: int
-    augment: bool = True  # embed the images as the CAE's training loader shows them (required)
+    augment: bool  # embed the images as the CAE's training loader shows them
 
     @staticmethod
     def parse(d: dict) -> SoftLabelConfig:
         p = "soft_labels."
-        gamma = d.get("gamma")
+        gamma = _required(d, "gamma", p)
         if gamma != "auto":
             # softmax(z + gamma I) is one-hot long before 1000; beyond float32 it is NaN.
             gamma = _number(d, "gamma", p, lo=0, hi=1000) if not isinstance(gamma, str) else None
@@ -174,7 +180,7 @@ class SoftLabelConfig:
             gamma=None if gamma == "auto" else gamma,
             gamma_step=_number(d, "gamma_step", p, lo=0, lo_open=True),
             gamma_max=_number(d, "gamma_max", p, lo=0, lo_open=True),
-            batch_size=_number(d, "batch_size", p, lo=1, integer=True, default=512),
+            batch_size=_number(d, "batch_size", p, lo=1, integer=True),
             augment=_flag(d, "augment", p),
         )
 
@@ -192,7 +198,7 @@ class ProbeConfig:
     @staticmethod
     def parse(d: dict, data: DataConfig) -> ProbeConfig:
         p = "probe."
-        names = d.get("datasets")
+        names = _required(d, "datasets", p)
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise _fail(f"{p}datasets", names, "a list of data set names ([]: data.name)")
         names = names or [data.name]  # []: the distillation data set itself
@@ -203,6 +209,110 @@ class ProbeConfig:
             lr=_number(d, "lr", p, lo=0, lo_open=True),
             weight_decay=_number(d, "weight_decay", p, lo=0),
         )
+
+
+# kdlab.profiling.COUNT_MODES (not imported: the config loads no torch; a test compares them).
+COUNT_MODES = ("fvcore", "torchscan")
+PROFILE_KEYS = ("count_modes", "table6", "table6_labels")
+TABLE6_ROLES = ("teacher", "cae")
+PROFILED_MODEL_KEYS = ("model", "input", "num_classes", "options")
+_SHAPE = re.compile(r"([0-9]+)[xX]([0-9]+)[xX]([0-9]+)")
+
+
+def _known_keys(d: dict, allowed: tuple[str, ...], prefix: str) -> None:
+    """Refuse a key of ``d`` not in ``allowed``, naming it and what is allowed there."""
+    for k in d:
+        if k not in allowed:
+            raise ConfigError(
+                f"params.yaml: unknown key {prefix}{k}; allowed here: {', '.join(allowed)}"
+            )
+
+
+@dataclass(frozen=True)
+class ProfiledModel:
+    """One model of a ``profile.table6`` row: ``build_model(model, num_classes, C,
+    input_size=H, **options)`` at batch 1."""
+
+    model: str
+    input: str  # CxHxW, e.g. 3x32x32
+    num_classes: int  # 0 (the row leaves it out): no classifier, as the CAE
+    options: dict[str, Any]  # builder keyword arguments (the row leaves them out: none)
+
+    @staticmethod
+    def parse(d: Any, prefix: str) -> ProfiledModel:
+        if not isinstance(d, dict):
+            raise _fail(prefix.rstrip("."), d, "a mapping {model, input, num_classes?, options?}")
+        _known_keys(d, PROFILED_MODEL_KEYS, prefix)
+        model = _required(d, "model", prefix)
+        if not isinstance(model, str) or not model:
+            raise _fail(f"{prefix}model", model, "a model name (`kdlab models` lists them)")
+        shape = _required(d, "input", prefix)
+        match = _SHAPE.fullmatch(shape) if isinstance(shape, str) else None
+        if match is None or min(int(g) for g in match.groups()) <= 0:
+            raise _fail(f"{prefix}input", shape, "CxHxW with positive sizes, e.g. 3x32x32")
+        options = d.get("options", {})
+        if not isinstance(options, dict):
+            raise _fail(f"{prefix}options", options, "a mapping of model keyword arguments")
+        has_classes = "num_classes" in d
+        return ProfiledModel(
+            model=model,
+            input=shape,
+            num_classes=_number(d, "num_classes", prefix, lo=1, integer=True) if has_classes else 0,
+            options=dict(options),
+        )
+
+
+@dataclass(frozen=True)
+class ProfileConfig:
+    """``profile``: the resource counts of ReffAKD Table 6 (the ``profile`` stage)."""
+
+    count_modes: tuple[str, ...]  # kdlab.profiling's counting conventions, each row in each
+    table6: dict[str, dict[str, ProfiledModel]]  # row -> {teacher, cae}
+    table6_labels: dict[str, str]  # row -> its label in the table (rows without: none)
+
+    @staticmethod
+    def parse(d: dict) -> ProfileConfig:
+        p = "profile."
+        _known_keys(d, PROFILE_KEYS, p)
+        modes = _required(d, "count_modes", p)
+        allowed = f"a non-empty list of {' | '.join(COUNT_MODES)}, each once"
+        if (
+            not isinstance(modes, list)
+            or not modes
+            or any(not isinstance(m, str) or m not in COUNT_MODES for m in modes)
+            or len(set(modes)) != len(modes)
+        ):
+            raise _fail(f"{p}count_modes", modes, allowed)
+        rows = _required(d, "table6", p)
+        if rows is None:
+            rows = {}
+        if not isinstance(rows, dict):
+            raise _fail(f"{p}table6", rows, "a mapping row -> {teacher: {...}, cae: {...}}")
+        table6 = {}
+        for row, pair in rows.items():
+            key = f"{p}table6.{row}"
+            if not isinstance(pair, dict):
+                raise _fail(key, pair, "a mapping {teacher: {model, input, ...}, cae: {...}}")
+            _known_keys(pair, TABLE6_ROLES, f"{key}.")
+            table6[str(row)] = {
+                role: ProfiledModel.parse(_required(pair, role, f"{key}."), f"{key}.{role}.")
+                for role in TABLE6_ROLES
+            }
+        labels = _required(d, "table6_labels", p)
+        if labels is None:
+            labels = {}
+        if not isinstance(labels, dict):
+            raise _fail(f"{p}table6_labels", labels, "a mapping row of table6 -> its label")
+        for row, label in labels.items():
+            if row not in table6:
+                allowed_rows = ", ".join(map(str, table6)) or "none (table6 is empty)"
+                raise ConfigError(
+                    f"params.yaml: unknown key {p}table6_labels.{row}; allowed here: rows of "
+                    f"{p}table6: {allowed_rows}"
+                )
+            if not isinstance(label, str):
+                raise _fail(f"{p}table6_labels.{row}", label, "a text label")
+        return ProfileConfig(count_modes=tuple(modes), table6=table6, table6_labels=dict(labels))
 
 
 @dataclass(frozen=True)
@@ -259,10 +369,12 @@ def _grid_cell(name: Any, cell: Any, method_params: dict, alpha: float, temperat
 def _grid_cells(raw: dict, method_params: dict, alpha: float, temperature: float):
     """``grid.cells``: name -> {method, alpha?, temperature?, params?}; alpha and temperature
     default to the top-level ones, params overlay the method's ``method_params`` block."""
-    grid = raw.get("grid") or {}
+    grid = _required(raw, "grid")
     if not isinstance(grid, dict):
         raise _fail("grid", grid, "a mapping with cells: {name: {method, alpha, ...}}")
-    cells = grid.get("cells") or {}
+    cells = _required(grid, "cells", "grid.")
+    if cells is None:
+        cells = {}
     if not isinstance(cells, dict):
         raise _fail("grid.cells", cells, "a mapping cell name -> {method, alpha, ...} ({} if none)")
     return tuple(
@@ -274,6 +386,7 @@ def _grid_cells(raw: dict, method_params: dict, alpha: float, temperature: float
 class Config:
     """The whole validated params.yaml."""
 
+    profile_name: str  # the preset it was written from (`kdlab preset NAME`)
     seed: int
     alpha: float
     temperature: float
@@ -287,13 +400,12 @@ class Config:
     cae: CaeConfig
     soft_labels: SoftLabelConfig
     probe: ProbeConfig
-    profile: dict[str, Any] = field(default_factory=dict)
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
-    accel: AccelConfig = field(default_factory=AccelConfig)  # the fast GPU path
-    distributed: DistributedConfig = field(default_factory=DistributedConfig)  # DDP
-    grid: tuple[GridCellConfig, ...] = ()  # the distill_grid stage's cells (kdlab.grid)
+    profile: ProfileConfig
+    accel: AccelConfig  # the fast GPU path
+    distributed: DistributedConfig  # DDP
+    grid: tuple[GridCellConfig, ...]  # the distill_grid stage's cells (kdlab.grid)
     # ``methods`` as written: method -> the knowledge folder its stage reads (data/<value>).
-    knowledge: dict[str, str] = field(default_factory=dict)
+    knowledge: dict[str, str]
 
 
 # Every stage seeds ``seed + offset`` (kdlab.runtime.SEED_STREAMS, offsets < 100) into
@@ -324,16 +436,21 @@ def parse_config(raw: dict[str, Any]) -> Config:
     if not isinstance(raw, dict):
         raise ConfigError("params.yaml must be a mapping of keys to values")
     _check_finite(raw, "")
-    knowledge = _methods(raw.get("methods"))
+    profile_name = _required(raw, "profile_name")
+    if not isinstance(profile_name, str) or not profile_name:
+        raise _fail("profile_name", profile_name, "a preset name (`kdlab preset` lists them)")
+    knowledge = _methods(_required(raw, "methods"))
     methods = list(knowledge)
-    method_params = raw.get("method_params") or {}
+    method_params = _required(raw, "method_params")
+    if method_params is None:
+        method_params = {}
     if not isinstance(method_params, dict):
         raise _fail("method_params", method_params, "a mapping method -> its parameters")
     for m in [*methods, *(k for k in method_params if k not in methods)]:
         block = method_params.get(m)
         if not isinstance(block, dict) and (m in methods or block is not None):
             raise _fail(f"method_params.{m}", block, "a mapping ({} if none)")
-    device = raw.get("device", "auto")
+    device = _required(raw, "device")
     if not (
         device in ("auto", "cpu", "cuda")
         or (isinstance(device, str) and device.startswith("cuda:") and device[5:].isdigit())
@@ -341,33 +458,34 @@ def parse_config(raw: dict[str, Any]) -> Config:
         raise _fail("device", device, DEVICES)
     _check_device(device)
     try:  # accel/distributed validate themselves (kdlab/accel.py, kdlab/distributed.py)
-        accel = AccelConfig.parse(raw.get("accel"))
-        dist_cfg = DistributedConfig.parse(raw.get("distributed"))
+        accel = AccelConfig.parse(_required(raw, "accel"))
+        dist_cfg = DistributedConfig.parse(_required(raw, "distributed"))
     except ValueError as err:
         raise ConfigError(f"params.yaml: {err}") from None
     data = DataConfig.parse(_section(raw, "data"))
-    cfg = Config(
+    alpha = _number(raw, "alpha", "", lo=0, hi=1)
+    temperature = _number(raw, "temperature", "", lo=0, lo_open=True)
+    return Config(
+        profile_name=profile_name,
         seed=_number(raw, "seed", "", lo=0, hi=MAX_SEED, integer=True),
-        alpha=_number(raw, "alpha", "", lo=0, hi=1),
-        temperature=_number(raw, "temperature", "", lo=0, lo_open=True),
+        alpha=alpha,
+        temperature=temperature,
         methods=tuple(methods),
         method_params={k: dict(v or {}) for k, v in method_params.items()},
         device=device,
-        threads=_number(raw, "threads", "", lo=0, integer=True) if "threads" in raw else 0,
+        threads=_number(raw, "threads", "", lo=0, integer=True),
         data=data,
         teacher=ModelConfig.parse(_section(raw, "teacher"), "teacher."),
         student=ModelConfig.parse(_section(raw, "student"), "student."),
         cae=CaeConfig.parse(_section(raw, "cae"), "cae."),
         soft_labels=SoftLabelConfig.parse(_section(raw, "soft_labels")),
         probe=ProbeConfig.parse(_section(raw, "probe"), data),
-        profile=dict(raw.get("profile") or {}),
-        raw=raw,
+        profile=ProfileConfig.parse(_section(raw, "profile")),
         accel=accel,
         distributed=dist_cfg,
+        grid=_grid_cells(raw, method_params, alpha, temperature),
         knowledge=knowledge,
     )
-    grid = _grid_cells(raw, cfg.method_params, cfg.alpha, cfg.temperature)
-    return replace(cfg, grid=grid) if grid else cfg
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

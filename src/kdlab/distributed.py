@@ -33,7 +33,8 @@ BACKENDS = ("auto", "nccl", "gloo")
 
 @dataclass(frozen=True)
 class DistributedConfig:
-    """``distributed:`` in params.yaml."""
+    """``distributed:`` in params.yaml. The field defaults serve callers without a params file;
+    they equal presets/default.yaml's (tests/test_defaults.py), which params.yaml always gives."""
 
     nproc_per_node: int = 1  # processes (GPUs) on this machine; 1: no DDP, today's behaviour
     backend: str = "auto"  # auto: nccl on CUDA, gloo on CPU
@@ -51,12 +52,18 @@ class DistributedConfig:
                 f"{sorted(cls.__dataclass_fields__)}"
             )
         cfg = cls(**raw)
-        if not isinstance(cfg.nproc_per_node, int) or cfg.nproc_per_node < 1:
+        n = cfg.nproc_per_node
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(
                 f"distributed.nproc_per_node = {cfg.nproc_per_node!r}: must be an integer >= 1"
             )
         if cfg.backend not in BACKENDS:
             raise ValueError(f"distributed.backend = {cfg.backend!r}: allowed {BACKENDS}")
+        for key in ("sync_bn", "find_unused_parameters"):
+            if not isinstance(getattr(cfg, key), bool):
+                raise ValueError(
+                    f"distributed.{key} = {getattr(cfg, key)!r}: must be true or false"
+                )
         return cfg
 
 

@@ -35,7 +35,9 @@ def _number(
     integer=False,
     default=_REQUIRED,
 ):
-    """``d[key]`` checked against a range; ``default`` (if given) stands in for a missing key."""
+    """``d[key]`` checked against a range; a missing key is an error naming it. ``default``
+    stands in for a missing key only where the value is inherited from another key (a grid
+    cell's alpha): a tunable's default lives in presets/default.yaml, nowhere else."""
     full = f"{prefix}{key}"
     if key not in d:
         if default is not _REQUIRED:
@@ -43,7 +45,7 @@ def _number(
         raise ConfigError(f"params.yaml: {full} is missing")
     v = d[key]
     kind = "an integer" if integer else "a number"
-    ok_type = isinstance(v, int) if integer else isinstance(v, (int, float))
+    ok_type = isinstance(v, int) if integer else isinstance(v, (int, float))  # 2.5: no int
     if isinstance(v, bool) or not ok_type:
         raise _fail(full, v, _range_text(kind, lo, hi, lo_open))
     if (lo is not None and (v <= lo if lo_open else v < lo)) or (hi is not None and v > hi):
@@ -60,7 +62,9 @@ def _range_text(kind: str, lo, hi, lo_open: bool) -> str:
 
 
 def _choice(d: dict, key: str, prefix: str, allowed) -> str:
-    v = d.get(key)
+    if key not in d:
+        raise ConfigError(f"params.yaml: {prefix}{key} is missing")
+    v = d[key]
     if v not in allowed:
         raise _fail(f"{prefix}{key}", v, " | ".join(map(str, allowed)))
     return v
@@ -73,13 +77,25 @@ def _section(d: dict, key: str, prefix: str = "") -> dict:
     return v
 
 
+def _flag(d: dict, key: str, prefix: str) -> bool:
+    """``d[key]`` as a boolean; a missing key or anything but true/false (a string, 0/1) is
+    refused."""
+    if key not in d:
+        raise ConfigError(f"params.yaml: {prefix}{key} is missing")
+    value = d[key]
+    if not isinstance(value, bool):
+        raise _fail(f"{prefix}{key}", value, "true | false")
+    return value
+
+
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Batch augmentation, applied to tensors on the training device."""
+    """Batch augmentation, applied to tensors on the training device. No field has a default:
+    params.yaml gives each (defaults: presets/default.yaml); :data:`NO_AUGMENT` is none."""
 
-    hflip: bool = False
-    rotation: float = 0.0  # max degrees, uniform in [-rotation, rotation]
-    crop_padding: int = 0  # random crop after zero-padding by this many pixels
+    hflip: bool
+    rotation: float  # max degrees, uniform in [-rotation, rotation]
+    crop_padding: int  # random crop after zero-padding by this many pixels
 
     @property
     def finite_views(self) -> bool:
@@ -88,18 +104,21 @@ class AugmentConfig:
 
     @staticmethod
     def parse(d: dict, prefix: str) -> AugmentConfig:
-        hflip = d.get("hflip", False)
-        if not isinstance(hflip, bool):
-            raise _fail(f"{prefix}hflip", hflip, "true | false")
         return AugmentConfig(
-            hflip=hflip,
-            rotation=_number(d, "rotation", prefix, lo=0, hi=180, default=0.0),
-            crop_padding=_number(d, "crop_padding", prefix, lo=0, integer=True, default=0),
+            hflip=_flag(d, "hflip", prefix),
+            rotation=_number(d, "rotation", prefix, lo=0, hi=180),
+            crop_padding=_number(d, "crop_padding", prefix, lo=0, integer=True),
         )
 
 
-def _epochs(d: dict, key: str, prefix: str) -> tuple[int, ...]:
-    """A list of positive epoch numbers (``milestones``, ``test_epochs``); absent: empty."""
+NO_AUGMENT = AugmentConfig(hflip=False, rotation=0.0, crop_padding=0)
+
+
+def _epochs(d: dict, key: str, prefix: str, required: bool = True) -> tuple[int, ...]:
+    """A list of positive epoch numbers (``milestones``, ``test_epochs``); a missing key is an
+    error unless not ``required`` (then: empty)."""
+    if required and key not in d:
+        raise ConfigError(f"params.yaml: {prefix}{key} is missing")
     value = d.get(key, [])
     if not isinstance(value, list) or not all(
         isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in value
@@ -122,20 +141,23 @@ class TrainConfig:
     milestones: tuple[int, ...]
     lr_decay: float
     augment: AugmentConfig
-    test_epochs: tuple[int, ...] = ()  # epochs after which test accuracy is also measured
+    # Epochs after which test accuracy is also measured: a key of student.train only in
+    # default.yaml (teacher and CAE are never tested mid-run), so absent means none: ().
+    test_epochs: tuple[int, ...] = ()
 
     @staticmethod
     def parse(d: dict, prefix: str) -> TrainConfig:
+        """``<role>.train``; every key required but ``test_epochs`` (absent: none)."""
         return TrainConfig(
             epochs=_number(d, "epochs", prefix, lo=1, integer=True),
             batch_size=_number(d, "batch_size", prefix, lo=1, integer=True),
             optimizer=_choice(d, "optimizer", prefix, OPTIMIZERS),
             lr=_number(d, "lr", prefix, lo=0, hi=MAX_LR, lo_open=True),
-            momentum=_number(d, "momentum", prefix, lo=0, hi=1, default=0.0),
+            momentum=_number(d, "momentum", prefix, lo=0, hi=1),
             weight_decay=_number(d, "weight_decay", prefix, lo=0),
             schedule=_choice(d, "schedule", prefix, SCHEDULES),
             milestones=_epochs(d, "milestones", prefix),
-            lr_decay=_number(d, "lr_decay", prefix, lo=0, hi=1, lo_open=True, default=0.1),
-            augment=AugmentConfig.parse(d.get("augment") or {}, f"{prefix}augment."),
-            test_epochs=tuple(sorted(set(_epochs(d, "test_epochs", prefix)))),
+            lr_decay=_number(d, "lr_decay", prefix, lo=0, hi=1, lo_open=True),
+            augment=AugmentConfig.parse(_section(d, "augment", prefix), f"{prefix}augment."),
+            test_epochs=tuple(sorted(set(_epochs(d, "test_epochs", prefix, required=False)))),
         )

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from kdlab import paths
-from kdlab.config import Config
+from kdlab.config import Config, ProfiledModel
 from kdlab.data import get_dataset
 from kdlab.io import write_json
 from kdlab.live import write_summary
@@ -16,11 +16,10 @@ from kdlab.profiling import Profile, parse_shape, profile_model, ratios
 from kdlab.stages.common import run
 
 
-def _build(entry: dict[str, Any]):
-    shape = parse_shape(entry["input"])
-    kwargs = dict(entry.get("options") or {})
-    kwargs["input_size"] = shape[1]
-    model = build_model(entry["model"], entry.get("num_classes", 0), shape[0], **kwargs)
+def _build(entry: ProfiledModel):
+    shape = parse_shape(entry.input)
+    kwargs = {**entry.options, "input_size": shape[1]}
+    model = build_model(entry.model, entry.num_classes, shape[0], **kwargs)
     return model, shape
 
 
@@ -42,14 +41,13 @@ def profile(cfg: Config) -> None:
         "ours_ratios": ratios(Profile(**ours["teacher"]), Profile(**ours["cae"])),
         "table6": {},
     }
-    modes = cfg.profile.get("count_modes", ["fvcore", "torchscan"])
-    for row, pair in (cfg.profile.get("table6") or {}).items():
+    for row, pair in cfg.profile.table6.items():
         out["table6"][row] = {}
-        for mode in modes:
+        for mode in cfg.profile.count_modes:
             teacher, t_shape = _build(pair["teacher"])
             cae, c_shape = _build(pair["cae"])
-            tp = profile_model(teacher, pair["teacher"]["model"], t_shape, count_mode=mode)
-            cp = profile_model(cae, pair["cae"]["model"], c_shape, count_mode=mode)
+            tp = profile_model(teacher, pair["teacher"].model, t_shape, count_mode=mode)
+            cp = profile_model(cae, pair["cae"].model, c_shape, count_mode=mode)
             out["table6"][row][mode] = {
                 "teacher": tp.as_dict(),
                 "cae": cp.as_dict(),

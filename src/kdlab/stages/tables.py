@@ -47,7 +47,7 @@ PAPER_OF_PROFILE = {
 
 def paper_of(cfg: Config) -> str | None:
     """The seed paper of this run's preset, or None for a custom ``profile_name``."""
-    return PAPER_OF_PROFILE.get(cfg.raw.get("profile_name", "default"))
+    return PAPER_OF_PROFILE.get(cfg.profile_name)
 
 
 def _read(path: Path) -> dict[str, Any] | None:
@@ -67,7 +67,7 @@ def scale(cfg: Config) -> str:
     """What our numbers ran at, from the stages' records: models with their widths and
     parameter counts, epochs, data, seed, the device that ran (never the ``device`` param) and
     which epoch is reported."""
-    subset = cfg.raw.get("data", {}).get("subset")
+    subset = cfg.data.subset
     data = cfg.data.name + (f" ({subset} training images)" if subset else "")
     stages = ["teacher", "student", *(f"distill/{m}" for m in cfg.methods)]
     records = [r for r in map(_record, stages) if r]  # a stage not run has no device
@@ -84,7 +84,7 @@ def scale(cfg: Config) -> str:
 
 def _alpha_note(cfg: Config) -> str:
     return (
-        f"Ours: preset `{cfg.raw.get('profile_name', 'default')}`; {scale(cfg)}. "
+        f"Ours: preset `{cfg.profile_name}`; {scale(cfg)}. "
         "alpha weighs the distillation term and (1 - alpha) the cross-entropy, as in ReffAKD "
         "(same convention: the paper's alpha = our alpha)."
     )
@@ -150,7 +150,7 @@ def write_reffakd_table6(cfg: Config) -> str:
     prof = _read(paths.metrics("profile"))
     keys = ("flops", "macs", "params", "memory")
     rows = []
-    labels = cfg.profile.get("table6_labels") or {}
+    labels = cfg.profile.table6_labels
     for row, published_ratios in pub["table6"].items():
         rows.append(
             {
@@ -316,7 +316,7 @@ def write_reffakd_table7(cfg: Config) -> str:
         paths.TABLES / "reffakd_table7",
         pub["title"],
         [
-            f"Ours: preset `{cfg.raw.get('profile_name', 'default')}`, {scale(cfg)}; the "
+            f"Ours: preset `{cfg.profile_name}`, {scale(cfg)}; the "
             "`paper` preset uses the paper's recipe (200 epochs, x0.2 at 60/120/160).",
         ],
     )
