@@ -42,6 +42,16 @@ def write_fashion_mnist(folder: Path, n_train: int = 600, n_test: int = 200, see
     return {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*.gz"))}
 
 
+def method_params(name: str, **overrides) -> dict:
+    """Method ``name``'s ``method_params`` block of presets/default.yaml with ``overrides``:
+    a method takes every parameter (no defaults in code; a method without a block: {})."""
+    import yaml
+
+    text = (Path(__file__).resolve().parents[1] / "src/kdlab/presets/default.yaml").read_text()
+    block = yaml.safe_load(text)["method_params"].get(name) or {}
+    return {**block, **overrides}
+
+
 def tiny_params(default: dict, source_dir: Path, md5: dict[str, str]) -> dict:
     """The default params shrunk to seconds: tiny models, one or two epochs, the fixture data."""
     import copy

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fixtures import method_params
 from kdlab.config import ConfigError
 from kdlab.data.pipeline import Batch
 from kdlab.losses import (
@@ -332,7 +333,7 @@ def make(name, params=None, alpha=0.6, **kw):
     teacher, student = models()
     d = get_method(name)(
         student,
-        params or ({"nce_k": 8} if name == "crd" else {}),
+        method_params(name, **{**({"nce_k": 8} if name == "crd" else {}), **(params or {})}),
         alpha=alpha,
         temperature=4.0,
         teacher_model=teacher,
@@ -535,7 +536,7 @@ def test_srrl_all_stages_sums_every_pair_and_the_end():
         ({"stage": 0.5}, r"method_params.srrl.stage = 0.5 is not allowed"),
         (
             {"all_stages": 0.5},
-            r"method_params.srrl.all_stages = 0.5 is not allowed; allowed: 0 \| 1",
+            r"method_params.srrl.all_stages = 0.5 is not allowed; allowed: an integer \[0, 1\]",
         ),
     ],
 )
@@ -550,7 +551,12 @@ def test_srrl_earlier_stage_needs_a_replaceable_teacher_stage():
     student = build_model("lenet5", 10, 1, input_size=28)
     with pytest.raises(ValueError, match=r"stage pair 0 needs the teacher's stage 0 .*LeNet5"):
         get_method("srrl")(
-            student, {"stage": 0}, 0.5, 4.0, teacher_model=teacher, input_shape=(1, 28, 28)
+            student,
+            method_params("srrl", stage=0),
+            0.5,
+            4.0,
+            teacher_model=teacher,
+            input_shape=(1, 28, 28),
         )
 
 
@@ -578,27 +584,47 @@ def test_models_without_feature_taps_fail_at_start():
         match=r"method 'fitnet' needs feature taps \(forward_features\) "
         r"from the teacher, which Plain does not provide",
     ):
-        get_method("fitnet")(student, {}, 0.5, 4.0, teacher_model=Plain(), input_shape=(1, 28, 28))
+        get_method("fitnet")(
+            student,
+            method_params("fitnet"),
+            0.5,
+            4.0,
+            teacher_model=Plain(),
+            input_shape=(1, 28, 28),
+        )
     teacher, _ = models()
     with pytest.raises(ValueError, match="from the student, which Plain does not provide"):
-        get_method("at")(Plain(), {}, 0.5, 4.0, teacher_model=teacher, input_shape=(1, 28, 28))
+        get_method("at")(
+            Plain(), method_params("at"), 0.5, 4.0, teacher_model=teacher, input_shape=(1, 28, 28)
+        )
 
     class NoStages(Plain):
         def forward_features(self, x):
             return {"logits": self(x), "pooled": x.flatten(1), "stages": []}
 
     with pytest.raises(ValueError, match="'stages' feature tap from the teacher, which NoStages"):
-        get_method("nst")(student, {}, 0.5, 4.0, teacher_model=NoStages(), input_shape=(1, 28, 28))
+        get_method("nst")(
+            student,
+            method_params("nst"),
+            0.5,
+            4.0,
+            teacher_model=NoStages(),
+            input_shape=(1, 28, 28),
+        )
     with pytest.raises(ValueError, match="needs a live teacher model"):
-        get_method("pkt")(student, {}, 0.5, 4.0, input_shape=(1, 28, 28))
+        get_method("pkt")(student, method_params("pkt"), 0.5, 4.0, input_shape=(1, 28, 28))
     with pytest.raises(ValueError, match="needs num_data"):
-        get_method("crd")(student, {}, 0.5, 4.0, teacher_model=teacher, input_shape=(1, 28, 28))
+        get_method("crd")(
+            student, method_params("crd"), 0.5, 4.0, teacher_model=teacher, input_shape=(1, 28, 28)
+        )
 
 
 def test_kd_l2_is_logit_mse():
     cached = rand(2, 6, 10, seed=3)
     _, student = models()
-    d = get_method("kd_l2")(student, {}, 0.7, 4.0, teacher=TeacherLogits(cached=cached))
+    d = get_method("kd_l2")(
+        student, method_params("kd_l2"), 0.7, 4.0, teacher=TeacherLogits(cached=cached)
+    )
     b = batch()
     logits, losses = d.forward_train(b, 0)
     assert torch.allclose(losses["kd"], 0.7 * F.mse_loss(logits, cached[0, b.index]))
@@ -606,16 +632,15 @@ def test_kd_l2_is_logit_mse():
 
 def test_choice_params_are_validated():
     cls = get_method("srrl")
-    cls.validate_params({"sr_loss": "kl", "fm_weight": 0}, "method_params.srrl.")
+    cls.validate_params(method_params("srrl", sr_loss="kl", fm_weight=0), "method_params.srrl.")
     with pytest.raises(
         ConfigError,
         match=r"method_params.srrl.sr_loss = 'mse' is not allowed; "
         r"allowed: l2 \| kl \| ce",
     ):
-        cls.validate_params({"sr_loss": "mse"}, "method_params.srrl.")
+        cls.validate_params(method_params("srrl", sr_loss="mse"), "method_params.srrl.")
     with pytest.raises(ConfigError, match="allowed: simkd_weight, factor, label_gated, loss"):
-        get_method("simkd").validate_params({"nope": 1}, "method_params.simkd.")
-    assert cls.resolve_params({})["sr_loss"] == "l2"
+        get_method("simkd").validate_params(method_params("simkd", nope=1), "method_params.simkd.")
 
 
 def test_simkd_student_file_rebuilds_and_predicts_identically():
@@ -624,7 +649,7 @@ def test_simkd_student_file_rebuilds_and_predicts_identically():
     teacher = build_model("lenet5", 10, 1, input_size=28).eval()
     student = build_model("lenet5", 10, 1, input_size=28)
     kw = dict(teacher_model=teacher, input_shape=(1, 28, 28), num_data=10)
-    d = get_method("simkd")(student, {}, 1.0, 4.0, **kw)
+    d = get_method("simkd")(student, method_params("simkd"), 1.0, 4.0, **kw)
     d.train()
     opt = torch.optim.SGD(d.parameters(), lr=0.1)
     sum(d.forward_train(batch(), 0)[1].values()).backward()
@@ -637,7 +662,9 @@ def test_simkd_student_file_rebuilds_and_predicts_identically():
     skeleton = build_model("lenet5", 10, 1, input_size=28).eval()
     student2 = build_model("lenet5", 10, 1, input_size=28)
     student2.load_state_dict(saved["state_dict"])
-    d2 = get_method("simkd")(student2, {}, 1.0, 4.0, **{**kw, "teacher_model": skeleton})
+    d2 = get_method("simkd")(
+        student2, method_params("simkd"), 1.0, 4.0, **{**kw, "teacher_model": skeleton}
+    )
     d2.load_extra_state(saved["extra"])
     d2.eval()
     x = batch().x
@@ -686,7 +713,7 @@ def test_crd_negatives_are_other_class_training_positions():
 def test_srrl_defaults_are_the_official_codes():
     # KD_SRRL train_imagenet_distillation.py: loss = CE + statm(L_FM) + args.weight * MSE,
     # --weight default 1.
-    p = get_method("srrl").resolve_params({})
+    p = get_method("srrl").resolve_params(method_params("srrl"))
     assert (p["fm_weight"], p["sr_weight"], p["sr_loss"]) == (1.0, 1.0, "l2")
 
 
@@ -700,7 +727,9 @@ def test_fitnet_default_hint_is_repdistillers_second_stage(student_name, teacher
     teacher = build_model(teacher_name, 10, 1, width=8, input_size=28).eval()
     kw = {"width": 8} if student_name == "resnet18" else {}
     student = build_model(student_name, 10, 1, input_size=28, **kw)
-    d = get_method("fitnet")(student, {}, 0.5, 4.0, teacher_model=teacher, input_shape=(1, 28, 28))
+    d = get_method("fitnet")(
+        student, method_params("fitnet"), 0.5, 4.0, teacher_model=teacher, input_shape=(1, 28, 28)
+    )
     assert d.hint == expected
 
 

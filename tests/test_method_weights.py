@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from fixtures import method_params
 from kdlab.data.pipeline import Batch
 from kdlab.methods import get_method
 from kdlab.methods.base import TeacherLogits
@@ -47,8 +48,10 @@ def setup():
     return student, batch, cached, soft
 
 
-def _terms(name, student, batch, **kw):
-    d = get_method(name)(student, alpha=ALPHA, temperature=T, **kw)
+def _terms(name, student, batch, params=None, **kw):
+    # batchmean: the textbook KL these tests write out (default.yaml's kd/reffakd use mean)
+    params = method_params(name, **{"reduction": "batchmean", **(params or {})})
+    d = get_method(name)(student, params, alpha=ALPHA, temperature=T, **kw)
     with torch.no_grad():
         logits, terms = d.forward_train(batch, epoch=100)
     return logits, terms
@@ -81,7 +84,7 @@ DKD_T = 2.5
 
 def test_dkd_alpha_and_its_own_weights(setup):
     student, batch, cached, _ = setup
-    params = {"tckd_weight": 2.0, "nckd_weight": 5.0, "warmup_epochs": 1.0, "temperature": DKD_T}
+    params = {"tckd_weight": 2.0, "nckd_weight": 5.0, "warmup_epochs": 1, "temperature": DKD_T}
     logits, terms = _terms(
         "dkd", student, batch, teacher=TeacherLogits(cached=cached), params=params
     )
@@ -94,7 +97,7 @@ def test_dkd_alpha_and_its_own_weights(setup):
 
 def test_reffakd_dkd_rows_and_weights_in_place(setup):
     student, batch, _, soft = setup
-    params = {"tckd_weight": 2.0, "nckd_weight": 5.0, "warmup_epochs": 1.0, "temperature": DKD_T}
+    params = {"tckd_weight": 2.0, "nckd_weight": 5.0, "warmup_epochs": 1, "temperature": DKD_T}
     logits, terms = _terms("reffakd_dkd", student, batch, soft_labels=soft, params=params)
     ps = torch.softmax(logits / DKD_T, 1)
     expected = ALPHA * _dkd(ps, soft[batch.y], batch.y, 2.0, 5.0, DKD_T)
@@ -110,10 +113,12 @@ def test_dkd_temperature_is_its_own_not_the_global_one(setup):
 
     student, _, cached, soft = setup
     teacher = TeacherLogits(cached=cached)
-    dkd = get_method("dkd")(student, {}, ALPHA, 20.0, teacher=teacher)
-    both = get_method("reffakd_dkd")(student, {}, ALPHA, 20.0, soft_labels=soft)
+    dkd = get_method("dkd")(student, method_params("dkd"), ALPHA, 20.0, teacher=teacher)
+    both = get_method("reffakd_dkd")(
+        student, method_params("reffakd_dkd"), ALPHA, 20.0, soft_labels=soft
+    )
     assert dkd.term_temperature == both.term_temperature == 4.0
-    kd = get_method("kd")(student, {}, ALPHA, 20.0, teacher=teacher)
+    kd = get_method("kd")(student, method_params("kd"), ALPHA, 20.0, teacher=teacher)
     assert kd.term_temperature == 20.0
     cfg = load_preset("default")
     assert cfg.temperature == 20.0

@@ -2,6 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from fixtures import method_params
 from kdlab.data.pipeline import Batch
 from kdlab.losses import kd_loss, soft_target_kd_loss
 from kdlab.methods import get_method, method_names
@@ -35,7 +36,11 @@ def test_kd_uses_cached_view_and_weights_terms():
     b = batch()
     cached = torch.randn(2, 6, 10)
     d = get_method("kd")(
-        student(), {}, alpha=0.7, temperature=4.0, teacher=TeacherLogits(cached=cached)
+        student(),
+        method_params("kd", reduction="batchmean"),
+        alpha=0.7,
+        temperature=4.0,
+        teacher=TeacherLogits(cached=cached),
     )
     logits, losses = d.forward_train(b, 0)
     t = cached[b.flipped.long(), b.index]
@@ -50,7 +55,7 @@ def test_reffakd_is_teacher_free_and_uses_label_rows():
     assert not cls.needs_teacher and cls.needs_soft_labels
     d = cls(
         student(),
-        {},
+        method_params("reffakd", reduction="batchmean"),
         alpha=0.6,
         temperature=20.0,
         soft_labels=soft,
@@ -65,7 +70,7 @@ def test_dkd_warmup_ramps_linearly():
     b = batch()
     d = get_method("dkd")(
         student(),
-        {"warmup_epochs": 4},
+        method_params("dkd", warmup_epochs=4),
         alpha=1.0,
         temperature=4.0,
         teacher=TeacherLogits(cached=torch.randn(2, 6, 10)),
@@ -77,9 +82,9 @@ def test_dkd_warmup_ramps_linearly():
 
 def test_missing_knowledge_source_fails_at_start():
     with pytest.raises(ValueError, match="method 'kd' needs a teacher"):
-        get_method("kd")(student(), {}, alpha=0.5, temperature=4.0)
+        get_method("kd")(student(), method_params("kd"), alpha=0.5, temperature=4.0)
     with pytest.raises(ValueError, match="method 'reffakd' needs the soft-label matrix"):
-        get_method("reffakd")(student(), {}, alpha=0.5, temperature=4.0)
+        get_method("reffakd")(student(), method_params("reffakd"), alpha=0.5, temperature=4.0)
 
 
 def test_live_teacher_resizes_input():
@@ -92,14 +97,17 @@ def test_live_teacher_resizes_input():
 
 
 @pytest.mark.parametrize("name", ["kd", "reffakd", "dkd", "reffakd_dkd"])
-def test_reduction_param_defaults_to_batchmean_and_is_validated(name):
+def test_reduction_param_is_required_and_validated(name):
     from kdlab.config import ConfigError
 
     cls = get_method(name)
-    assert cls.resolve_params({})["reduction"] == "batchmean"
-    cls.validate_params({"reduction": "mean"}, f"method_params.{name}.")
+    block = method_params(name)
+    del block["reduction"]
+    with pytest.raises(ConfigError, match=rf"method_params\.{name}\.reduction is missing"):
+        cls.resolve_params(block)  # no default in code: presets/default.yaml has it
+    cls.validate_params(method_params(name, reduction="mean"), f"method_params.{name}.")
     with pytest.raises(ConfigError) as err:
-        cls.validate_params({"reduction": "sum"}, f"method_params.{name}.")
+        cls.validate_params(method_params(name, reduction="sum"), f"method_params.{name}.")
     assert str(err.value) == (
         f"params.yaml: method_params.{name}.reduction = 'sum' is not allowed; "
         "allowed: batchmean | mean"
@@ -116,7 +124,8 @@ def test_mean_reduction_divides_the_term_by_the_classes():
         cls = get_method(name)
         terms = []
         for reduction in ("batchmean", "mean"):
-            d = cls(student(), {"reduction": reduction}, alpha=0.5, temperature=4.0, **kw)
+            params = method_params(name, reduction=reduction)
+            d = cls(student(), params, alpha=0.5, temperature=4.0, **kw)
             terms.append(d.forward_train(b, 0)[1]["kd"].detach())
         assert float(terms[1]) == pytest.approx(float(terms[0]) / 10, rel=1e-6)
 

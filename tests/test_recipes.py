@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fixtures import method_params
 from kdlab.methods import get_method
 from kdlab.models import build_model, count_params
 
@@ -20,7 +21,7 @@ def distiller(method, teacher_name, student_name, classes=100, params=None):
     student = build_model(student_name, classes)
     d = get_method(method)(
         student,
-        params or {},
+        method_params(method, **(params or {})),
         alpha=0.5,
         temperature=4.0,
         teacher_model=teacher,
@@ -290,11 +291,14 @@ def test_init_epochs_come_before_the_recipe():
 
     train = load_preset("srrl_crd").student.train
     for method in ("ab", "fsp", "ft"):
-        cfg = get_method(method).train_config(train, {"init_epochs": 30.0})
+        cfg = get_method(method).train_config(train, method_params(method, init_epochs=30))
         assert (cfg.epochs, cfg.milestones) == (270, (180, 210, 240))
-    assert get_method("at").train_config(train, {}) is train
-    with pytest.raises(ValueError, match="init_epochs = 2.5 is not allowed"):
-        get_method("ab").train_config(train, {"init_epochs": 2.5})
+    assert get_method("at").train_config(train, method_params("at")) is train
+    with pytest.raises(
+        ValueError,
+        match=r"method_params\.ab\.init_epochs = 2\.5 is not allowed; allowed: an integer >= 0",
+    ):
+        get_method("ab").train_config(train, method_params("ab", init_epochs=2.5))
 
 
 def test_ft_pretrains_the_paraphraser_then_freezes_it():
@@ -302,7 +306,7 @@ def test_ft_pretrains_the_paraphraser_then_freezes_it():
     student trains on CE + FT with the paraphraser fixed."""
     from kdlab.data.pipeline import Batch
 
-    d, _, student = distiller("ft", "resnet20", "resnet8", 10, {"init_epochs": 2.0})
+    d, _, student = distiller("ft", "resnet20", "resnet8", 10, {"init_epochs": 2})
     d.train()
     batch = Batch(
         x=torch.randn(4, 3, 32, 32),
@@ -375,7 +379,7 @@ def test_patel_printed_kd_formula():
         want = -(temp + 1) * np.mean(pt * (np.log(pt) - ps))
         d = get_method("kd")(
             build_model("lenet5", 10, 1),
-            {"form": "patel_printed"},
+            method_params("kd", form="patel_printed"),
             alpha=0.3,
             temperature=temp,
             teacher=lambda batch: t,

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import REPO
+from fixtures import method_params
 from kdlab.config import parse_config
 from kdlab.methods import get_method
 from kdlab.reports import run_records
@@ -45,7 +46,7 @@ def test_reffakd_uniform_is_reffakds_loss_on_the_uniform_matrix():
     u = torch.stack([torch.where(torch.arange(4) == i, m[i, i], d[i] / 3) for i in range(4)])
     student = torch.nn.Identity()
     method = get_method("reffakd_uniform")(
-        student, {"reduction": "mean"}, alpha=0.6, temperature=3.0, soft_labels=m
+        student, method_params("reffakd_uniform"), alpha=0.6, temperature=3.0, soft_labels=m
     )
     batch = type("B", (), {"x": logits, "y": y})()
     t = u[y]

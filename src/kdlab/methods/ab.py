@@ -45,9 +45,9 @@ class AB(InitPhase, FeatureDistiller):
     name = "ab"
     description = "(1-alpha) CE + alpha w sum_pairs 2^(i-k+1) hinge^2(connector(F_s), sign F_t)"
     schema = {
-        "ab_weight": (0.003, 0.0, None),
-        "margin": (1.0, 0.0, None),
-        "init_epochs": (0.0, 0.0, None),
+        "ab_weight": (float, 0.0, None),
+        "margin": (float, 0.0, None),
+        "init_epochs": (int, 0, None),
     }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -25,9 +25,9 @@ class AT(FeatureDistiller):
     name = "at"
     description = "(1-alpha) CE + alpha w sum_pairs ||Q_s/|Q_s| - Q_t/|Q_t|||^2, Q = mean_c |F|^p"
     schema = {
-        "at_weight": (1000.0, 0.0, None),
-        "p": (2.0, 1.0, None),
-        "last_pairs": (0.0, 0.0, None),
+        "at_weight": (float, 0.0, None),
+        "p": (float, 1.0, None),
+        "last_pairs": (int, 0, None),
     }
 
     def __init__(self, *args, **kwargs) -> None:

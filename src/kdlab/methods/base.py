@@ -18,9 +18,11 @@ from torch import nn
 from kdlab.data.pipeline import Batch, resize
 from kdlab.errors import ConfigError
 
-# A method's parameter schema: name -> (default, lowest allowed, highest allowed or None).
-ParamSchema = dict[str, tuple[float, float, float | None]]
-# String-valued method parameters: name -> allowed values (the first is the default).
+# A method's numeric parameters: name -> (int or float, lowest allowed, highest or None).
+# No defaults here: every parameter's default is its method's block of ``method_params`` in
+# presets/default.yaml (tests/test_defaults.py checks that every key is there).
+ParamSchema = dict[str, tuple[type, float, float | None]]
+# String-valued method parameters: name -> allowed values.
 ChoiceSchema = dict[str, tuple[str, ...]]
 
 
@@ -106,7 +108,7 @@ class Distiller(nn.Module):
     ) -> None:
         super().__init__()
         self.student = student
-        self.params = self.resolve_params(params or {})
+        self.params = self.resolve_params(params or {})  # every key required
         self.alpha = alpha
         self.temperature = temperature
         self.epochs = epochs
@@ -136,17 +138,30 @@ class Distiller(nn.Module):
         return train
 
     @classmethod
-    def resolve_params(cls, params: dict[str, Any]) -> dict[str, Any]:
-        """Fill defaults from the schema (numbers) and the choices (strings)."""
-        out: dict[str, Any] = {
-            k: float(params.get(k, default)) for k, (default, _, _) in cls.schema.items()
-        }
-        out.update({k: str(params.get(k, allowed[0])) for k, allowed in cls.choices.items()})
+    def resolve_params(cls, params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        """``params`` (the method's ``method_params`` block) validated and typed: int
+        parameters as int, float ones as float, choices as str. Every parameter is required
+        (its default is in presets/default.yaml); an error names the key."""
+        cls.validate_params(params, prefix or f"method_params.{cls.name}.")
+        out: dict[str, Any] = {k: kind(params[k]) for k, (kind, _, _) in cls.schema.items()}
+        out.update({k: str(params[k]) for k in cls.choices})
         return out
 
     @classmethod
     def validate_params(cls, params: dict[str, Any], prefix: str) -> None:
-        """Raise ConfigError naming any unknown or out-of-range method parameter."""
+        """Raise ConfigError naming any missing, unknown, mistyped or out-of-range method
+        parameter."""
+        if not isinstance(params, dict):
+            raise ConfigError(
+                f"params.yaml: {prefix.rstrip('.')} = {params!r} is not allowed; "
+                "allowed: a mapping of the method's parameters"
+            )
+        for key in [*cls.schema, *cls.choices]:
+            if key not in params:
+                raise ConfigError(
+                    f"params.yaml: {prefix}{key} is missing (method {cls.name!r} takes "
+                    f"{', '.join([*cls.schema, *cls.choices])}; defaults: presets/default.yaml)"
+                )
         for key, value in params.items():
             if key in cls.choices:
                 if not isinstance(value, str) or value not in cls.choices[key]:
@@ -163,13 +178,14 @@ class Distiller(nn.Module):
                     f"params.yaml: {prefix}{key} is not a parameter of method {cls.name!r}; "
                     f"{hint}allowed: {', '.join(names) or 'none (use {})'}"
                 )
-            _, lo, hi = cls.schema[key]
-            bad = isinstance(value, bool) or not isinstance(value, (int, float))
+            kind, lo, hi = cls.schema[key]
+            ok = int if kind is int else (int, float)
+            bad = isinstance(value, bool) or not isinstance(value, ok)
             if bad or value < lo or (hi is not None and value > hi):
-                rng = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
+                rng = f"[{lo:g}, {hi:g}]" if hi is not None else f">= {lo:g}"
+                what = "an integer" if kind is int else "a number"
                 raise ConfigError(
-                    f"params.yaml: {prefix}{key} = {value!r} is not allowed; "
-                    f"allowed: a number {rng}"
+                    f"params.yaml: {prefix}{key} = {value!r} is not allowed; allowed: {what} {rng}"
                 )
 
     def ce_term(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -31,10 +31,10 @@ class CC(FeatureDistiller):
     name = "cc"
     description = "(1-alpha) CE + alpha w ||C(f_s) - C(f_t)||^2, C = Taylor-RBF correlation"
     schema = {
-        "cc_weight": (1.0, 0.0, None),
-        "gamma": (0.4, 0.0, None),
-        "order": (2.0, 0.0, 10.0),
-        "feat_dim": (128.0, 1.0, None),
+        "cc_weight": (float, 0.0, None),
+        "gamma": (float, 0.0, None),
+        "order": (int, 0, 10),
+        "feat_dim": (int, 1, None),
     }
     choices = {"form": ("paper", "repdistiller")}
 

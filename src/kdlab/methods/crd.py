@@ -44,11 +44,11 @@ class CRD(FeatureDistiller):
     name = "crd"
     description = "(1-alpha) CE + alpha w (NCE(s -> memory_t) + NCE(t -> memory_s))"
     schema = {
-        "crd_weight": (0.8, 0.0, None),
-        "feat_dim": (128.0, 1.0, None),
-        "nce_k": (16384.0, 1.0, None),
-        "nce_t": (0.07, 1e-4, None),
-        "nce_m": (0.5, 0.0, 1.0),
+        "crd_weight": (float, 0.0, None),
+        "feat_dim": (int, 1, None),
+        "nce_k": (int, 1, None),
+        "nce_t": (float, 1e-4, None),
+        "nce_m": (float, 0.0, 1.0),
     }
     choices = {"negatives": ("exact", "with_replacement")}
 

@@ -27,10 +27,10 @@ class DKD(Distiller):
     name = "dkd"
     needs_teacher = True
     schema = {
-        "tckd_weight": (1.0, 0.0, None),
-        "nckd_weight": (8.0, 0.0, None),
-        "warmup_epochs": (20.0, 0.0, None),
-        "temperature": (4.0, 0.01, None),  # mdistiller's DKD.T (cfg.DKD.T = 4.0)
+        "tckd_weight": (float, 0.0, None),
+        "nckd_weight": (float, 0.0, None),
+        "warmup_epochs": (int, 0, None),
+        "temperature": (float, 0.01, None),  # mdistiller's DKD.T (cfg.DKD.T = 4.0)
     }
     choices = REDUCTION_CHOICE  # batchmean: mdistiller's (kl_div sum / batch)
     description = "(1-alpha) CE + alpha warmup (a TCKD + b NCKD) from teacher logits"

@@ -249,15 +249,15 @@ class FeatureDistiller(Distiller):
         return logits, losses
 
 
-def last_pairs(pairs: list[tuple[int, int]], n: float, name: str) -> list[tuple[int, int]]:
+def last_pairs(pairs: list[tuple[int, int]], n: int, name: str) -> list[tuple[int, int]]:
     """The stage pairs AT sums over: every pair (``n = 0``) or the last ``n`` (Zagoruyko &
     Komodakis: every group of a WRN, the last two of a ResNet; SRRL's appendix)."""
-    if n != int(n) or not 0 <= n <= len(pairs):
+    if not 0 <= n <= len(pairs):
         raise ValueError(
-            f"method_params.{name}.last_pairs = {n:g} is not allowed; allowed: 0 (every stage "
+            f"method_params.{name}.last_pairs = {n} is not allowed; allowed: 0 (every stage "
             f"pair) or a whole number 1..{len(pairs)} (the last stage pairs of {pairs})"
         )
-    return pairs[len(pairs) - int(n) :] if n else list(pairs)
+    return pairs[len(pairs) - n :] if n else list(pairs)
 
 
 def with_init_epochs(train: Any, n: int) -> Any:
@@ -276,17 +276,6 @@ def with_init_epochs(train: Any, n: int) -> Any:
     )
 
 
-def init_epochs(params: dict[str, Any], name: str) -> int:
-    """``method_params.<name>.init_epochs`` as a whole number (an error names the key)."""
-    n = float(params.get("init_epochs", 0))
-    if n != int(n):
-        raise ValueError(
-            f"method_params.{name}.init_epochs = {n:g} is not allowed; allowed: a whole number "
-            "of epochs >= 0"
-        )
-    return int(n)
-
-
 class InitPhase(FeatureDistiller):
     """RepDistiller's two-phase schedule for AB and FSP (a mixin: list it before the base).
 
@@ -297,17 +286,17 @@ class InitPhase(FeatureDistiller):
 
     @classmethod
     def train_config(cls, train: Any, params: dict[str, Any]) -> Any:
-        return with_init_epochs(train, init_epochs(params, cls.name))
+        return with_init_epochs(train, cls.resolve_params(params)["init_epochs"])
 
     @property
     def warmup_epochs(self) -> int:
-        return int(self.params.get("init_epochs", 0))
+        return self.params["init_epochs"]
 
     def forward_train(
         self, batch: Batch, epoch: int
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         logits, losses = super().forward_train(batch, epoch)
-        n = int(self.params.get("init_epochs", 0))
+        n = self.params["init_epochs"]
         if n <= 0:
             return logits, losses
         init = epoch < n

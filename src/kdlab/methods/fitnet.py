@@ -32,7 +32,7 @@ class FitNet(FeatureDistiller):
 
     name = "fitnet"
     description = "(1-alpha) CE + alpha w ||ConvReg(F_s) - F_t||^2 at one hint stage"
-    schema = {"hint_weight": (100.0, 0.0, None), "hint_layer": (-1.0, -1.0, None)}
+    schema = {"hint_weight": (float, 0.0, None), "hint_layer": (int, -1, None)}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

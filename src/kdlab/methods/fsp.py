@@ -28,7 +28,7 @@ class FSP(InitPhase, ConnectedPairs):
 
     name = "fsp"
     description = "(1-alpha) CE + alpha w sum_i ||G_s(i, i+1) - G_t(i, i+1)||^2"
-    schema = {"fsp_weight": (1.0, 0.0, None), "init_epochs": (0.0, 0.0, None)}
+    schema = {"fsp_weight": (float, 0.0, None), "init_epochs": (int, 0, None)}
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -17,7 +17,7 @@ from kdlab.losses import (
     match_spatial,
 )
 from kdlab.methods import register
-from kdlab.methods.features import FeatureDistiller, init_epochs, with_init_epochs
+from kdlab.methods.features import FeatureDistiller, with_init_epochs
 
 
 def _conv_chain(channels: list[int], bn: bool, conv: type = nn.Conv2d) -> nn.Sequential:
@@ -54,14 +54,14 @@ class FT(FeatureDistiller):
     name = "ft"
     description = "(1-alpha) CE + alpha w |factor(T(F_s)) - factor(P(F_t))|_1 (+ paraphraser MSE)"
     schema = {
-        "ft_weight": (200.0, 0.0, None),
-        "rate": (0.5, 0.01, None),
-        "init_epochs": (0.0, 0.0, None),
+        "ft_weight": (float, 0.0, None),
+        "rate": (float, 0.01, None),
+        "init_epochs": (int, 0, None),
     }
 
     @classmethod
     def train_config(cls, train: Any, params: dict[str, Any]) -> Any:
-        return with_init_epochs(train, init_epochs(params, cls.name))
+        return with_init_epochs(train, cls.resolve_params(params)["init_epochs"])
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -85,7 +85,7 @@ class FT(FeatureDistiller):
         t = self.teacher_features(batch)
         logits = s["logits"]
         ft = t["stages"][self.pairs[-1][1]]
-        n = init_epochs(self.params, self.name)
+        n = self.params["init_epochs"]
         if n > 0 and epoch >= n:  # the paraphraser is frozen after its pre-training
             zero = logits.new_zeros(())
             with torch.no_grad():

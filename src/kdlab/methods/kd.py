@@ -13,12 +13,12 @@ from kdlab.losses import KL_REDUCTIONS, kd_loss, patel_printed_kd_loss
 from kdlab.methods import register
 from kdlab.methods.base import Distiller
 
-# ``reduction`` of the KL term: batchmean (the first, the default) | mean (nn.KLDivLoss()'s
-# default, the official ReffAKD notebooks'; docs/methods.md).
+# ``reduction`` of the KL term: batchmean (textbook) | mean (nn.KLDivLoss()'s default, the
+# official ReffAKD notebooks'; docs/methods.md). Defaults: method_params in presets/default.yaml.
 REDUCTION_CHOICE = {"reduction": KL_REDUCTIONS}
 
 
-# ``form`` of the KD term: textbook (Hinton's T^2 KL, the default) | patel_printed (the code
+# ``form`` of the KD term: textbook (Hinton's T^2 KL) | patel_printed (the code
 # printed in seed 004, not a KL divergence: kdlab.losses.patel_printed_kd_loss).
 KD_FORMS = ("textbook", "patel_printed")
 
@@ -35,7 +35,7 @@ class KD(Distiller):
 
     def distill_term(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
         """The unweighted KD term of this batch."""
-        if self.params.get("form") == "patel_printed":
+        if self.params.get("form") == "patel_printed":  # reffakd has no form
             return patel_printed_kd_loss(logits, self.teacher(batch), self.temperature)
         return kd_loss(logits, self.teacher(batch), self.temperature, self.params["reduction"])
 

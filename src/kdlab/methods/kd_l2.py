@@ -17,7 +17,7 @@ class KDL2(Distiller):
     name = "kd_l2"
     needs_teacher = True
     description = "(1-alpha) CE + alpha w ||z_s - z_t||^2 / (N K) (logit MSE; seed 001)"
-    schema = {"l2_weight": (1.0, 0.0, None)}
+    schema = {"l2_weight": (float, 0.0, None)}
 
     def forward_train(self, batch: Batch, epoch: int):
         logits = self.student(batch.x)

@@ -21,7 +21,7 @@ class KDSRRL(SRRL):
 
     name = "kd_srrl"
     description = "SRRL's terms + alpha w_kd T^2 KL(teacher_T || student_T)"
-    schema = {**SRRL.schema, "kd_weight": (1.0, 0.0, None)}
+    schema = {**SRRL.schema, "kd_weight": (float, 0.0, None)}
     choices = {**SRRL.choices, "reduction": KL_REDUCTIONS}
 
     def distill_terms(self, s, t, batch: Batch, epoch: int):

@@ -24,7 +24,7 @@ class KDSVD(ConnectedPairs):
 
     name = "kdsvd"
     description = "(1-alpha) CE + alpha w sum_i ||RBF(V_s^i, V_s^{i-1}) - RBF(V_t^i, V_t^{i-1})||^2"
-    schema = {"kdsvd_weight": (1.0, 0.0, None), "k": (1.0, 1.0, None)}
+    schema = {"kdsvd_weight": (float, 0.0, None), "k": (int, 1, None)}
 
     def distill_terms(self, s, t, batch: Batch, epoch: int):
         fs, ft = self.connected_stages(s, t)

@@ -23,7 +23,7 @@ class NST(FeatureDistiller):
 
     name = "nst"
     description = "(1-alpha) CE + alpha w sum_pairs MMD^2_poly(F_s, F_t)"
-    schema = {"nst_weight": (50.0, 0.0, None)}
+    schema = {"nst_weight": (float, 0.0, None)}
 
     def distill_terms(self, s, t, batch: Batch, epoch: int):
         total = sum(nst_loss(s["stages"][i], t["stages"][j]) for i, j in self.pairs)

@@ -22,7 +22,7 @@ class PKT(FeatureDistiller):
 
     name = "pkt"
     description = "(1-alpha) CE + alpha w KL(P_t || P_s), P = normalised cosine affinities"
-    schema = {"pkt_weight": (30000.0, 0.0, None)}
+    schema = {"pkt_weight": (float, 0.0, None)}
 
     def distill_terms(self, s, t, batch: Batch, epoch: int):
         return {"pkt": self.params["pkt_weight"] * pkt_loss(s["pooled"], t["pooled"])}

@@ -24,7 +24,7 @@ class RKD(FeatureDistiller):
 
     name = "rkd"
     description = "(1-alpha) CE + alpha (w_d Huber(psi_D) + w_a Huber(psi_A))"
-    schema = {"distance_weight": (25.0, 0.0, None), "angle_weight": (50.0, 0.0, None)}
+    schema = {"distance_weight": (float, 0.0, None), "angle_weight": (float, 0.0, None)}
 
     def distill_terms(self, s, t, batch: Batch, epoch: int):
         p = self.params

@@ -54,9 +54,9 @@ class SimKD(FeatureDistiller):
     description = "alpha w ||P(F_s) - F_t||^2 + (1-alpha) CE(W_t pool_t P(F_s), y); test: W_t"
     teacher_modules = ("classifier", "pool")
     schema = {
-        "simkd_weight": (1.0, 0.0, None),
-        "factor": (2.0, 1.0, None),
-        "label_gated": (0.0, 0.0, 1.0),
+        "simkd_weight": (float, 0.0, None),
+        "factor": (int, 1, None),
+        "label_gated": (int, 0, 1),
     }
     choices = {"loss": ("l2", "kl"), "projectors": ("end", "two_thirds", "all")}
 

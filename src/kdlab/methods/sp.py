@@ -22,7 +22,7 @@ class SP(FeatureDistiller):
 
     name = "sp"
     description = "(1-alpha) CE + alpha w ||norm(F_s F_s^T) - norm(F_t F_t^T)||_F^2 / b^2"
-    schema = {"sp_weight": (3000.0, 0.0, None)}
+    schema = {"sp_weight": (float, 0.0, None)}
 
     def distill_terms(self, s, t, batch: Batch, epoch: int):
         i, j = self.pairs[-1]

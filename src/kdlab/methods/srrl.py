@@ -74,10 +74,10 @@ class SRRL(FeatureDistiller):
     description = "(1-alpha) CE + alpha (w_fm ||c(h_s) - h_t||^2 + w_sr L_SR(W_t c(h_s), W_t h_t))"
     teacher_modules = ("classifier", "pool")
     schema = {
-        "fm_weight": (1.0, 0.0, None),
-        "sr_weight": (1.0, 0.0, None),
-        "stage": (-1.0, -1.0, None),
-        "all_stages": (0.0, 0.0, 1.0),
+        "fm_weight": (float, 0.0, None),
+        "sr_weight": (float, 0.0, None),
+        "stage": (int, -1, None),
+        "all_stages": (int, 0, 1),
     }
     choices = {"sr_loss": ("l2", "kl", "ce"), "connector": ("map", "pooled")}
 
@@ -85,17 +85,12 @@ class SRRL(FeatureDistiller):
         super().__init__(*args, **kwargs)
         p = self.params
         last = len(self.pairs) - 1
-        stage = int(p["stage"])
-        if stage != p["stage"] or stage > last:
+        stage = p["stage"]  # an int >= -1 (resolve_params); all_stages: 0 | 1
+        if stage > last:
             raise ValueError(
-                f"method_params.srrl.stage = {p['stage']:g} is not allowed; allowed: -1 (the end "
+                f"method_params.srrl.stage = {stage} is not allowed; allowed: -1 (the end "
                 f"of the network) or a stage pair index 0..{last} (student/teacher stage pairs "
                 f"{self.pairs})"
-            )
-        if p["all_stages"] not in (0.0, 1.0):
-            raise ValueError(
-                f"method_params.srrl.all_stages = {p['all_stages']!r} is not allowed; "
-                "allowed: 0 | 1"
             )
         # Earlier stage pairs that get their own losses (the last pair is the end of the
         # network, served by the pooled feature), and whether the end gets them too.

@@ -31,7 +31,7 @@ class VID(FeatureDistiller):
 
     name = "vid"
     description = "(1-alpha) CE + alpha w sum_pairs Gaussian NLL(F_t | mu(F_s), sigma^2)"
-    schema = {"vid_weight": (1.0, 0.0, None), "init_var": (5.0, 1e-3, None)}
+    schema = {"vid_weight": (float, 0.0, None), "init_var": (float, 1e-3, None)}
     eps = 1e-5
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
