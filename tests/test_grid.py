@@ -41,7 +41,7 @@ CELLS = {
     "reffakd_t2": {"method": "reffakd", "alpha": 0.5, "temperature": 2.0},
     "at_500": {"method": "at", "alpha": 0.9, "params": {"at_weight": 500.0}},
     # DKD's own T (method_params.dkd.temperature), the record's temperature; warm-up 1 epoch.
-    "dkd_t2": {"method": "dkd", "params": {"temperature": 2.0, "warmup_epochs": 1.0}},
+    "dkd_t2": {"method": "dkd", "params": {"temperature": 2.0, "warmup_epochs": 1}},
     # One initialisation epoch before the recipe's two (Distiller.train_config).
     "fsp_init": {"method": "fsp", "alpha": 0.8, "params": {"init_epochs": 1}},
 }
