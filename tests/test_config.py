@@ -28,6 +28,19 @@ def test_default_params_are_valid_and_match_preset(default_params):
     assert text == preset
 
 
+def test_the_old_preset_key_is_an_error_naming_its_new_name(default_params):
+    # params.yaml said `profile_name:` before the key was renamed `preset` (issue 21).
+    old = {("profile_name" if k == "preset" else k): v for k, v in default_params.items()}
+    message = r"profile_name is now called preset; rename the key \(profile_name: default ->"
+    with pytest.raises(ConfigError, match=message):
+        parse_config(old)
+    with pytest.raises(ConfigError, match=message):  # before the check's "unknown key"
+        parse_checked(old)
+    both = {**default_params, "profile_name": "default"}
+    with pytest.raises(ConfigError, match="profile_name is now called preset"):
+        parse_checked(both)
+
+
 def test_paper_preset_is_the_papers_recipe():
     cfg = load_preset("paper")
     t = cfg.student.train
@@ -145,7 +158,7 @@ def test_reffakd_cifar_presets_are_the_papers_recipe(
     from kdlab.models import build_model, count_params
 
     cfg = load_preset(preset)
-    assert cfg.profile_name == preset and cfg.data.name == data
+    assert cfg.preset == preset and cfg.data.name == data
     assert (cfg.alpha, cfg.temperature, cfg.soft_labels.gamma) == (alpha, temperature, 0.0225)
     assert get_dataset(data).num_classes == classes
     for role in (cfg.teacher, cfg.student, cfg.cae):
@@ -259,7 +272,7 @@ def test_presets_are_overlays_of_the_default():
         }
         # ... and every difference comes from the overlay.
         assert set(diff) == set(presets.differences(default, overlay)), name
-        assert full["profile_name"] == name
+        assert full["preset"] == name
 
 
 def test_overlay_methods_replace_the_default_list():

@@ -324,4 +324,4 @@ def test_profile_is_typed(default_params):
 def test_config_has_no_raw_params(default_params):
     cfg = parse_config(default_params)
     assert not hasattr(cfg, "raw")
-    assert (cfg.profile_name, cfg.data.subset) == ("default", None)
+    assert (cfg.preset, cfg.data.subset) == ("default", None)

@@ -219,7 +219,7 @@ def test_srrl_table5_runs_the_cifar10_recipe_per_architecture():
         if p["student"]["model"] == "resnet18":
             assert p["student"]["options"]["width"] == 16 == p["teacher"]["options"]["width"]
     assert {"wrn_16_1", "wrn_16_2", "wrn_40_2", "resnet8", "resnet14", "resnet26"} <= seen
-    assert resolved("srrl_cifar10")["profile_name"] == "srrl_cifar10"
+    assert resolved("srrl_cifar10")["preset"] == "srrl_cifar10"
 
 
 def test_srrl_thin_resnet18_34_parameter_counts():

@@ -118,7 +118,7 @@ def test_table4_campaign_params_are_the_paper_preset_at_one_cpu_thread():
     cfg = parse_config(p)
     assert (cfg.seed, cfg.device, cfg.threads) == (2, "cpu", 1)
     assert cfg.methods == ("reffakd", "reffakd_uniform")
-    assert p["profile_name"] == "paper" and cfg.student.train.epochs == 200
+    assert p["preset"] == "paper" and cfg.student.train.epochs == 200
     assert cfg.student.train.batch_size == 128 and cfg.cae.normalize
 
 

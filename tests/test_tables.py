@@ -24,9 +24,7 @@ def test_markdown_and_missing_values():
     assert diff(91.0, 92.14) == -1.1400000000000006 and diff(None, 1.0) is None
 
 
-def _run_tables(
-    tmp_path, monkeypatch, data_name, profile_name="default", methods=None, device=None
-):
+def _run_tables(tmp_path, monkeypatch, data_name, preset="default", methods=None, device=None):
     import json
 
     import yaml
@@ -36,7 +34,7 @@ def _run_tables(
 
     raw = yaml.safe_load((REPO / "src/kdlab/presets/default.yaml").read_text())
     raw["data"]["name"] = data_name
-    raw["profile_name"] = profile_name
+    raw["preset"] = preset
     if methods is not None:
         raw["methods"] = {m: "teacher" for m in methods}
     cfg = parse_config(raw)
@@ -105,7 +103,7 @@ def test_data_set_without_a_paper_table(tmp_path, monkeypatch):
 def test_reffakd_table7_compares_the_recipe(tmp_path, monkeypatch):
     out = _run_tables(tmp_path, monkeypatch, "fashion_mnist")
     t7 = (out / "reffakd_table7.md").read_text()
-    # the default (CPU) profile: batch 128, 12 epochs, onecycle; the paper: 256, 200, step
+    # the default (CPU) preset: batch 128, 12 epochs, onecycle; the paper: 256, 200, step
     assert "| batch_size | 256 | 128 | no |" in t7
     assert (
         "| lr_initial | 0.1 | 0.1 | yes |" in t7
@@ -132,7 +130,7 @@ def test_reffakd_table7_of_the_paper_preset_matches_every_row():
 def test_reports_name_the_teacher_width_parameter_counts_and_the_device_that_ran(
     tmp_path, monkeypatch
 ):
-    """The default profile's Table 4 says what ran: the teacher's width, both models'
+    """The default preset's Table 4 says what ran: the teacher's width, both models'
     parameter counts (from their records), epochs, seed, the device the records name (never
     the param `auto`) and that ours is the final epoch, the paper's its best on test."""
     out = _run_tables(

@@ -20,7 +20,7 @@ import torch
 import yaml
 
 from kdlab.artifacts import make_model
-from kdlab.config import Config, ConfigError, _fail, parse_config, read_params
+from kdlab.config import Config, ConfigError, _fail, check_renamed, parse_config, read_params
 from kdlab.data import dataset_names, get_dataset
 from kdlab.data.fetch import ChecksumError, verify
 from kdlab.methods import get_method, method_names
@@ -30,6 +30,7 @@ from kdlab.models import UnknownModelError, build_model, check_input, get_spec
 def parse_checked(raw: Any) -> Config:
     """:func:`kdlab.config.parse_config` plus the keys and names (:func:`check_params`)."""
     if isinstance(raw, dict):
+        check_renamed(raw)  # before "unknown key": say what the old key is called now
         _check_keys(raw, _reference_keys())
         if isinstance(raw.get("methods"), dict):  # a misspelt method before its missing block
             _check_methods(raw["methods"])

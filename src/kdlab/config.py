@@ -34,6 +34,20 @@ from kdlab.schema import (  # noqa: F401 (re-exported: the config types live in 
     _section,
 )
 
+# Keys renamed since runs were recorded: old name -> new name. A params.yaml that still
+# writes the old one gets an error saying so (not "unknown key" or "missing").
+RENAMED_KEYS = {"profile_name": "preset"}
+
+
+def check_renamed(raw: dict[str, Any]) -> None:
+    """A top-level key that was renamed is an error naming both spellings."""
+    for old, new in RENAMED_KEYS.items():
+        if old in raw:
+            raise ConfigError(
+                f"params.yaml: {old} is now called {new}; rename the key "
+                f"({old}: {raw[old]} -> {new}: {raw[old]}), or run `kdlab preset NAME`"
+            )
+
 
 def _required(d: dict, key: str, prefix: str = "") -> Any:
     """``d[key]``; a missing key is an error naming it (every default lives in
@@ -386,7 +400,7 @@ def _grid_cells(raw: dict, method_params: dict, alpha: float, temperature: float
 class Config:
     """The whole validated params.yaml."""
 
-    profile_name: str  # the preset it was written from (`kdlab preset NAME`)
+    preset: str  # the preset it was written from (`kdlab preset NAME`)
     seed: int
     alpha: float
     temperature: float
@@ -435,10 +449,11 @@ def parse_config(raw: dict[str, Any]) -> Config:
     first bad value (names: :func:`kdlab.checks.check_params`)."""
     if not isinstance(raw, dict):
         raise ConfigError("params.yaml must be a mapping of keys to values")
+    check_renamed(raw)
     _check_finite(raw, "")
-    profile_name = _required(raw, "profile_name")
-    if not isinstance(profile_name, str) or not profile_name:
-        raise _fail("profile_name", profile_name, "a preset name (`kdlab preset` lists them)")
+    preset = _required(raw, "preset")
+    if not isinstance(preset, str) or not preset:
+        raise _fail("preset", preset, "a preset name (`kdlab preset` lists them)")
     knowledge = _methods(_required(raw, "methods"))
     methods = list(knowledge)
     method_params = _required(raw, "method_params")
@@ -466,7 +481,7 @@ def parse_config(raw: dict[str, Any]) -> Config:
     alpha = _number(raw, "alpha", "", lo=0, hi=1)
     temperature = _number(raw, "temperature", "", lo=0, lo_open=True)
     return Config(
-        profile_name=profile_name,
+        preset=preset,
         seed=_number(raw, "seed", "", lo=0, hi=MAX_SEED, integer=True),
         alpha=alpha,
         temperature=temperature,

@@ -1,6 +1,6 @@
 """``tables`` stage: one writer per paper table, our number beside the published one.
 
-The run's paper comes from ``profile_name`` (the preset), never from ``data.name`` alone, so a
+The run's paper comes from its ``preset``, never from ``data.name`` alone, so a
 preset's run writes only its own paper's tables, and each writer reads only the stages of the
 methods it lists (``cfg.methods``): a stale ``metrics/distill/*.json`` of another preset never
 shows up; a missing result is a missing cell.
@@ -30,8 +30,8 @@ from kdlab.reports.tables import (
 )
 from kdlab.stages.common import run
 
-# profile_name (preset) -> the seed paper whose tables its run writes.
-PAPER_OF_PROFILE = {
+# preset -> the paper whose tables its run writes.
+PAPER_OF_PRESET = {
     "default": "reffakd",
     "paper": "reffakd",
     "reffakd_cifar100": "reffakd",
@@ -46,8 +46,8 @@ PAPER_OF_PROFILE = {
 
 
 def paper_of(cfg: Config) -> str | None:
-    """The seed paper of this run's preset, or None for a custom ``profile_name``."""
-    return PAPER_OF_PROFILE.get(cfg.profile_name)
+    """The paper of this run's preset, or None for a custom ``preset``."""
+    return PAPER_OF_PRESET.get(cfg.preset)
 
 
 def _read(path: Path) -> dict[str, Any] | None:
@@ -84,7 +84,7 @@ def scale(cfg: Config) -> str:
 
 def _alpha_note(cfg: Config) -> str:
     return (
-        f"Ours: preset `{cfg.profile_name}`; {scale(cfg)}. "
+        f"Ours: preset `{cfg.preset}`; {scale(cfg)}. "
         "alpha weighs the distillation term and (1 - alpha) the cross-entropy, as in ReffAKD "
         "(same convention: the paper's alpha = our alpha)."
     )
@@ -316,7 +316,7 @@ def write_reffakd_table7(cfg: Config) -> str:
         paths.TABLES / "reffakd_table7",
         pub["title"],
         [
-            f"Ours: preset `{cfg.profile_name}`, {scale(cfg)}; the "
+            f"Ours: preset `{cfg.preset}`, {scale(cfg)}; the "
             "`paper` preset uses the paper's recipe (200 epochs, x0.2 at 60/120/160).",
         ],
     )
@@ -324,7 +324,7 @@ def write_reffakd_table7(cfg: Config) -> str:
 
 
 Writer = Callable[[Config], "str | None"]
-# paper -> its stage writers; None (custom profile_name) gets the generic ones.
+# paper -> its stage writers; None (a custom preset) gets the generic ones.
 WRITERS: dict[str | None, tuple[Writer, ...]] = {
     "reffakd": (
         write_reffakd_accuracy,
@@ -342,7 +342,7 @@ WRITERS: dict[str | None, tuple[Writer, ...]] = {
 
 
 def tables(cfg: Config) -> None:
-    """Run the writers of this run's paper (from ``profile_name``); for a ReffAKD preset on a data
+    """Run the writers of this run's paper (from ``preset``); for a ReffAKD preset on a data
     set without an accuracy table, the generic accuracy table instead."""
     written = []
     for writer in WRITERS[paper_of(cfg)]:
