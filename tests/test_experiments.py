@@ -9,16 +9,16 @@ import pytest
 
 from kdlab.reports import base as report_base
 from kdlab.reports import experiments
-from kdlab.reports.runs import REPO_KEY, exp_show, runs_from_exp_show
+from kdlab.reports.runs import REPO_KEY, exp_show, preset_of, runs_from_exp_show
 
 
 def run(params, scores, name="x"):
     return {"name": name, "rev": name, "params": params, "scores": scores}
 
 
-def p(T, alpha, seed, profile="default", methods=("kd", "reffakd")):
+def p(T, alpha, seed, preset="default", methods=("kd", "reffakd")):
     return {
-        "profile_name": profile,
+        "preset": preset,
         "temperature": T,
         "alpha": alpha,
         "seed": seed,
@@ -44,7 +44,7 @@ def test_grid_mean_std_missing_and_other_presets_left_out():
         run(p(20.0, 0.6, 1), m(kd=90.0, reffakd=91.0)),
         run(p(20.0, 0.6, 2), m(kd=92.0, reffakd=91.5)),
         run(p(5.0, 0.8, 1, methods=("kd",)), m(kd=88.0, reffakd=10.0)),  # stale reffakd file
-        run(p(1.0, 0.9, 1, profile="srrl"), m(kd=50.0, reffakd=50.0)),  # another preset
+        run(p(1.0, 0.9, 1, preset="srrl"), m(kd=50.0, reffakd=50.0)),  # another preset
     ]
     df = experiments.build(runs, "reffakd_table10")
     assert len(df) == 16
@@ -59,6 +59,27 @@ def test_grid_mean_std_missing_and_other_presets_left_out():
     assert r["reffakd ours"] == "—" and r["reffakd n"] == 0  # stale file not read
     r = _row(df, "T=1, alpha=0.9")
     assert r["vanilla_kd ours"] == "—" and r["reffakd paper"] == 89.78
+
+
+def test_preset_of_reads_either_spelling_of_the_key():
+    assert preset_of({"preset": "srrl"}) == "srrl"
+    assert preset_of({"profile_name": "srrl"}) == "srrl"  # runs recorded before the rename
+    assert preset_of({"preset": "hao", "profile_name": "srrl"}) == "hao"  # the new key wins
+    assert preset_of({"seed": 0}) == "default"  # older still: the default preset's
+    assert preset_of({"seed": 0}, "paper") == "paper"
+
+
+def test_runs_recorded_with_the_old_preset_key_still_count():
+    def old(params):
+        return {("profile_name" if k == "preset" else k): v for k, v in params.items()}
+
+    runs = [
+        run(p(20.0, 0.6, 1), m(kd=90.0, reffakd=91.0)),
+        run(old(p(20.0, 0.6, 2)), m(kd=92.0, reffakd=91.5)),  # `profile_name: default`
+        run(old(p(20.0, 0.6, 3, preset="srrl")), m(kd=1.0, reffakd=1.0)),  # another preset
+    ]
+    r = _row(experiments.build(runs, "reffakd_table10"), "T=20, alpha=0.6")
+    assert r["vanilla_kd n"] == 2 and r["vanilla_kd ours"].startswith("91.00 ± ")
 
 
 def test_unknown_report_is_named():
@@ -89,12 +110,12 @@ def test_report_from_a_real_dvc_repo(tmp_path):
     sh = one_stage_repo(
         tmp_path,
         STAGE,
-        "profile_name: default\ntemperature: 20.0\nalpha: 0.6\nseed: 1\n"
+        "preset: default\ntemperature: 20.0\nalpha: 0.6\nseed: 1\n"
         "methods: {kd: teacher, reffakd: soft_labels}\n"
         "device: cpu\ndata: {name: fashion_mnist}\nmethod_params: {kd: {reduction: mean}}\n"
         "student: {model: lenet5, train: {epochs: 12}}\n"
         "teacher: {model: resnet18, options: {width: 16}, train: {epochs: 3}}\n",
-        ["temperature", "alpha", "seed", "profile_name", "methods"],
+        ["temperature", "alpha", "seed", "preset", "methods"],
         outs=["metrics/distill/kd.json", "metrics/distill/reffakd.json"],
         metrics=["metrics/distill/kd/metrics.json", "metrics/distill/reffakd/metrics.json"],
     )
@@ -136,7 +157,7 @@ def test_a_commit_that_changed_params_without_rerunning_shows_no_scores(tmp_path
     sh = one_stage_repo(
         tmp_path,
         STAGE,
-        "profile_name: default\ntemperature: 20.0\nalpha: 0.6\nseed: 1\n"
+        "preset: default\ntemperature: 20.0\nalpha: 0.6\nseed: 1\n"
         "methods: {kd: teacher, reffakd: soft_labels}\n",
         ["temperature", "alpha", "seed"],
         metrics=["metrics/distill/kd/metrics.json", "metrics/distill/reffakd/metrics.json"],
@@ -157,7 +178,7 @@ def test_a_commit_that_changed_params_without_rerunning_shows_no_scores(tmp_path
 
 def simkd_run(proj, gated, loss, lr, seed, acc, methods=("simkd",)):
     params = {
-        "profile_name": "simkd",
+        "preset": "simkd",
         "seed": seed,
         "methods": {m: "teacher" for m in methods},  # a mapping, as params.yaml has it
         "student": {"train": {"lr": lr}},
@@ -188,7 +209,7 @@ def test_rows_table_keeps_the_best_lr_and_matches_params():
     assert r["test_acc ours"] == "—" and r["test_acc n"] == 0
 
 
-SRRL_BASE = {"profile_name": "srrl", "seed": 0, "alpha": 0.5, "temperature": 4.0}
+SRRL_BASE = {"preset": "srrl", "seed": 0, "alpha": 0.5, "temperature": 4.0}
 SRRL = {
     "fm_weight": 1.0,
     "sr_weight": 1.0,
@@ -348,7 +369,7 @@ def test_queued_experiments_fill_every_implemented_cell_of_a_pairs_table(name):
 def test_pairs_table_pins_settings_and_widths():
     def srrl_pair(student, teacher, alpha, seed, scores, **opts):
         params = {
-            "profile_name": "srrl",
+            "preset": "srrl",
             "alpha": alpha,
             "temperature": 4.0,
             "seed": seed,
@@ -386,7 +407,7 @@ def test_pairs_table_pins_settings_and_widths():
 
 def test_queue_refuses_another_presets_params():
     with pytest.raises(ValueError, match="start from preset srrl_crd.*kdlab preset srrl_crd"):
-        experiments.queue_overrides("srrl_table11", {"profile_name": "srrl"}, {"kd"})
+        experiments.queue_overrides("srrl_table11", {"preset": "srrl"}, {"kd"})
 
 
 def test_table4_rows_read_their_own_probe_metric():
@@ -408,9 +429,9 @@ def test_table4_rows_read_their_own_probe_metric():
 
 
 def test_reffakd_table8_rows_are_data_sets_and_methods_need_t4_alpha09():
-    def r(ds, profile, alpha, scores):
+    def r(ds, preset, alpha, scores):
         params = {
-            "profile_name": profile,
+            "preset": preset,
             "seed": 0,
             "alpha": alpha,
             "temperature": 4.0,
@@ -448,9 +469,9 @@ def test_kdlab_queue_dry_run_prints_the_commands(tmp_path, capsys):
     assert "-S alpha=0.9" in lines[0] and "'~methods.srrl'" in lines[0]
 
 
-def direction_run(scores, seed, profile="fmnist_direction", alpha=0.5, **over):
+def direction_run(scores, seed, preset="fmnist_direction", alpha=0.5, **over):
     r = srrl_run(scores, seed=seed, alpha=alpha, **over)
-    r["params"]["profile_name"] = profile
+    r["params"]["preset"] = preset
     return r
 
 
@@ -519,7 +540,7 @@ def test_simkd_direction_check_needs_alpha_1_and_compares_with_plain_simkd():
 
     def run_(alpha, seed, acc, ce, setting=("all", 0, "l2")):
         r = simkd_run(*setting, 0.1, seed, acc)
-        r["params"].update(profile_name="fmnist_direction", alpha=alpha)
+        r["params"].update(preset="fmnist_direction", alpha=alpha)
         r["scores"]["ce"] = {"test_acc": ce}
         return r
 

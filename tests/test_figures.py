@@ -101,11 +101,11 @@ def test_hao_figure_from_a_real_dvc_repo(tmp_path):
     sh = one_stage_repo(  # our alpha 1.0 = the paper's 0.0
         tmp_path,
         HAO_STAGE,
-        "profile_name: hao\nalpha: 1.0\nseed: 0\nmethods: {kd: teacher}\ndevice: cpu\n"
+        "preset: hao\nalpha: 1.0\nseed: 0\nmethods: {kd: teacher}\ndevice: cpu\n"
         "data: {name: fashion_mnist, subset: 11000, val_size: 1000, label_noise: 0.05}\n"
         "student: {model: hao_student, train: {epochs: 300}}\n"
         "teacher: {model: hao_teacher, options: {}, train: {epochs: 20}}\n",
-        ["alpha", "profile_name", "methods"],
+        ["alpha", "preset", "methods"],
         outs=["metrics/distill/kd.json", "metrics/distill/kd/plots", "metrics/teacher.json"],
         metrics=["metrics/distill/kd/metrics.json"],
     )

@@ -9,7 +9,7 @@ from kdlab.reports import patel as patel_report
 
 def run(teacher, student, seed, scores, name):
     params = {
-        "profile_name": "patel",
+        "preset": "patel",
         "seed": seed,
         "teacher": {"model": teacher},
         "student": {"model": student},
@@ -38,7 +38,7 @@ RUNS = [
     {
         **run("p_vgg16", "p_vgg16_half", 2, {"kd": {"test_acc": 1.0}}, "d"),
         "params": {
-            "profile_name": "default",
+            "preset": "default",
             "seed": 2,
             "teacher": {"model": "p_vgg16"},
             "student": {"model": "p_vgg16_half"},

@@ -129,7 +129,7 @@ def run_(t: float, a: float, seed: int, reffakd: float, kd: float, epochs=12, st
         "rev": f"{int(t * 100 + a * 10 + seed):07d}abc",
         "timestamp": f"{stamp}T00:00:00",
         "params": {
-            "profile_name": "default",
+            "preset": "default",
             "temperature": t,
             "alpha": a,
             "seed": seed,

@@ -33,7 +33,7 @@ from kdlab import presets
 from kdlab.reports import experiments
 from kdlab.reports.papers import paper_tables
 from kdlab.reports.records import RECORDS, scale_of
-from kdlab.reports.runs import REPO_KEY, runs_from_exp_show
+from kdlab.reports.runs import REPO_KEY, preset_of, runs_from_exp_show
 
 # The stages that make what a method reads (its entry in params.yaml `methods`), trained once
 # per seed in the baseline commit.
@@ -264,7 +264,7 @@ def estimate(plan: Plan) -> list[str]:
     (speeds.yaml), or what is not measured. Soft labels and teacher logits (seconds) and
     evaluation outside the epochs are not counted."""
     table = speeds(plan.repo)
-    per_role = table["speeds"].get(plan.params.get("profile_name", plan.preset), {})
+    per_role = table["speeds"].get(preset_of(plan.params, plan.preset), {})
     seeds_left = {c.seed for c in plan.todo}
     work: list[tuple[str, int]] = []  # (role, epochs) of everything left to train
     for stage in plan.shared:

@@ -3,8 +3,9 @@
 A grid is a queue of experiments (``dvc exp run --queue -S temperature=5 -S alpha=0.8`` ...,
 then ``dvc queue start``); :func:`report` groups the finished runs by the params that define the
 table's rows (e.g. ``temperature`` x ``alpha``), keeps only runs of the table's preset
-(``profile_name``), reports mean +- sample std (n - 1) where seeds repeat, and puts the paper's
-published cell beside ours. A cell with no finished run is missing, never another run's number.
+(:func:`~kdlab.reports.runs.preset_of`), reports mean +- sample std (n - 1) where seeds
+repeat, and puts the paper's published cell beside ours. A cell with no finished run is
+missing, never another run's number.
 """
 
 from __future__ import annotations
@@ -32,7 +33,14 @@ from kdlab.reports.base import (
 from kdlab.reports.papers import paper_tables
 from kdlab.reports.records import RESULTS, Built, at_scale, main_scale, write_report
 from kdlab.reports.registry import GRIDS, PAIRS, ROWS
-from kdlab.reports.runs import exp_show, flatten, listed_methods, lookup, runs_from_exp_show
+from kdlab.reports.runs import (
+    exp_show,
+    flatten,
+    listed_methods,
+    lookup,
+    preset_of,
+    runs_from_exp_show,
+)
 
 
 def _row_label(values: dict[str, Any]) -> str:
@@ -48,9 +56,9 @@ def collect(
     (when given) gets ``{(row label, our model): [run, ...]}``, the runs behind each cell."""
     cells: dict[str, dict[str, dict[int, float]]] = {}
     for run in runs:
-        flat = {k: json.loads(v) for k, v in flatten(run["params"]).items()}
-        if flat.get("profile_name", "default") not in spec.profiles:
+        if preset_of(run["params"]) not in spec.profiles:
             continue
+        flat = {k: json.loads(v) for k, v in flatten(run["params"]).items()}
         if any(flat.get(p) is None for p in spec.row_params):
             continue
         label = _row_label({p: float(flat[p]) for p in spec.row_params})
@@ -143,8 +151,7 @@ def build_report(
     # --all-commits the same run shows up in every commit that carries its results).
     mine: dict[str, dict[str, Any]] = {}
     for r in runs:
-        profile = json.loads(flatten(r["params"]).get("profile_name", '"default"'))
-        if profile in spec.profiles and any(m in r["scores"] for m in models):
+        if preset_of(r["params"]) in spec.profiles and any(m in r["scores"] for m in models):
             mine.setdefault(json.dumps(r["params"], sort_keys=True), r)
     notes = [
         f"From {len(mine)} finished DVC runs of `dvc exp show` (presets "
@@ -397,8 +404,8 @@ def _flat_runs(runs: list[dict[str, Any]], profiles: tuple[str, ...]) -> list[tu
     """``(flat params, scores, listed methods)`` of the runs of ``profiles``."""
     out = []
     for r in runs:
-        flat = {k: json.loads(v) for k, v in flatten(r["params"]).items()}
-        if flat.get("profile_name", "default") in profiles:
+        if preset_of(r["params"]) in profiles:
+            flat = {k: json.loads(v) for k, v in flatten(r["params"]).items()}
             out.append((flat, r["scores"], listed_methods(r["params"]), r))
     return out
 
@@ -463,11 +470,11 @@ def queue_overrides(name: str, preset: dict[str, Any], methods: set[str]) -> lis
     group of methods whose pins agree. Only what differs from the preset is overridden; a
     key the preset lacks is added with ``+`` (DVC refuses a new key otherwise)."""
     spec = PAIRS[name]
-    profile = preset.get("profile_name")
-    if profile not in spec.profiles:
+    ours = preset_of(preset)
+    if ours not in spec.profiles:
         raise ValueError(
             f"{name}'s experiments start from preset {' or '.join(spec.profiles)}, but "
-            f"params.yaml holds {profile!r}: run `kdlab preset {spec.profiles[0]}` (and commit "
+            f"params.yaml holds {ours!r}: run `kdlab preset {spec.profiles[0]}` (and commit "
             "it) first"
         )
     runs = []

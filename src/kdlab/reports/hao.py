@@ -32,7 +32,14 @@ from kdlab.reports.records import (
     setting,
     write_report,
 )
-from kdlab.reports.runs import exp_show, flatten, listed_methods, run_record, runs_from_exp_show
+from kdlab.reports.runs import (
+    exp_show,
+    flatten,
+    listed_methods,
+    preset_of,
+    run_record,
+    runs_from_exp_show,
+)
 
 NAME = "hao_figure3"  # its `kdlab report` name
 
@@ -78,9 +85,9 @@ def histories_from_experiments(
     used: dict[float, dict[str, Any]] = {}
     tsv = (paths.live(f"distill/{method}") / "plots" / "metrics" / f"{column}.tsv").as_posix()
     for run in runs_from_exp_show(exp_show(repo)) if runs is None else runs:
-        flat = {k: json.loads(v) for k, v in flatten(run["params"]).items()}
-        if flat.get("profile_name") != profile or method not in listed_methods(run["params"]):
+        if preset_of(run["params"]) != profile or method not in listed_methods(run["params"]):
             continue
+        flat = {k: json.loads(v) for k, v in flatten(run["params"]).items()}
         proc = subprocess.run(
             ["git", "show", f"{run['rev']}:{tsv}"], cwd=repo, capture_output=True, text=True
         )

@@ -26,6 +26,7 @@ from kdlab.reports.runs import (
     flatten,
     listed_methods,
     model_stage,
+    preset_of,
     run_record,
     runs_from_exp_show,
 )
@@ -54,9 +55,8 @@ def _runs(runs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, An
     """``(run, flat params)`` of the patel preset's runs."""
     out = []
     for r in runs:
-        flat = {k: json.loads(v) for k, v in flatten(r["params"]).items()}
-        if flat.get("profile_name") == "patel":
-            out.append((r, flat))
+        if preset_of(r["params"]) == "patel":
+            out.append((r, {k: json.loads(v) for k, v in flatten(r["params"]).items()}))
     return out
 
 

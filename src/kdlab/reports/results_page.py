@@ -21,6 +21,7 @@ import yaml
 from kdlab.reports import blocks
 from kdlab.reports.papers import published
 from kdlab.reports.records import FINAL_EPOCH, WHAT_RAN, what_ran
+from kdlab.reports.runs import preset_of
 from kdlab.reports.tables import COST_STAGES, cost_rows, model_text, ran_on, to_markdown
 
 PAGE = Path("docs/results.md")
@@ -125,7 +126,7 @@ def default_run(page: Page) -> str:
     p = page.params()
     return (
         f"The default profile trains a {teacher} and distils a {student} (preset "
-        f"`{p.get('profile_name', 'default')}`, data `{p['data']['name']}`, seed {p['seed']}). "
+        f"`{preset_of(p)}`, data `{p['data']['name']}`, seed {p['seed']}). "
         f"The committed stage records (`metrics/*.json`) measured {duration(sum(walls.values()))}"
         f" of wall time over {len(walls)} stages, the longest `{longest}` "
         f"({duration(walls[longest])}); device: {_device(page)}.\n"

@@ -27,6 +27,16 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
+def preset_of(params: dict[str, Any], missing: str = "default") -> str:
+    """The preset a run's (nested) params were written from: ``preset``, else ``profile_name``
+    (the key's name in runs and records from before the rename), else ``missing`` (runs older
+    still were the default preset's). Every reader of stored params asks this."""
+    for key in ("preset", "profile_name"):
+        if key in params:
+            return params[key]
+    return missing
+
+
 def listed_methods(params: dict[str, Any]) -> set[str]:
     """The methods a run's params list: ``methods`` is a mapping ``{kd: teacher, ...}`` (a list
     in older runs). Read from the nested params: flattening would split the mapping apart."""

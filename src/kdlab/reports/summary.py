@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from kdlab.io import write_text
-from kdlab.reports.runs import flatten
+from kdlab.reports.runs import flatten, preset_of
 
 # Labels longer than this become "config N"; to_markdown lists what each one sets.
 MAX_LABEL = 100
@@ -28,6 +28,12 @@ def config_label(flat: dict[str, str], varying: list[str]) -> str:
     return ", ".join(f"{k}={flat.get(k, 'null')}" for k in varying) or "all runs"
 
 
+def _configuration(params: dict[str, Any]) -> dict[str, Any]:
+    """A run's params without ``seed``, its preset under one key however the run spelt it."""
+    out = {k: v for k, v in params.items() if k not in ("seed", "preset", "profile_name")}
+    return {**out, "preset": preset_of(params)}
+
+
 def summarize(runs: list[dict[str, Any]], metric: str = "test_acc") -> pd.DataFrame:
     """One row per (configuration, model): n, seeds, mean and sample std of ``metric``.
 
@@ -36,7 +42,7 @@ def summarize(runs: list[dict[str, Any]], metric: str = "test_acc") -> pd.DataFr
     """
     if not runs:
         raise ValueError("no finished DVC runs found; run `dvc repro` or `dvc exp run` first")
-    flat = [flatten({k: v for k, v in r["params"].items() if k != "seed"}) for r in runs]
+    flat = [flatten(_configuration(r["params"])) for r in runs]
     keys = sorted(set().union(*flat))
     varying = [k for k in keys if len({f.get(k) for f in flat}) > 1]
     groups: dict[str, dict[str, list[tuple[int, float]]]] = {}
