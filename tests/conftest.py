@@ -20,6 +20,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def default_params() -> dict:
-    """The default profile (the default preset, whatever the workspace params.yaml holds)."""
+    """The default preset (default.yaml, whatever the workspace params.yaml holds)."""
     with open(REPO / "src/kdlab/presets/default.yaml", encoding="utf-8") as fh:
         return yaml.safe_load(fh)

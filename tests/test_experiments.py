@@ -338,7 +338,7 @@ def test_queued_experiments_fill_every_implemented_cell_of_a_pairs_table(name):
     from kdlab.models import model_names
 
     spec = experiments.PAIRS[name]
-    preset = yaml.safe_load(presets.resolve(spec.profiles[0]))
+    preset = yaml.safe_load(presets.resolve(spec.presets[0]))
     queued = experiments.queue_overrides(name, preset, set(method_names()))
     runs = []
     for i, over in enumerate(queued):

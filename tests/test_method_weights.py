@@ -107,7 +107,7 @@ def test_reffakd_dkd_rows_and_weights_in_place(setup):
 
 
 def test_dkd_temperature_is_its_own_not_the_global_one(setup):
-    """Issue 23: the default profile's T = 20 (KD's, ReffAKD's) blew DKD's T^2-scaled term up;
+    """Issue 23: the default preset's T = 20 (KD's, ReffAKD's) blew DKD's T^2-scaled term up;
     DKD and ReffAKD+DKD take method_params.<m>.temperature, by default mdistiller's 4."""
     from kdlab.checks import load_preset
 

@@ -130,7 +130,7 @@ def test_mean_reduction_divides_the_term_by_the_classes():
         assert float(terms[1]) == pytest.approx(float(terms[0]) / 10, rel=1e-6)
 
 
-def test_default_profile_uses_the_fmnist_notebooks_reduction(default_params):
+def test_default_preset_uses_the_fmnist_notebooks_reduction(default_params):
     mp = default_params["method_params"]
     assert mp["kd"]["reduction"] == mp["reffakd"]["reduction"] == "mean"
     assert mp["dkd"]["reduction"] == mp["reffakd_dkd"]["reduction"] == "batchmean"

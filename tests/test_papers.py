@@ -154,8 +154,8 @@ def test_papers_command_json_and_readme(capsys, tmp_path, monkeypatch):
     assert md.endswith("<!-- papers:end -->\nrest\n")
     assert main(["papers", "--readme", str(readme)]) == 0
     assert "up to date" in capsys.readouterr().out
-    assert "| reffakd | table4 | 4 | reduced_scale (default CPU profile" in md
-    assert "| reffakd | table10 | 31 | reduced_scale (default CPU profile" in md
+    assert "| reffakd | table4 | 4 | reduced_scale (default CPU preset" in md
+    assert "| reffakd | table10 | 31 | reduced_scale (default CPU preset" in md
     assert (
         "| srrl | table1 | 16 | not_run (needs a GPU at the paper's scale) | "
         "results/srrl_table1.md | ready | results/srrl_table1_fmnist.md |"
@@ -194,7 +194,7 @@ def test_committed_statuses_mean_committed_here():
 def test_a_cpu_scale_table_is_comparable_only_for_rows_whose_paper_setting_runs_landed(
     tmp_path, capsys
 ):
-    """Table 4 at the default CPU profile is reduced_scale; once a paper-setting record of
+    """Table 4 at the default CPU preset is reduced_scale; once a paper-setting record of
     an arm is committed, that row's cells (and only those) count as comparable."""
     entry = {(e.paper, e.table): e for e in catalogue.catalogue(tmp_path)}["reffakd", "table4"]
     assert (entry.status, entry.comparable_cells) == ("reduced_scale", 0)

@@ -176,7 +176,7 @@ def queued_params(table):
     from kdlab.reports import experiments
 
     spec = experiments.PAIRS[table]
-    preset = resolved(spec.profiles[0])
+    preset = resolved(spec.presets[0])
     runs = []
     for over in experiments.queue_overrides(table, preset, set(method_names())):
         params = copy.deepcopy(preset)

@@ -130,7 +130,7 @@ def test_speed_table_numbers_are_their_records(tmp_path):
                 assert entry["s_per_epoch"] == pytest.approx(want, rel=1e-12), (preset, role)
                 assert entry["s_per_epoch"] > 0
                 n += 1
-    assert n >= 8  # CPU default profile (4 roles), paper-scale CPU and GPU records
+    assert n >= 8  # CPU default preset (4 roles), paper-scale CPU and GPU records
     # a repository without the records: nothing is measured, nothing is guessed
     empty = reproduce.speeds(tmp_path)
     assert all(not d for roles in empty["speeds"].values() for d in roles.values())

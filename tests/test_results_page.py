@@ -66,7 +66,7 @@ def test_the_prose_quotes_no_number():
 
 
 def _checkout(tmp_path):
-    """The files the default-profile blocks read, copied (the committed run)."""
+    """The files the default-preset blocks read, copied (the committed run)."""
     for rel in ("metrics", "params.yaml"):
         src = REPO / rel
         if src.is_dir():

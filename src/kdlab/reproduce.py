@@ -115,18 +115,18 @@ def settings(name: str) -> list[tuple[str, float, float]]:
 def choose_preset(name: str, scale: str) -> str:
     """``paper`` -> the table's paper-scale preset, ``cpu`` -> its CPU one, else a preset name
     (or ``current``)."""
-    profiles = experiments.GRIDS[name].profiles
+    theirs = experiments.GRIDS[name].presets
     if scale == CURRENT:
         return CURRENT
     if scale == "cpu":
-        if "default" not in profiles:
+        if "default" not in theirs:
             raise ValueError(
-                f"{name} has no CPU preset (its presets: {', '.join(profiles)}); "
+                f"{name} has no CPU preset (its presets: {', '.join(theirs)}); "
                 "use --scale paper or name a preset"
             )
         return "default"
-    if scale == "paper":  # the table's preset that is not the CPU profile
-        return next(p for p in profiles if p != "default")
+    if scale == "paper":  # the table's preset that is not the CPU preset
+        return next(p for p in theirs if p != "default")
     if scale not in presets.names():
         raise ValueError(f"unknown scale {scale!r}: paper, cpu, current or a preset")
     return scale

@@ -4,7 +4,7 @@ The DKD term is ``tckd_weight * TCKD + nckd_weight * NCKD`` ramped in linearly o
 ``warmup_epochs`` (mdistiller's defaults: 1, 8, 20); the project's ``alpha`` then weighs the
 whole term against cross-entropy, like every other method. The term scales with T^2, so DKD
 takes its own ``temperature`` (mdistiller's 4), not the global one of KD/ReffAKD (20 in the
-default profile, at which DKD's term grows ~25x and the student diverges to chance).
+default preset, at which DKD's term grows ~25x and the student diverges to chance).
 :class:`DKD` is also the base of ``reffakd_dkd`` (kdlab.methods.reffakd_dkd), which only swaps
 the target distribution.
 """

@@ -29,7 +29,7 @@ class GridSpec:
     table: str
     row_params: tuple[str, ...]  # params whose values name a row, in the paper's row label
     models: tuple[tuple[str, str], ...]  # (paper column, our metrics model) pairs
-    profiles: tuple[str, ...]  # presets (profile_name) whose runs belong to the table
+    presets: tuple[str, ...]  # the presets whose runs belong to the table (runs.preset_of)
     metric: str = "test_acc"
 
 
@@ -41,7 +41,7 @@ class RowsSpec:
     table: str
     rows: tuple[tuple[str, str, tuple[tuple[str, Any], ...]], ...]  # (row, our model, params)
     columns: tuple[tuple[str, str], ...]  # (paper column, our metric key)
-    profiles: tuple[str, ...]
+    presets: tuple[str, ...]
     best_of: str | None = None  # a swept param: keep its value with the best mean (SimKD's lr)
     best_column: str | None = None  # the paper column that reports best_of
     transposed: bool = False  # the paper prints settings as columns and metrics as rows
@@ -67,7 +67,7 @@ class PairSpec:
     table: str
     pairs: tuple[tuple[str, Pins], ...]  # (paper label, the params that make the pair)
     methods: tuple[tuple[str, str, Pins], ...]  # (paper label, our model, the method's pins)
-    profiles: tuple[str, ...]
+    presets: tuple[str, ...]
     pairs_are_rows: bool = True  # False: methods are rows, pairs columns (Tables 11-12)
     seeds: tuple[int | None, ...] = (None,)  # seeds `kdlab queue` runs (None: the preset's)
     metric: str = "test_acc"

@@ -52,11 +52,11 @@ def _row_label(values: dict[str, Any]) -> str:
 def collect(
     runs: list[dict[str, Any]], spec: GridSpec, where: dict | None = None
 ) -> dict[str, dict[str, dict[int, float]]]:
-    """``{row label: {our model: {seed: value}}}`` of the runs of ``spec.profiles``; ``where``
+    """``{row label: {our model: {seed: value}}}`` of the runs of ``spec.presets``; ``where``
     (when given) gets ``{(row label, our model): [run, ...]}``, the runs behind each cell."""
     cells: dict[str, dict[str, dict[int, float]]] = {}
     for run in runs:
-        if preset_of(run["params"]) not in spec.profiles:
+        if preset_of(run["params"]) not in spec.presets:
             continue
         flat = {k: json.loads(v) for k, v in flatten(run["params"]).items()}
         if any(flat.get(p) is None for p in spec.row_params):
@@ -151,11 +151,11 @@ def build_report(
     # --all-commits the same run shows up in every commit that carries its results).
     mine: dict[str, dict[str, Any]] = {}
     for r in runs:
-        if preset_of(r["params"]) in spec.profiles and any(m in r["scores"] for m in models):
+        if preset_of(r["params"]) in spec.presets and any(m in r["scores"] for m in models):
             mine.setdefault(json.dumps(r["params"], sort_keys=True), r)
     notes = [
         f"From {len(mine)} finished DVC runs of `dvc exp show` (presets "
-        f"{', '.join(spec.profiles)}"
+        f"{', '.join(spec.presets)}"
         + (f", scale {scale}" if scale else "")
         + f"); {filled} of {len(df) * len(cols)} cells have a run."
         + ("" if mine else " No run of these presets has finished."),
@@ -217,7 +217,7 @@ def build_rows(runs: list[dict[str, Any]], name: str, where: dict | None = None)
     spec = ROWS[name]
     published = _row_per_setting(paper_tables(spec.paper)[spec.table], spec.transposed)
     pcols = published["columns"]
-    flats = _flat_runs(runs, spec.profiles)
+    flats = _flat_runs(runs, spec.presets)
     # {(swept value, seed): first metric} of the baseline runs when the baseline is a setting
     other_base: dict[tuple[Any, int], float] = {}
     if spec.baseline and spec.baseline_params is not None:
@@ -400,11 +400,11 @@ def _pinned(flat: dict[str, Any], pins: Pins) -> bool:
     return all(_pin_value(flat, k) == v for k, v in pins)
 
 
-def _flat_runs(runs: list[dict[str, Any]], profiles: tuple[str, ...]) -> list[tuple]:
-    """``(flat params, scores, listed methods)`` of the runs of ``profiles``."""
+def _flat_runs(runs: list[dict[str, Any]], names: tuple[str, ...]) -> list[tuple]:
+    """``(flat params, scores, listed methods)`` of the runs of the presets ``names``."""
     out = []
     for r in runs:
-        if preset_of(r["params"]) in profiles:
+        if preset_of(r["params"]) in names:
             flat = {k: json.loads(v) for k, v in flatten(r["params"]).items()}
             out.append((flat, r["scores"], listed_methods(r["params"]), r))
     return out
@@ -417,7 +417,7 @@ def build_pairs(runs: list[dict[str, Any]], name: str, where: dict | None = None
     published = paper_tables(spec.paper)[spec.table]
     pcols = published["columns"]
     by_label = {row[0]: row for row in published["rows"]}
-    flats = _flat_runs(runs, spec.profiles)
+    flats = _flat_runs(runs, spec.presets)
     outer, inner = (spec.pairs, spec.methods) if spec.pairs_are_rows else (spec.methods, spec.pairs)
     out = []
     for o in outer:
@@ -471,10 +471,10 @@ def queue_overrides(name: str, preset: dict[str, Any], methods: set[str]) -> lis
     key the preset lacks is added with ``+`` (DVC refuses a new key otherwise)."""
     spec = PAIRS[name]
     ours = preset_of(preset)
-    if ours not in spec.profiles:
+    if ours not in spec.presets:
         raise ValueError(
-            f"{name}'s experiments start from preset {' or '.join(spec.profiles)}, but "
-            f"params.yaml holds {ours!r}: run `kdlab preset {spec.profiles[0]}` (and commit "
+            f"{name}'s experiments start from preset {' or '.join(spec.presets)}, but "
+            f"params.yaml holds {ours!r}: run `kdlab preset {spec.presets[0]}` (and commit "
             "it) first"
         )
     runs = []

@@ -72,12 +72,12 @@ def alpha_epochs(
 def histories_from_experiments(
     repo: Path,
     method: str = "kd",
-    profile: str = "hao",
+    preset: str = "hao",
     column: str = "test_acc",
     runs: list[dict[str, Any]] | None = None,
 ) -> tuple[dict[float, pd.DataFrame], list[dict[str, Any]]]:
     """Per-epoch ``column`` of ``method`` in each finished experiment of preset
-    ``profile``, keyed by our alpha (the last run wins when an alpha repeats): columns ``epoch``
+    ``preset``, keyed by our alpha (the last run wins when an alpha repeats): columns ``epoch``
     (from 1) and ``column``; and the runs read. Reads the committed DVCLive step plot of each
     experiment's revision (``git show REV:metrics/distill/<method>/plots/metrics/<column>.tsv``).
     """
@@ -85,7 +85,7 @@ def histories_from_experiments(
     used: dict[float, dict[str, Any]] = {}
     tsv = (paths.live(f"distill/{method}") / "plots" / "metrics" / f"{column}.tsv").as_posix()
     for run in runs_from_exp_show(exp_show(repo)) if runs is None else runs:
-        if preset_of(run["params"]) != profile or method not in listed_methods(run["params"]):
+        if preset_of(run["params"]) != preset or method not in listed_methods(run["params"]):
             continue
         flat = {k: json.loads(v) for k, v in flatten(run["params"]).items()}
         proc = subprocess.run(

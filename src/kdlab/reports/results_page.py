@@ -115,17 +115,17 @@ def _device(page: Page, stages=STAGES) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# The default CPU profile (metrics/, params.yaml)
+# The default CPU preset (metrics/, params.yaml)
 
 
 def default_run(page: Page) -> str:
-    """Which run the page's default-profile numbers are, what it trained and what it cost."""
+    """Which run the page's default-preset numbers are, what it trained and what it cost."""
     walls = {s: page.metrics(s)["wall_time_s"] for s in STAGES if page.metrics(s)}
     longest = max(walls, key=walls.get)
     student, teacher = _models(page)
     p = page.params()
     return (
-        f"The default profile trains a {teacher} and distils a {student} (preset "
+        f"The default preset trains a {teacher} and distils a {student} (preset "
         f"`{preset_of(p)}`, data `{p['data']['name']}`, seed {p['seed']}). "
         f"The committed stage records (`metrics/*.json`) measured {duration(sum(walls.values()))}"
         f" of wall time over {len(walls)} stages, the longest `{longest}` "
@@ -134,7 +134,7 @@ def default_run(page: Page) -> str:
 
 
 def table4_default(page: Page) -> str:
-    """ReffAKD Table 4 at the default CPU profile: ours (final and best-val epoch) beside the
+    """ReffAKD Table 4 at the default CPU preset: ours (final and best-val epoch) beside the
     paper's, and every method's difference to the CE baseline."""
     pub = published("reffakd")
     paper = {k: v["value"] for k, v in pub["accuracy"]["fashion_mnist"]["rows"].items()}
@@ -163,7 +163,7 @@ def table4_default(page: Page) -> str:
         f"{LABELS[m]} {signed(_acc(page, m) - ce)}" for m in METHODS if _acc(page, m) is not None
     )
     return (
-        f"Test accuracy (%) of the default CPU profile (a {student}, a {teacher}; alpha "
+        f"Test accuracy (%) of the default CPU preset (a {student}, a {teacher}; alpha "
         f"{p['alpha']:g}, T {p['temperature']:g}" + (f" ({own})" if own else "") + f", KL "
         f"`{kl}` for KD, seed {p['seed']}) beside the paper's ({pub['accuracy_scale']}, best "
         "of a T x alpha grid):\n\n"

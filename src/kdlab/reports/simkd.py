@@ -57,7 +57,7 @@ REPORTS["simkd_study_fmnist"] = replace(
     rows=tuple(
         (label, m, (*want, ("alpha", 1.0))) for label, m, want in REPORTS["simkd_study"].rows
     ),
-    profiles=("fmnist_direction",),
+    presets=("fmnist_direction",),
     baseline_params=(*_SIMKD_PLAIN, ("alpha", 1.0)),
     title=" — direction check on Fashion-MNIST",
     note="Direction check on Fashion-MNIST at reduced scale (preset `fmnist_direction`), not a "

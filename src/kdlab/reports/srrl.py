@@ -291,7 +291,7 @@ _DIRECTION = (
 )
 REPORTS["srrl_table1_fmnist"] = replace(
     REPORTS["srrl_table1"],
-    profiles=("fmnist_direction",),
+    presets=("fmnist_direction",),
     baseline="ce",
     paper_baseline="student",
     title=" — direction check on Fashion-MNIST",
