@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Reduced-scale Fashion-MNIST direction checks of the SimKD student study (seed 001) and SRRL's
-# Table 1 (seed 003): preset `fmnist_direction`, every setting at seeds 0 1 2, two experiments at
+# Reduced-scale Fashion-MNIST direction checks of the SimKD student study (paper 001) and SRRL's
+# Table 1 (paper 003): preset `fmnist_direction`, every setting at seeds 0 1 2, two experiments at
 # a time (one thread each), then `kdlab report simkd_study_fmnist` / `srrl_table1_fmnist`.
 #
 #   bash scripts/direction_checks.sh [simkd|srrl|both] [--grid] [--dry-run]

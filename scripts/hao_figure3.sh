@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Hao et al.'s Figure 3 (seed 002): one 1,000-epoch KD student per alpha on the `hao` preset,
+# Hao et al.'s Figure 3 (paper 002): one 1,000-epoch KD student per alpha on the `hao` preset,
 # its epochs 100/300/500/1000 read from the run's test-epoch record, then
 # `kdlab report hao_figure3 --all-commits`.
 #

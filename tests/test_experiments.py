@@ -53,7 +53,7 @@ def test_grid_mean_std_missing_and_other_presets_left_out():
     assert r["vanilla_kd n"] == 2 and r["reffakd n"] == 2
     assert r["reffakd ours"] == "91.25 ± 0.35" and r["reffakd paper"] == 92.37
     assert r["reffakd ours - paper"] == round(91.25 - 92.37, 2)
-    assert pd.isna(r["vanilla_kd ours - paper"])  # the paper's cell is garbled in the seed
+    assert pd.isna(r["vanilla_kd ours - paper"])  # the cell is garbled in the paper's text
     r = _row(df, "T=5, alpha=0.8")
     assert r["vanilla_kd ours"] == "88.00" and r["vanilla_kd n"] == 1
     assert r["reffakd ours"] == "—" and r["reffakd n"] == 0  # stale file not read

@@ -1,4 +1,4 @@
-"""The transcribed paper numbers against the seed texts, and the table catalogue."""
+"""The transcribed paper numbers against the papers' texts, and the table catalogue."""
 
 import json
 import re
@@ -14,12 +14,12 @@ from kdlab.reports import catalogue, papers, registry
 from kdlab.reports.papers import published
 from kdlab.reports.records import RESULTS
 
-SEEDS = Path("/work/shared/seeds")
-needs_seeds = pytest.mark.skipif(not SEEDS.is_dir(), reason="seed texts not on this machine")
+PAPER_TEXTS = Path("/work/shared/seeds")  # the papers (000-004), as text
+needs_papers = pytest.mark.skipif(not PAPER_TEXTS.is_dir(), reason="paper texts not here")
 
 
 def _seed_lines(paper: str) -> list[str]:
-    return (SEEDS / published(paper)["seed_file"]).read_text(encoding="utf-8").splitlines()
+    return (PAPER_TEXTS / published(paper)["paper_file"]).read_text(encoding="utf-8").splitlines()
 
 
 def _pattern(v) -> str:
@@ -44,7 +44,7 @@ def _flat(row):
     return out
 
 
-@needs_seeds
+@needs_papers
 @pytest.mark.parametrize("paper", papers.PAPERS)
 def test_every_row_is_printed_in_order_on_one_seed_line(paper):
     lines = _seed_lines(paper)
@@ -54,7 +54,7 @@ def test_every_row_is_printed_in_order_on_one_seed_line(paper):
             assert any(regex.search(ln) for ln in lines), f"{paper}.{key} row {row} not in seed"
 
 
-@needs_seeds
+@needs_papers
 def test_every_numbered_table_and_figure_is_catalogued():
     keys = {(e.paper, e.table) for e in catalogue.catalogue()}
     for paper in papers.PAPERS:

@@ -12,7 +12,7 @@ from kdlab.models.base import FeatureClassifier
 from kdlab.models.patel import count_weights
 from kdlab.profiling import profile_model, ratios
 
-# RepDistiller / SRRL (seed 003) / SimKD (seed 001) counts at 100 classes (DESIGN.md section 3).
+# RepDistiller / SRRL (paper 003) / SimKD (paper 001) counts at 100 classes (DESIGN.md section 3).
 CIFAR100 = [
     ("resnet8", 0.084e6),
     ("resnet14", 0.181e6),
@@ -26,7 +26,7 @@ CIFAR100 = [
     ("wrn_16_2", 0.703e6),
     ("wrn_40_1", 0.570e6),
     ("wrn_40_2", 2.255e6),
-    ("wrn_16_4", 2.77e6),  # SRRL Table 6 (seed 003)
+    ("wrn_16_4", 2.77e6),  # SRRL Table 6
     ("wrn_40_4", 8.97e6),
     ("wrn_10_10", 7.49e6),
     ("wrn_16_10", 17.2e6),
@@ -37,7 +37,7 @@ CIFAR100 = [
     ("shufflev2", 1.356e6),
 ]
 
-# SRRL Table 6's ResNet pairs named by size (seed 003): CIFAR-style ResNets at width 64.
+# SRRL Table 6's ResNet pairs named by size (paper 003): CIFAR-style ResNets at width 64.
 SRRL_SIZED = [("resnet10", 64, 4.95e6), ("resnet34", 64, 21.33e6)]
 
 

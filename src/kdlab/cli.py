@@ -321,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--repo", default=".", help="DVC repository (default .)")
     sp.add_argument("--all-commits", action="store_true", help="every commit, not only HEAD")
     sp.add_argument("--out", help="also write this Markdown file and a CSV beside it")
-    sp = add("papers", cmd_papers, "catalogue of every seed table: cells, status, command")
+    sp = add("papers", cmd_papers, "catalogue of every paper table: cells, status, command")
     sp.add_argument("--json", action="store_true")
     sp.add_argument("--readme", metavar="README", help="rewrite its papers section (markers)")
     sp = add("results", cmd_results, "rewrite the generated blocks (every number) of a page")

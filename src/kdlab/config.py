@@ -171,7 +171,7 @@ def _inside_repo(folder: str) -> bool:
 
 @dataclass(frozen=True)
 class SoftLabelConfig:
-    """ReffAKD soft-label construction (seed 000 section 3.2)."""
+    """ReffAKD soft-label construction (ReffAKD's paper, section 3.2)."""
 
     samples_per_class: int
     gamma: float | None  # None: grid search ("auto")

@@ -50,7 +50,7 @@ def kd_loss(
 def patel_printed_kd_loss(
     student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
 ) -> torch.Tensor:
-    """The KD term as Patel & Obeid print it (seed 004, its ``train_with_KD``):
+    """The KD term as Patel & Obeid print it (paper 004, its ``train_with_KD``):
     ``-nn.KLDivLoss()(softmax(s/T), softmax(t/T)) * (T + 1)``, i.e.
     ``-(T + 1) mean_{b,c} p_t (log p_t - p_s)``: probabilities where ``KLDivLoss`` expects
     log-probabilities, a minus sign and ``T + 1`` for ``T^2``. Up to the teacher's entropy (a
@@ -69,7 +69,7 @@ def soft_target_kd_loss(
     temperature: float,
     reduction: str = "batchmean",
 ) -> torch.Tensor:
-    """ReffAKD's term (seed 000 eq. 2): ``T^2 * KL(targets || softmax(s/T))``.
+    """ReffAKD's term (its eq. 2): ``T^2 * KL(targets || softmax(s/T))``.
 
     The targets (autoencoder soft labels) are already probabilities and are not tempered.
     ``reduction``: ``"batchmean"`` or ``"mean"`` (see the module docstring).
@@ -147,7 +147,7 @@ def soft_target_dkd_loss(
     temperature: float,
     reduction: str = "batchmean",
 ) -> torch.Tensor:
-    """DKD with untempered target probabilities (ReffAKD+DKD, seed 000 Table 8)."""
+    """DKD with untempered target probabilities (ReffAKD+DKD, ReffAKD's Table 8)."""
     # A tiny floor, not -inf: the non-target renormalisation needs one finite entry.
     log_pt = torch.log(target_probs.clamp_min(torch.finfo(target_probs.dtype).tiny))
     return _dkd_from_log_probs(
@@ -415,14 +415,14 @@ def crd_nce_loss(probs: torch.Tensor, num_data: int, eps: float = 1e-7) -> torch
 
 
 def logit_l2_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
-    """Mean squared error between logits (the L2 response loss of the SimKD study, seed 001;
+    """Mean squared error between logits (the L2 response loss of the SimKD study, paper 001;
     SRRL's ``L_SR-L2``)."""
     return F.mse_loss(student_logits, teacher_logits)
 
 
 def gated_mse_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Per-sample mean squared error averaged over the samples where ``mask`` is true (0, still
-    attached to the graph, when none is): SimKD's label-gated learning (seed 001)."""
+    attached to the graph, when none is): SimKD's label-gated learning (the SimKD study)."""
     per_sample = (pred - target).pow(2).flatten(1).mean(dim=1)
     m = mask.to(per_sample.dtype)
     return (per_sample * m).sum() / m.sum().clamp_min(1.0)

@@ -11,7 +11,7 @@ from kdlab.data.pipeline import Batch
 
 class Reconstruction(nn.Module):
     """Mean squared reconstruction error of an autoencoder: the target is its own input batch,
-    raw [0, 1] or normalised as the loader made it (seed 000 3.2; the official notebooks
+    raw [0, 1] or normalised as the loader made it (ReffAKD's section 3.2; the official notebooks
     normalise both)."""
 
     def __init__(self, autoencoder: nn.Module) -> None:

@@ -1,6 +1,6 @@
 """ReffAKD soft labels: CAE embeddings -> class-similarity matrix -> + gamma -> row softmax.
 
-Construction (seed 000 section 3.2, checked against the official notebooks): cosine similarity
+Construction (ReffAKD's section 3.2, checked against the official notebooks): cosine similarity
 of every pair of distinct sampled images; z_ij is the mean over x in class i, y in class j (no
 self-pairs on the diagonal); gamma is added to z_ii after averaging; each row is soft-maxed at
 T = 1. A sample's soft target is the row of its label. The matrix travels between stages as a

@@ -19,7 +19,7 @@ REDUCTION_CHOICE = {"reduction": KL_REDUCTIONS}
 
 
 # ``form`` of the KD term: textbook (Hinton's T^2 KL) | patel_printed (the code
-# printed in seed 004, not a KL divergence: kdlab.losses.patel_printed_kd_loss).
+# printed by Patel & Obeid, not a KL divergence: kdlab.losses.patel_printed_kd_loss).
 KD_FORMS = ("textbook", "patel_printed")
 
 

@@ -1,4 +1,4 @@
-"""``kd_l2``: the L2 response loss of the SimKD study (seed 001): MSE between the student's and
+"""``kd_l2``: the L2 response loss of the SimKD study (paper 001): MSE between the student's and
 the teacher's logits in place of KD's tempered KL (live or cached teacher logits, like ``kd``).
 """
 
@@ -16,7 +16,7 @@ class KDL2(Distiller):
 
     name = "kd_l2"
     needs_teacher = True
-    description = "(1-alpha) CE + alpha w ||z_s - z_t||^2 / (N K) (logit MSE; seed 001)"
+    description = "(1-alpha) CE + alpha w ||z_s - z_t||^2 / (N K) (logit MSE; SimKD study)"
     schema = {"l2_weight": (float, 0.0, None)}
 
     def forward_train(self, batch: Batch, epoch: int):

@@ -19,7 +19,7 @@ class ReffAKD(KD):
     needs_teacher = False
     needs_soft_labels = True
     choices = REDUCTION_CHOICE  # KD's printed-code ``form`` is not a ReffAKD option
-    description = "(1-alpha) CE + alpha T^2 KL(soft_labels[y] || student_T) (seed 000 eq. 2)"
+    description = "(1-alpha) CE + alpha T^2 KL(soft_labels[y] || student_T) (ReffAKD eq. 2)"
 
     def distill_term(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
         targets = self.soft_labels[batch.y]

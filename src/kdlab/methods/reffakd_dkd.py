@@ -1,5 +1,5 @@
-"""``reffakd_dkd``: DKD with the autoencoder soft labels in place of teacher logits (seed 000
-Table 8). The forward, the warm-up and the method's own ``temperature`` are
+"""``reffakd_dkd``: DKD with the autoencoder soft labels in place of teacher logits
+(ReffAKD's Table 8). The forward, the warm-up and the method's own ``temperature`` are
 :class:`~kdlab.methods.dkd.DKD`'s."""
 
 from __future__ import annotations

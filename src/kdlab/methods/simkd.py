@@ -1,5 +1,5 @@
 """``simkd``: Knowledge Distillation with the Reused Teacher Classifier (Chen et al. 2022) and
-the variants of the SimKD student study (seed 001).
+the variants of the SimKD student study (paper 001).
 
 The student's last feature map is brought to the teacher's last-stage size (adaptive average
 pooling) and projected to the teacher's channels by a 1x1 - 3x3 - 1x1 conv-BN-ReLU projector
@@ -15,7 +15,7 @@ architecture (rebuilt from the teacher's file), so the student file predicts as 
 Project convention: ``(1 - alpha) CE(prediction, y) + alpha simkd_weight L``. The paper trains
 on ``L`` alone: ``alpha = 1``, ``simkd_weight = 1`` reproduces it.
 
-Variants (seed 001):
+Variants (the SimKD study's):
 
 - ``loss: l2`` (SimKD) or ``kl``: ``T^2 KL(teacher_T || prediction_T)`` on the reused
   classifier's logits in place of the feature MSE ("Loss functions: L2 vs KL");

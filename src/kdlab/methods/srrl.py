@@ -1,4 +1,4 @@
-"""``srrl``: Softmax Regression Representation Learning (Yang et al., ICLR 2021; seed 003).
+"""``srrl``: Softmax Regression Representation Learning (Yang et al., ICLR 2021; paper 003).
 
 ``L = (1 - alpha) CE + alpha (fm_weight L_FM + sr_weight L_SR)``:
 
@@ -17,7 +17,7 @@
   with the project's temperature, ``ce`` is ``CE(q, y)`` with the hard label (supplementary
   Table 9).
 
-Ablations (seed 003 Table 1, first three rows): ``sr_weight: 0`` is L_FM alone,
+Ablations (SRRL's Table 1, first three rows): ``sr_weight: 0`` is L_FM alone,
 ``fm_weight: 0`` is L_SR alone. Mapping of the paper's eq. 8 ``CE + a L_FM + b L_SR``:
 alpha = 0.5, ``fm_weight = a``, ``sr_weight = b`` (up to a global factor 1/2). The paper does not
 print a and b; the official code (jingyang2017/KD_SRRL train_imagenet_distillation.py lines

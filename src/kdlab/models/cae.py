@@ -1,4 +1,4 @@
-"""ReffAKD's convolutional autoencoder (seed 000 section 3.1).
+"""ReffAKD's convolutional autoencoder (its paper, section 3.1).
 
 Encoder: three 4x4, stride-2, padding-1 convolutions to 12, 24, 48 channels with ReLU; the
 decoder mirrors it with transposed convolutions and ends in a Sigmoid (inputs are in [0, 1]).

@@ -1,4 +1,4 @@
-"""The CIFAR-100 model family of RepDistiller, SRRL (seed 003) and SimKD (seeds 001), plus two
+"""The CIFAR-100 model family of RepDistiller, SRRL (paper 003) and SimKD (paper 001), plus two
 torchvision ImageNet ResNets.
 
 Layouts follow the RepDistiller code base that SRRL and SimKD reuse, so the parameter counts match
@@ -181,7 +181,7 @@ class WideResNet(FeatureClassifier):
         return [bn(f) for bn, f in zip(bns, stages, strict=True)]
 
 
-# RepDistiller's four, then SRRL's (seed 003 Tables 1 and 6: 16-4, 40-4, 10-10, 16-10).
+# RepDistiller's four, then SRRL's (its Tables 1 and 6: 16-4, 40-4, 10-10, 16-10).
 for _d, _w in ((16, 1), (16, 2), (40, 1), (40, 2), (16, 4), (40, 4), (10, 10), (16, 10)):
 
     def _wrn(num_classes: int, in_channels: int = 3, input_size: int = 32, _d=_d, _w=_w):

@@ -62,7 +62,7 @@ class HaoCNN(FeatureClassifier):
 @register(
     "hao_teacher",
     "hao",
-    "Keras CNN teacher of seed 002 (256/512 channels); 28x28",
+    "Keras CNN teacher of Hao et al. (256/512 channels); 28x28",
     default_in_channels=1,
 )
 def hao_teacher(num_classes: int = 10, in_channels: int = 1, input_size: int = 28) -> HaoCNN:
@@ -73,7 +73,7 @@ def hao_teacher(num_classes: int = 10, in_channels: int = 1, input_size: int = 2
 @register(
     "hao_student",
     "hao",
-    "Keras CNN student of seed 002 (16/32 channels); 28x28",
+    "Keras CNN student of Hao et al. (16/32 channels); 28x28",
     default_in_channels=1,
 )
 def hao_student(num_classes: int = 10, in_channels: int = 1, input_size: int = 28) -> HaoCNN:

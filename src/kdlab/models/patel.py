@@ -31,7 +31,7 @@ from kdlab.models.resnet_cifar import BasicBlock, CifarResNet
 
 
 def count_weights(model: nn.Module) -> int:
-    """Convolution and linear weights only: the counting behind seed 004's Table 1."""
+    """Convolution and linear weights only: the counting behind Patel & Obeid's Table 1."""
     return sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear))
 
 

@@ -1,4 +1,4 @@
-"""Reports: our numbers beside the seed papers' published ones.
+"""Reports: our numbers beside the papers' published ones.
 
 Import a module of the package, never the package for its contents: this file stays empty so
 that the ``tables`` stage (which imports :mod:`kdlab.reports.tables` and

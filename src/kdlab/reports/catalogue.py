@@ -1,4 +1,4 @@
-"""The catalogue of every table and figure with numbers in the five seed papers.
+"""The catalogue of every table and figure with numbers in the five papers.
 
 One source: ``kdlab/papers/<paper>.yaml`` (``tables:`` holds each table's published cells and its
 ``status``/``command``/``output``/``reason``; read by :mod:`kdlab.reports.papers`); a table's
@@ -25,7 +25,7 @@ _REPORT = re.compile(r"kdlab (?:report|reproduce) (\w+)")  # reproduce ends in i
 
 @dataclass(frozen=True)
 class Entry:
-    """One catalogue row: a seed table (or figure) and how this repository regenerates it."""
+    """One catalogue row: a paper's table (or figure) and how this repository regenerates it."""
 
     paper: str
     table: str
@@ -79,7 +79,7 @@ def _rows_with_records(root: Path, comp: dict[str, Any]) -> set[str]:
 
 
 def catalogue(root: Path | None = None) -> list[Entry]:
-    """Every table of every seed paper; ``committed`` looks for ``output`` under ``root``."""
+    """Every table of every paper; ``committed`` looks for ``output`` under ``root``."""
     root = root or Path.cwd()
     known = names()
     out = []

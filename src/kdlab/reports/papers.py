@@ -1,4 +1,4 @@
-"""The five seed papers' published numbers (``kdlab/papers/<paper>.yaml``): each table's cells
+"""The five papers' published numbers (``kdlab/papers/<paper>.yaml``): each table's cells
 and catalogue fields, validated. What the report writers put beside ours, and what the catalogue
 (:mod:`kdlab.reports.catalogue`) counts.
 """

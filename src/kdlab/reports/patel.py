@@ -1,4 +1,4 @@
-"""Patel & Obeid's Tables 1-3 (seed 004) from finished DVC experiments of the ``patel`` preset.
+"""Patel & Obeid's Tables 1-3 (paper 004) from finished DVC experiments of the ``patel`` preset.
 
 Table 1 (training without KD): per network, the teacher ``p_<net>`` and its half-width student
 ``p_<net>_half``: parameters (convolution + linear weights, the paper's count), test accuracy

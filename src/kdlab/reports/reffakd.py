@@ -1,4 +1,4 @@
-"""ReffAKD's report tables (seed paper 000: Table 5, 9 and 10: T x alpha grids of KD and
+"""ReffAKD's report tables (paper 000: Table 5, 9 and 10: T x alpha grids of KD and
 ReffAKD; Table 8: every method at T 4, alpha 0.9 on two data sets), built from DVC experiments by
 :mod:`kdlab.reports.experiments`. Its pipeline tables (Tables 4, 6, 7) are the ``tables`` stage's
 (:mod:`kdlab.stages.tables`).
