@@ -6,6 +6,7 @@ import textwrap
 
 import pandas as pd
 import pytest
+import yaml
 
 from kdlab.reports import base as report_base
 from kdlab.reports import experiments
@@ -429,13 +430,16 @@ def test_table4_rows_read_their_own_probe_metric():
 
 
 def test_reffakd_table8_rows_are_data_sets_and_methods_need_t4_alpha09():
-    def r(ds, preset, alpha, scores):
+    def r(ds, preset, alpha, scores, size=None):
+        size = size or (64 if ds == "tiny_imagenet" else 32)
         params = {
             "preset": preset,
             "seed": 0,
             "alpha": alpha,
             "temperature": 4.0,
             "data": {"name": ds},
+            "teacher": {"input_size": size},
+            "student": {"input_size": size},
             "methods": {m: "teacher" for m in scores if m not in ("ce", "teacher")},
         }
         return run(params, {m: {"test_acc": v} for m, v in scores.items()})
@@ -445,6 +449,11 @@ def test_reffakd_table8_rows_are_data_sets_and_methods_need_t4_alpha09():
         r("cifar100", "reffakd_cifar100", 0.6, {"kd": 1.0}),  # not the caption's alpha
         r("tiny_imagenet", "reffakd_tiny", 0.9, {"dkd": 64.0, "ce": 62.5}),
         r("cifar100", "default", 0.9, {"at": 5.0}),  # another preset
+        # Tiny ImageNet through the CIFAR recipe (32x32, its crop): not the Tiny row's run ...
+        r("tiny_imagenet", "reffakd_cifar100", 0.9, {"kd": 2.0}, size=32),
+        r("tiny_imagenet", "reffakd_cifar100", 0.9, {"pkt": 3.0}, size=64),
+        # ... nor a Tiny preset run resized to 32x32
+        r("tiny_imagenet", "reffakd_tiny", 0.9, {"rkd": 4.0}, size=32),
     ]
     df = experiments.build_pairs(runs, "reffakd_table8").set_index("dataset")
     assert df.loc["cifar100", "kd ours"] == "76.00" and df.loc["cifar100", "kd paper"] == "76.91"
@@ -452,6 +461,23 @@ def test_reffakd_table8_rows_are_data_sets_and_methods_need_t4_alpha09():
     assert df.loc["tiny_imagenet", "dkd ours"] == "64.00"
     assert df.loc["tiny_imagenet", "resnet18 ours"] == "62.50"
     assert df.loc["cifar100", "at n"] == 0 and df.loc["tiny_imagenet", "kd n"] == 0
+    assert df.loc["tiny_imagenet", "pkt n"] == 0 and df.loc["tiny_imagenet", "rkd n"] == 0
+
+
+def test_kdlab_queue_reffakd_table8_queues_the_row_of_the_preset_in_params():
+    """Each Table 8 row is its own recipe: from reffakd_cifar100 the CIFAR-100 run only (no
+    data set switched under the CIFAR recipe), from reffakd_tiny the Tiny ImageNet run only."""
+    from kdlab import presets
+    from kdlab.methods import method_names
+
+    names = set(method_names())
+    for preset in ("reffakd_cifar100", "reffakd_tiny"):
+        params = yaml.safe_load(presets.resolve(preset))
+        (over,) = experiments.queue_overrides("reffakd_table8", params, names)
+        assert not any(o.startswith(("data.", "teacher.", "student.")) for o in over), over
+        # the caption's T 4 and alpha 0.9, overridden where the preset differs (CIFAR: 5, 0.8)
+        assert ("alpha=0.9" in over) == (params["alpha"] != 0.9) and "temperature=4.0" in over
+        assert "+methods.pkt=teacher" in over and not any(o.startswith("~") for o in over)
 
 
 def test_kdlab_queue_dry_run_prints_the_commands(tmp_path, capsys):

@@ -258,8 +258,9 @@ def test_catalogue_commands_name_registered_models_and_presets():
     checked = 0
     for e in catalogue.catalogue(REPO):
         for command in e.commands:
-            for preset in re.findall(r"kdlab preset (\S+)", command):
-                assert preset in presets.names(), (e.paper, e.table, preset)
+            for found in re.findall(r"kdlab preset (\S+)", command):
+                for preset in _expand(command, found):
+                    assert preset in presets.names(), (e.paper, e.table, preset)
             for value in re.findall(r"-S (?:teacher|student)\.model=([^\s;]+)", command):
                 for name in _expand(command, value):
                     assert name in known, (e.paper, e.table, name)
@@ -282,7 +283,7 @@ def test_catalogue_command_overrides_name_existing_params():
         preset = re.findall(r"kdlab preset (\S+)", command)
         if not preset:
             continue
-        params = yaml.safe_load(presets.resolve(preset[0]))
+        params = yaml.safe_load(presets.resolve(_expand(command, preset[0])[0]))
         for op, key in re.findall(r"-S '?([+~]?)([\w.]+)[=' ]", command + " "):
             node = params
             *parents, leaf = key.split(".")
@@ -441,3 +442,47 @@ def test_nothing_cpu_scale_is_called_comparable(capsys, monkeypatch):
     assert data["cells_by_status"]["comparable"] == sum(
         e["comparable_cells"] for e in data["entries"]
     )
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git needed")
+def test_direction_checks_grid_mode_fills_every_row_from_one_grid_per_seed():
+    """`--grid`: per seed one queued `distill_grid` experiment whose cells (one JSON line that
+    params.yaml takes) are valid cells of the preset and, read as single runs, fill every
+    distilled row of both reports exactly once."""
+    import json
+    import subprocess
+
+    import yaml
+
+    from kdlab import presets
+    from kdlab.config import parse_config
+    from kdlab.reports import experiments
+    from kdlab.reports.runs import grid_cell_runs
+
+    out = subprocess.run(
+        ["bash", "scripts/direction_checks.sh", "both", "--grid", "--dry-run"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert out.count("dvc exp run --queue distill_grid") == 3
+    assert not [line for line in out if line.startswith("dvc exp run --queue -S")]
+    seds = [line for line in out if line.startswith("sed -i s|^  cells: .*|  cells: ")]
+    assert len(seds) == 3 and len(set(seds)) == 1
+    cells = json.loads(seds[0].split("|  cells: ", 1)[1].rsplit("| params.yaml", 1)[0])
+    assert len(cells) == 13
+    params = yaml.safe_load(presets.resolve("fmnist_direction"))
+    params["grid"]["cells"] = cells
+    assert len(parse_config(params).grid) == 13  # each a valid cell of the preset
+    run = {
+        "name": "exp",
+        "rev": "abc",
+        "params": params,
+        "scores": {"ce": {"test_acc": 80.0}, **{f"grid_{c}": {"test_acc": 81.0} for c in cells}},
+    }
+    runs = [run, *grid_cell_runs(run)]
+    for name in ("srrl_table1_fmnist", "simkd_study_fmnist"):
+        df = experiments.build_rows(runs, name)
+        n = df[[c for c in df.columns if c.endswith(" n")][0]].tolist()
+        assert all(v == 1 for v in n[2 if name.startswith("srrl") else 0 :]), (name, n)

@@ -73,6 +73,11 @@ class PairSpec:
     metric: str = "test_acc"
     note: str = ""
     pair_metrics: tuple[str, ...] = ()  # one metric per pair instead of ``metric`` (Table 4)
+    # One preset per pair (same order as ``pairs``) when each pair is its own recipe (ReffAKD
+    # Table 8: a data set per row, each with its preset's input size, crop and reduction): a
+    # pair's cells come only from runs of its preset, and `kdlab queue` queues only the pairs
+    # of the preset in params.yaml. Empty: any of ``presets``.
+    pair_presets: tuple[str, ...] = ()
 
 
 def mean_std(values: list[float]) -> tuple[float | None, float | None]:

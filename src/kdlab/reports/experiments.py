@@ -433,7 +433,10 @@ def build_pairs(runs: list[dict[str, Any]], name: str, where: dict | None = None
                 else spec.metric
             )
             by_seed: dict[int, float] = {}
+            own = _pair_preset(spec, pair)
             for flat, scores, listed, run in flats:
+                if own is not None and preset_of(run["params"]) != own:
+                    continue  # another recipe's run (e.g. Tiny ImageNet at 32x32)
                 if (model in ("ce", "teacher") or model in listed) and _pinned(
                     flat, (*pair_pins, *pins)
                 ):
@@ -445,6 +448,13 @@ def build_pairs(runs: list[dict[str, Any]], name: str, where: dict | None = None
             _put_cell(row, i[0], by_seed, prow[pcols.index(i[0])])
         out.append(row)
     return pd.DataFrame(out)
+
+
+def _pair_preset(spec: PairSpec, pair: str) -> str | None:
+    """The preset a pair's runs must come from (``spec.pair_presets``), None when any."""
+    if not spec.pair_presets:
+        return None
+    return spec.pair_presets[[p for p, _ in spec.pairs].index(pair)]
 
 
 def _run_groups(spec: PairSpec, methods: set[str]) -> list[tuple[dict[str, Any], list[str]]]:
@@ -478,7 +488,9 @@ def queue_overrides(name: str, preset: dict[str, Any], methods: set[str]) -> lis
             "it) first"
         )
     runs = []
-    for _, pair_pins in spec.pairs:
+    for pair, pair_pins in spec.pairs:
+        if _pair_preset(spec, pair) not in (None, ours):
+            continue  # queued from its own preset
         for seed in spec.seeds:
             for group_pins, models in _run_groups(spec, methods):
                 pins = {**dict(pair_pins), **group_pins}
