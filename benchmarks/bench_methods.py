@@ -23,6 +23,7 @@ import time
 
 import torch
 
+from kdlab import presets
 from kdlab.config import AugmentConfig
 from kdlab.data.pipeline import TensorLoader
 from kdlab.methods import get_method
@@ -45,7 +46,7 @@ def make_loader(n: int, batch_size: int) -> TensorLoader:
         28,
         MEAN,
         STD,
-        augment=AugmentConfig(hflip=True),
+        augment=AugmentConfig(hflip=True, rotation=0.0, crop_padding=0),
         shuffle=True,
     )
 
@@ -62,7 +63,7 @@ def build(method: str, variant: str, n: int) -> Distiller:
         teacher = TeacherLogits(cached=torch.randn(2, n, 10))
     if method == "reffakd":
         soft = torch.softmax(torch.randn(10, 10) * 3, dim=1)
-    params = {"warmup_epochs": 1} if method == "dkd" else {}
+    params = presets.method_params(method, **({"warmup_epochs": 1} if method == "dkd" else {}))
     return get_method(method)(
         student, params, alpha=0.6, temperature=4.0, teacher=teacher, soft_labels=soft
     )

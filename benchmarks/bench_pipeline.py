@@ -67,7 +67,7 @@ def bench_ours(images: torch.Tensor, labels: torch.Tensor, batch_size: int, epoc
         32,
         MEAN,
         STD,
-        augment=AugmentConfig(hflip=True, crop_padding=4),
+        augment=AugmentConfig(hflip=True, rotation=0.0, crop_padding=4),
         shuffle=True,
         seed=0,
     )

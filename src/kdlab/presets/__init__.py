@@ -106,3 +106,13 @@ def differences(default: Any, full: Any, prefix: str = "") -> dict[str, Any]:
     if full != default:
         out[prefix.rstrip(".")] = full
     return out
+
+
+def method_params(method: str, preset: str = "default", **overrides: Any) -> dict[str, Any]:
+    """Method ``method``'s ``method_params`` block of preset ``preset`` (resolved), with
+    ``overrides``: what a method takes outside a pipeline (benchmarks, notebooks), since it has
+    no defaults in code. A method without a block gets ``{}`` plus the overrides."""
+    import yaml
+
+    block = (yaml.safe_load(resolve(preset)).get("method_params") or {}).get(method) or {}
+    return {**block, **overrides}
