@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from conftest import REPO
-from fixtures import copy_pipeline, init_repo, tiny_params, write_fashion_mnist
+from fixtures import cli, copy_pipeline, init_repo, tiny_params, write_fashion_mnist
 
 pytestmark = pytest.mark.e2e
 
@@ -42,7 +42,7 @@ def repo(tmp_path_factory) -> Path:
     with open(REPO / "src/kdlab/presets/default.yaml", encoding="utf-8") as fh:
         params = tiny_params(yaml.safe_load(fh), root / "fixture", md5)
     # Table 6 as the assertions read it (its torchscan rows): fvcore's pass over the ResNet50s
-    # would double the profile stage (~15 s); fvcore's counts are checked in tests/test_profiling.py.
+    # would double the profile stage (~15 s); tests/test_profiling.py checks fvcore's counts.
     params["profile"]["count_modes"] = ["torchscan"]
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     init_repo(work)
@@ -240,11 +240,14 @@ def test_exp_run_alpha_reruns_distill_only_and_moves_metrics(repo):
     assert "0.8" in shown
 
 
-def test_seeds_summary_reads_the_experiments(repo):
+def test_seeds_summary_reads_the_experiments(repo, capsys, monkeypatch):
     """`kdlab seeds` groups the baseline (alpha 0.6) and the experiment (alpha 0.8)."""
     committed = json.loads(run(["git", "show", "HEAD:metrics/distill/kd.json"], repo))
     applied = json.loads((repo / "metrics/distill/kd.json").read_text())  # the exp's result
-    out = run(["kdlab", "seeds", "--out", "seeds.md"], repo)
+    monkeypatch.chdir(repo)
+    r = cli(["seeds", "--out", "seeds.md"], capsys)  # in process: its dvc runs are real
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    out = r.stdout
     assert f"| alpha=0.6 | kd | {committed['test_acc']:.2f} +- - | 1 | 0 |" in out
     assert f"| alpha=0.8 | kd | {applied['test_acc']:.2f} +- - | 1 | 0 |" in out
     assert (repo / "seeds.md").read_text() == out

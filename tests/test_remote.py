@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from fixtures import cli
 from test_e2e import run
 
 pytestmark = pytest.mark.e2e
@@ -50,7 +51,15 @@ def git_identity(repo: Path) -> None:
     run(["git", "config", "user.name", "t"], repo)
 
 
-def test_experiments_travel_through_the_remotes(tmp_path):
+def seeds(repo: Path, capsys, monkeypatch) -> str:
+    """`kdlab seeds` in ``repo``, in this process (its `dvc exp show` runs are real)."""
+    monkeypatch.chdir(repo)
+    r = cli(["seeds"], capsys)
+    assert r.returncode == 0, r.stderr
+    return r.stdout + r.stderr
+
+
+def test_experiments_travel_through_the_remotes(tmp_path, capsys, monkeypatch):
     origin, storage, a, b = (tmp_path / n for n in ("origin.git", "storage", "a", "b"))
     run(["git", "init", "-q", "--bare", "-b", "main", str(origin)], tmp_path)
     a.mkdir()
@@ -83,7 +92,7 @@ def test_experiments_travel_through_the_remotes(tmp_path):
     run(["git", "checkout", "-q", "--", "."], a)
     dvc("checkout", "-q", cwd=a)
     dvc("exp", "push", "origin", "seed1", "seed2", cwd=a)  # git refs -> origin, cache -> storage
-    report_a = run(["kdlab", "seeds"], a)
+    report_a = seeds(a, capsys, monkeypatch)
 
     # Clone B: a fresh clone with its own (empty) cache; only the remotes connect it to A.
     run(["git", "clone", "-q", str(origin), str(b)], tmp_path)
@@ -96,7 +105,7 @@ def test_experiments_travel_through_the_remotes(tmp_path):
     dvc("exp", "pull", "origin", "seed1", "seed2", cwd=b)
     shown = dvc("exp", "list", "origin", cwd=b)
     assert "seed1" in shown and "seed2" in shown
-    report_b = run(["kdlab", "seeds"], b)
+    report_b = seeds(b, capsys, monkeypatch)
     assert report_b == report_a
     head = json.loads(run(["git", "show", "HEAD:metrics/distill/kd/metrics.json"], b))
     accs = [head["kd"]["test_acc"]] + [
