@@ -12,22 +12,13 @@ import re
 import pytest
 
 from kdlab import accel, config, distributed, schema
+from kdlab.checks import _FREE_FORM
 from kdlab.config import ConfigError, parse_config
 from kdlab.methods import METHODS, get_method
 
-# Sub-trees whose keys are data, not settings (rows, file names, builder arguments, cells);
-# method_params is walked method by method below.
-DATA_TREES = (
-    "methods",
-    "method_params",
-    "data.md5",
-    "grid.cells",
-    "teacher.options",
-    "student.options",
-    "cae.options",
-    "profile.table6",
-    "profile.table6_labels",
-)
+# Sub-trees whose keys are data, not settings (the check stage's free-form list); method_params
+# is walked method by method below.
+DATA_TREES = _FREE_FORM
 
 
 def _paths(tree: dict, prefix: str = ""):

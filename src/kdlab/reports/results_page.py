@@ -91,23 +91,14 @@ def _acc(page: Page, model: str, key: str = "test_acc") -> float | None:
 
 
 def _models(page: Page) -> tuple[str, str]:
-    p = page.params()
-    s, t = p["student"], p["teacher"]
-    student = model_text(
-        s["model"],
-        s["train"]["epochs"],
-        page.metrics("student").get("params"),
-        s.get("options"),
-        "student",
-    )
-    teacher = model_text(
-        t["model"],
-        t["train"]["epochs"],
-        page.metrics("teacher").get("params"),
-        t.get("options"),
-        "teacher",
-    )
-    return student, teacher
+    """The student and the teacher of the run, each as :func:`model_text` words."""
+
+    def one(role: str) -> str:
+        m = page.params()[role]
+        params = page.metrics(role).get("params")
+        return model_text(m["model"], m["train"]["epochs"], params, m.get("options"), role)
+
+    return one("student"), one("teacher")
 
 
 def _device(page: Page, stages=STAGES) -> str:
