@@ -647,3 +647,29 @@ def test_rank_agreement_of_the_distilled_settings_with_the_paper():
     assert "6 distilled settings" in experiments.rank_agreement(rev, spec)
     assert "Kendall's tau -1.00" in experiments.rank_agreement(rev, spec)
     assert experiments.rank_agreement(table([80.0, 79.0]), spec) is None
+
+
+def test_grid_cell_takes_the_newest_run_of_a_seed():
+    """--all-commits reads old commits too: of two runs of one cell and seed, the newer wins,
+    whatever the order ``dvc exp show`` lists them in."""
+    spec = experiments.GRIDS["reffakd_table10"]
+
+    def r(stamp, acc):
+        params = {
+            "preset": "default",
+            "seed": 0,
+            "alpha": 0.6,
+            "temperature": 20.0,
+            "methods": {"kd": "teacher"},
+        }
+        return {
+            "name": stamp,
+            "rev": stamp,
+            "timestamp": stamp,
+            "params": params,
+            "scores": {"kd": {"test_acc": acc}},
+        }
+
+    old, new = r("2026-11-26T00:00:00", 91.24), r("2026-12-03T18:00:00", 91.06)
+    for runs in ([old, new], [new, old]):
+        assert experiments.collect(runs, spec)["T=20, alpha=0.6"]["kd"] == {0: 91.06}

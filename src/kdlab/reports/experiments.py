@@ -55,6 +55,9 @@ def collect(
     """``{row label: {our model: {seed: value}}}`` of the runs of ``spec.presets``; ``where``
     (when given) gets ``{(row label, our model): [run, ...]}``, the runs behind each cell."""
     cells: dict[str, dict[str, dict[int, float]]] = {}
+    # A cell's seed can have several runs (--all-commits reads every commit's): the newest wins,
+    # so an old commit's run of since-changed code never overrides its rerun.
+    newest: dict[tuple[str, str, int], str] = {}
     for run in runs:
         if preset_of(run["params"]) not in spec.presets:
             continue
@@ -69,7 +72,12 @@ def collect(
             if model not in ("teacher", "ce") and model not in methods:
                 continue
             if isinstance(value, (int, float)) and not isinstance(value, bool):
-                cells.setdefault(label, {}).setdefault(model, {})[int(flat.get("seed", 0))] = value
+                seed = int(flat.get("seed", 0))
+                stamp = str(run.get("timestamp") or "")
+                if newest.get((label, model, seed), "") > stamp:
+                    continue
+                newest[label, model, seed] = stamp
+                cells.setdefault(label, {}).setdefault(model, {})[seed] = value
                 if where is not None:
                     where.setdefault((label, model), []).append(run)
     return cells
