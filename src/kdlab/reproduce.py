@@ -32,7 +32,7 @@ import yaml
 from kdlab import presets
 from kdlab.reports import experiments
 from kdlab.reports.papers import paper_tables
-from kdlab.reports.records import RECORDS, scale_of
+from kdlab.reports.records import RECORDS, number, scale_of
 from kdlab.reports.runs import REPO_KEY, preset_of, runs_from_exp_show
 
 # The stages that make what a method reads (its entry in params.yaml `methods`), trained once
@@ -432,11 +432,7 @@ def records_before(repo: Path, plan: Plan) -> dict[str, Any]:
 
 def _ours(cell: dict[str, Any]) -> float | None:
     """A cell's own number (``"90.73"`` or ``"90.73 ± 0.12"``), None when empty."""
-    value = str(cell.get("scores", {}).get(f"{cell['column']} ours", "")).split(" ")[0]
-    try:
-        return float(value)
-    except ValueError:
-        return None
+    return number(cell.get("scores", {}).get(f"{cell['column']} ours", ""))
 
 
 def compare_records(before: dict[str, Any], after: dict[str, Any], scale: str) -> list[str]:

@@ -276,6 +276,15 @@ def _experiment_cell(
     }
 
 
+def number(v: Any) -> float | None:
+    """A printed cell as a number: ``"90.73"`` or ``"90.73 ± 0.12"`` -> 90.73; None when it
+    holds none (``—``, ``diverged``, empty)."""
+    try:
+        return float(str(v).split(" ")[0])
+    except ValueError:
+        return None
+
+
 def printed(scores: dict[str, Any]) -> dict[str, tuple[str, str]]:
     """How each value prints in the Markdown and in the CSV (``"90.64"`` and ``90.64`` are the
     same cell)."""

@@ -20,7 +20,7 @@ import yaml
 
 from kdlab.reports import blocks
 from kdlab.reports.papers import published
-from kdlab.reports.records import FINAL_EPOCH, WHAT_RAN, what_ran
+from kdlab.reports.records import FINAL_EPOCH, WHAT_RAN, number, what_ran
 from kdlab.reports.runs import preset_of
 from kdlab.reports.tables import COST_STAGES, cost_rows, model_text, ran_on, to_markdown
 
@@ -311,13 +311,6 @@ def _what_ran_note(data: dict[str, Any]) -> str:
     return what_ran(_shown(data), FINAL_EPOCH)
 
 
-def _number(v: Any) -> float | None:
-    try:
-        return float(str(v).split(" ")[0])
-    except ValueError:
-        return None
-
-
 def table10(page: Page) -> str:
     """ReffAKD Table 10 at CPU scale: how ours compares with the paper and ReffAKD with KD."""
     data = _records(page, "reffakd_table10")
@@ -332,7 +325,7 @@ def table10(page: Page) -> str:
             sc = cells.get((s, col))
             if sc is None:
                 continue
-            ours, paper = _number(sc[f"{col} ours"]), sc[f"{col} paper"]
+            ours, paper = number(sc[f"{col} ours"]), sc[f"{col} paper"]
             both[col] = (ours, paper)
             if ours is not None and isinstance(paper, (int, float)):
                 gaps.append(ours - paper)
@@ -412,8 +405,8 @@ def direction_checks(page: Page) -> str:
             f"{r['test_acc ours']} | {_signed_cell(r['test_acc - ce ours'])} | "
             f"{_signed_cell(r['test_acc - ce paper'])} | {r['direction']} |\n"
         )
-        gains.append(_number(r["test_acc - ce ours"]))
-        accs.append(_number(r["test_acc ours"]))
+        gains.append(number(r["test_acc - ce ours"]))
+        accs.append(number(r["test_acc ours"]))
     return (
         _what_ran_note(rec)
         + f" Mean ± std over {', '.join(n)} seeds, the change paired by seed:\n\n"
@@ -431,7 +424,7 @@ def direction_checks(page: Page) -> str:
 
 
 def _signed_cell(v: str) -> str:
-    x = _number(v)
+    x = number(v)
     if x is None or v.startswith(("+", "-")):
         return v
     return ("+" if x >= 0 else "") + v
