@@ -35,41 +35,43 @@ if [ ${#run[@]} -eq 0 ]; then
   source scripts/setup.sh
 fi
 
-settings=()
+# Every setting once: "cell-name method alpha key=value,..." (alpha '-': the preset's). Each
+# becomes a queued single experiment (-S overrides) or, with --grid, a cell of the seed's grid.
+rows=()
 if [ "$which" != srrl ]; then  # SimKD: feature loss alone (alpha 1), 3 projector variants x L2/KL
   # plain SimKD (end,0 with L2) first: the study's baseline every variant is compared with
-  settings+=("-S alpha=1 -S ~methods.srrl -S method_params.simkd.projectors=end -S method_params.simkd.label_gated=0 -S method_params.simkd.loss=l2 distill@simkd train_student")
+  rows+=("simkd_end_l2 simkd 1 projectors=end,label_gated=0,loss=l2")
   for v in two_thirds,0 all,0 end,1; do
     for l in l2 kl; do
-      settings+=("-S alpha=1 -S ~methods.srrl -S method_params.simkd.projectors=${v%,*} -S method_params.simkd.label_gated=${v#*,} -S method_params.simkd.loss=$l distill@simkd train_student")
+      rows+=("simkd_${v%,*}_g${v#*,}_$l simkd 1 projectors=${v%,*},label_gated=${v#*,},loss=$l")
     done
   done
 fi
 if [ "$which" != simkd ]; then  # SRRL Table 1: L_FM alone, L_SR alone, both at conv4 / 2 / 3 / all
-  for o in srrl.sr_weight=0 srrl.fm_weight=0 srrl.stage=-1 srrl.stage=0 srrl.stage=1 srrl.all_stages=1; do
-    settings+=("-S ~methods.simkd -S method_params.$o distill@srrl train_student")
-  done
+  rows+=("srrl_fm srrl - sr_weight=0" "srrl_sr srrl - fm_weight=0" "srrl_conv4 srrl - stage=-1"
+         "srrl_conv2 srrl - stage=0" "srrl_conv3 srrl - stage=1" "srrl_all srrl - all_stages=1")
 fi
 
-# The same settings as grid cells (name -> method, alpha, method params), one JSON line that is
-# also YAML: it replaces the `  cells: {}` line of params.yaml for the seed's one experiment.
-cells=()
-if [ "$which" != srrl ]; then
-  cells+=('"simkd_end_l2": {"method": "simkd", "alpha": 1.0, "params": {"projectors": "end", "label_gated": 0, "loss": "l2"}}')
-  for v in two_thirds,0 all,0 end,1; do
-    for l in l2 kl; do
-      cells+=("\"simkd_${v%,*}_g${v#*,}_$l\": {\"method\": \"simkd\", \"alpha\": 1.0, \"params\": {\"projectors\": \"${v%,*}\", \"label_gated\": ${v#*,}, \"loss\": \"$l\"}}")
-    done
+settings=()  # the -S overrides of each row's single experiment
+cells=()     # the same rows as grid cells: name -> method, alpha, method params (JSON = YAML)
+for row in "${rows[@]}"; do
+  read -r name method alpha kvs <<<"$row"
+  other=simkd; [ "$method" = simkd ] && other=srrl  # the preset lists both; drop the other
+  s="" params=()
+  [ "$alpha" != - ] && s="-S alpha=$alpha "
+  s+="-S ~methods.$other"
+  IFS=, read -r -a pairs <<<"$kvs"
+  for kv in "${pairs[@]}"; do
+    s+=" -S method_params.$method.$kv"
+    value=${kv#*=}
+    [[ "$value" =~ ^-?[0-9.]+$ ]] || value="\"$value\""
+    params+=("\"${kv%%=*}\": $value")
   done
-fi
-if [ "$which" != simkd ]; then
-  cells+=('"srrl_fm": {"method": "srrl", "params": {"sr_weight": 0}}'
-          '"srrl_sr": {"method": "srrl", "params": {"fm_weight": 0}}'
-          '"srrl_conv4": {"method": "srrl", "params": {"stage": -1}}'
-          '"srrl_conv2": {"method": "srrl", "params": {"stage": 0}}'
-          '"srrl_conv3": {"method": "srrl", "params": {"stage": 1}}'
-          '"srrl_all": {"method": "srrl", "params": {"all_stages": 1}}')
-fi
+  settings+=("$s distill@$method train_student")
+  a=""
+  [ "$alpha" != - ] && a=" \"alpha\": $alpha.0,"
+  cells+=("\"$name\": {\"method\": \"$method\",$a \"params\": {$(IFS=,; echo "${params[*]}" | sed 's/,"/, "/g')}}")
+done
 cells_json="{$(IFS=,; echo "${cells[*]}")}"
 
 start=$(git rev-parse --abbrev-ref HEAD)
