@@ -21,6 +21,7 @@ holds is a no-op ``dvc repro``.
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import re
@@ -132,6 +133,21 @@ def apply_overrides(text: str, overrides: list[str] | tuple[str, ...]) -> str:
     are parsed as YAML (``0.01``, ``cifar10``, ``[1, 2]``)."""
     y = _yaml()
     doc = y.load(text)
+    _apply(doc, overrides)
+    buf = io.StringIO()
+    y.dump(doc, buf)
+    return buf.getvalue()
+
+
+def applied(params: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """A copy of nested ``params`` with the overrides applied (as :func:`apply_overrides`,
+    without the round trip through text: plans apply hundreds)."""
+    out = copy.deepcopy(params)
+    _apply(out, overrides)
+    return out
+
+
+def _apply(doc: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> None:
     for over in overrides:
         op = over[0] if over[:1] in ("+", "~") else ""
         key, eq, raw = over.lstrip("+~").partition("=")
@@ -155,9 +171,6 @@ def apply_overrides(text: str, overrides: list[str] | tuple[str, ...]) -> str:
             )
         else:
             node[leaf] = yaml.safe_load(raw)
-    buf = io.StringIO()
-    y.dump(doc, buf)
-    return buf.getvalue()
 
 
 def choose_presets(name: str, scale: str, repo: Path) -> dict[str, str]:
@@ -254,7 +267,7 @@ def make_pair_plan(
             if first is not None:
                 pins["student_seed"] = first
             base_over = experiments.overrides(preset, pins, sorted(preset.get("methods") or {}))
-            params = yaml.safe_load(apply_overrides(text, base_over))
+            params = applied(preset, base_over)
             needs = {knows[m] for _, ms in groups for m in ms}
             stages = [*TEACHER_STAGES, "train_student"]
             stages += list(SOFT_LABEL_STAGES) if "soft_labels" in needs else []
@@ -274,7 +287,7 @@ def make_pair_plan(
                         targets.insert(0, "train_student")  # this seed's CE student
                     if reads_probe:
                         targets.append("probe")
-                    full = yaml.safe_load(apply_overrides(apply_overrides(text, base_over), over))
+                    full = applied(params, over)
                     plan.experiments.append(
                         Experiment(
                             index,
@@ -467,6 +480,16 @@ def wait_queue(
     return "Failed" not in out
 
 
+def committed_baseline(repo: Path, branch: str, message: str, text: str) -> str | None:
+    """The newest commit of ``branch`` made with ``message`` whose params.yaml is ``text``
+    (a baseline a previous run committed), or None."""
+    shas = _git(repo, "log", "-F", f"--grep={message}", "--format=%H", branch, check=False)
+    for sha in shas.split():
+        if _git(repo, "show", f"{sha}:params.yaml", check=False) == text.strip():
+            return sha
+    return None
+
+
 def execute(
     plan: PairPlan,
     repo: Path,
@@ -494,13 +517,21 @@ def execute(
         if not todo:
             continue
         text = apply_overrides(_preset_text(b.preset, repo), b.overrides)
-        (repo / "params.yaml").write_text(text, encoding="utf-8")
-        run(repo, [*dvc, "repro", *b.stages], log)  # a no-op when the branch holds it
-        _commit(repo, f"reproduce {plan.name}: baseline {b.label}, preset {b.preset}")
+        message = f"reproduce {plan.name}: baseline {b.label}, preset {b.preset}"
+        sha = committed_baseline(repo, plan.branch, message, text)
+        if sha:  # queue on the commit that holds it: the tip's dvc.lock may hold another pair
+            _git(repo, "checkout", "-q", "--detach", sha)
+            print(f"[reproduce] baseline {b.label}: committed in {sha[:10]}, reused", flush=True)
+        else:
+            (repo / "params.yaml").write_text(text, encoding="utf-8")
+            run(repo, [*dvc, "repro", *b.stages], log)  # a no-op where dvc.lock holds them
+            _commit(repo, message)
         for e in todo:
             sets = [x for o in e.overrides for x in ("-S", o)]
             run(repo, [*dvc, "exp", "run", "--queue", *sets, *e.targets], log)
             queued += 1
+        if sha:
+            _git(repo, "checkout", "-q", plan.branch)
     ok = True
     if queued:
         run(repo, [*dvc, "queue", "start", "-j", str(plan.jobs)], log)
