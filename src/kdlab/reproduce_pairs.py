@@ -15,8 +15,9 @@ students' seed is an experiment on it (the CE student of each other seed trains 
 
 Resume: an experiment is finished when a finished run (``dvc exp show`` of HEAD and of the
 branch, :func:`kdlab.reproduce.finished_runs`) of its preset and scale has its pins, seeds and
-methods, each with a score; a rerun queues only the rest, and a baseline the branch already
-holds is a no-op ``dvc repro``.
+methods, each with a score; a rerun queues only the rest, on the baseline commit the branch
+already holds (same params.yaml): no ``dvc repro`` at all, where the branch tip's ``dvc.lock``
+(another pair's teacher) would retrain it.
 """
 
 from __future__ import annotations
