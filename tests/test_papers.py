@@ -226,7 +226,10 @@ def test_experiment_reports_live_outside_the_tables_stage_output():
         for o in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["tables"]["outs"]
     }
     assert stage_outs == {paths.TABLES.as_posix()}
-    reports = [e for e in catalogue.catalogue(REPO) if "kdlab report" in e.command and e.output]
+    # `kdlab reproduce NAME` ends in `kdlab report NAME` (catalogue._REPORT reads both)
+    reports = [
+        e for e in catalogue.catalogue(REPO) if catalogue._REPORT.search(e.command) and e.output
+    ]
     assert len(reports) >= 10
     for e in reports:
         assert Path(e.output).parts[0] == RESULTS.as_posix() != paths.TABLES.as_posix(), e

@@ -66,9 +66,16 @@ def make_model(mc: ModelConfig, spec: DatasetSpec, device: torch.device) -> nn.M
 
 
 def loaders(
-    cfg: Config, data: Data, mc: ModelConfig, device: torch.device, normalize: bool = True
+    cfg: Config,
+    data: Data,
+    mc: ModelConfig,
+    device: torch.device,
+    normalize: bool = True,
+    seed: int | None = None,
 ) -> tuple[TensorLoader, TensorLoader, TensorLoader]:
-    """Train (augmented, shuffled), validation and test loaders for one model config."""
+    """Train (augmented, shuffled), validation and test loaders for one model config; the
+    training loader's shuffling and augmentation draw from ``seed`` (default ``cfg.seed``;
+    the students pass :attr:`Config.students_seed`)."""
     cl = mc.channels_last
     common = dict(
         input_size=mc.input_size,
@@ -86,7 +93,7 @@ def loaders(
         bs,
         augment=mc.train.augment,
         shuffle=True,
-        seed=cfg.seed,
+        seed=cfg.seed if seed is None else seed,
         **common,
     )
     val = TensorLoader(data.images, data.labels, data.split.val, EVAL_BATCH_SIZE, **common)

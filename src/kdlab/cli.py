@@ -221,8 +221,23 @@ def cmd_results(args) -> None:
 
 
 def cmd_reproduce(args) -> None:
-    from kdlab import reproduce
+    from kdlab import reproduce, reproduce_pairs
+    from kdlab.reports import experiments
 
+    if args.jobs < 1:
+        raise ValueError(f"--jobs {args.jobs} is not allowed; allowed: an integer >= 1")
+    if args.name in experiments.PAIRS:  # pairs x methods: baselines + the DVC queue
+        if args.rerun:
+            raise ValueError(f"--rerun is for the grids ({', '.join(experiments.GRIDS)})")
+        repo = Path(args.repo)
+        plan = reproduce_pairs.make_pair_plan(args.name, repo, args.scale, args.seeds, args.jobs)
+        print(reproduce_pairs.plan_text(plan), end="", flush=True)
+        if not args.dry_run:
+            reproduce_pairs.execute(plan, repo)
+        return
+    if args.name not in experiments.GRIDS:
+        known = [*experiments.GRIDS, *experiments.PAIRS]
+        raise ValueError(f"unknown table {args.name!r}; allowed: {', '.join(known)}")
     plan = reproduce.make_plan(args.name, Path(args.repo), args.scale, args.seeds, rerun=args.rerun)
     print(reproduce.plan_text(plan), end="", flush=True)
     if not args.dry_run:
@@ -327,10 +342,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("results", cmd_results, "rewrite the generated blocks (every number) of a page")
     sp.add_argument("page", nargs="?", default="docs/results.md", help="default docs/results.md")
     sp.add_argument("--check", action="store_true", help="exit 2 when the page is stale")
-    sp = add("reproduce", cmd_reproduce, "plan, run and resume a paper grid, then report it")
-    sp.add_argument("name", help="e.g. reffakd_table10 (a T x alpha x methods grid)")
+    sp = add("reproduce", cmd_reproduce, "plan, run and resume a paper table, then report it")
+    sp.add_argument(
+        "name", help="a grid (reffakd_table10) or a pairs x methods table (srrl_table6)"
+    )
     sp.add_argument("--scale", default="paper", help="paper (default), cpu, current or a preset")
-    sp.add_argument("--seeds", type=int, nargs="+", help="default: the preset's seed")
+    sp.add_argument(
+        "--seeds", type=int, nargs="+", help="default: the table's seeds, else the preset's"
+    )
+    sp.add_argument(
+        "--jobs", type=int, default=1, help="queue workers of a pairs table (default 1)"
+    )
     sp.add_argument("--repo", default=".", help="DVC repository (default .)")
     sp.add_argument("--dry-run", action="store_true", help="print the plan only")
     sp.add_argument(

@@ -402,6 +402,7 @@ class Config:
 
     preset: str  # the preset it was written from (`kdlab preset NAME`)
     seed: int
+    student_seed: int | None  # the students' seed; None: ``seed`` (:attr:`students_seed`)
     alpha: float
     temperature: float
     methods: tuple[str, ...]
@@ -421,10 +422,26 @@ class Config:
     # ``methods`` as written: method -> the knowledge folder its stage reads (data/<value>).
     knowledge: dict[str, str]
 
+    @property
+    def students_seed(self) -> int:
+        """The seed of every student (CE, distilled, grid cells): ``student_seed``, or
+        ``seed`` when it is null, so a params file without it runs as before."""
+        return self.seed if self.student_seed is None else self.student_seed
+
 
 # Every stage seeds ``seed + offset`` (kdlab.runtime.SEED_STREAMS, offsets < 100) into
 # NumPy, whose seeds are 32-bit.
 MAX_SEED = 2**31 - 1
+
+
+def _optional_seed(raw: dict[str, Any], key: str) -> int | None:
+    """``raw[key]``: null or a seed (required: its default, null, is default.yaml's)."""
+    value = _required(raw, key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+        raise _fail(key, value, f"null (= seed) | an integer in [0, {MAX_SEED}]")
+    return value
 
 
 def _methods(methods: Any) -> dict[str, str]:
@@ -483,6 +500,7 @@ def parse_config(raw: dict[str, Any]) -> Config:
     return Config(
         preset=preset,
         seed=_number(raw, "seed", "", lo=0, hi=MAX_SEED, integer=True),
+        student_seed=_optional_seed(raw, "student_seed"),
         alpha=alpha,
         temperature=temperature,
         methods=tuple(methods),

@@ -168,7 +168,10 @@ def make_plan(
     ``rerun``: the committed records and HEAD's runs do not count, only the branch's own runs
     (so an interrupted rerun still resumes)."""
     if name not in experiments.GRIDS:
-        raise ValueError(f"kdlab reproduce runs the grids {', '.join(grid_names())}; not {name!r}")
+        raise ValueError(
+            f"kdlab reproduce runs the grids {', '.join(grid_names())} here (pairs tables: "
+            f"kdlab.reproduce_pairs); not {name!r}"
+        )
     spec = experiments.GRIDS[name]
     preset = choose_preset(name, scale)
     _, params = preset_params(preset, repo)

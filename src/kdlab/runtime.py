@@ -35,6 +35,18 @@ SEED_STREAMS = {
     "probe": 6,  # the linear probes' initialisation and shuffling
     "distill": 10,  # every distill@<method> starts from the same student initialisation
 }
+# The students' streams start from ``student_seed`` (null: ``seed``): students can vary over
+# seeds under one teacher (the CRD benchmark's fixed teacher) while the rest keeps ``seed``.
+STUDENT_STREAMS = ("train_student", "distill")
+
+
+def stream_seed(cfg: Config, stream: str) -> int:
+    """The seed of stream ``stream``: its base seed (:attr:`Config.students_seed` for the
+    students' streams, else ``seed``) plus its offset."""
+    if stream not in SEED_STREAMS:
+        raise ValueError(f"unknown seed stream {stream!r}; allowed: {', '.join(SEED_STREAMS)}")
+    base = cfg.students_seed if stream in STUDENT_STREAMS else cfg.seed
+    return base + SEED_STREAMS[stream]
 
 
 def seed_everything(seed: int) -> None:
@@ -98,10 +110,9 @@ def ran_on(text: str) -> None:
 
 def start(cfg: Config, stream: str) -> torch.device:
     """Seed the stage's stream, set threads and pick the device at the start of a stage."""
-    if stream not in SEED_STREAMS:
-        raise ValueError(f"unknown seed stream {stream!r}; allowed: {', '.join(SEED_STREAMS)}")
+    seed = stream_seed(cfg, stream)
     setup_threads(cfg.threads)
-    seed_everything(cfg.seed + SEED_STREAMS[stream])
+    seed_everything(seed)
     device = resolve_device(cfg.device)
     ran_on(device_name(device))
     return device

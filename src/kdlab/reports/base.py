@@ -69,7 +69,7 @@ class PairSpec:
     methods: tuple[tuple[str, str, Pins], ...]  # (paper label, our model, the method's pins)
     presets: tuple[str, ...]
     pairs_are_rows: bool = True  # False: methods are rows, pairs columns (Tables 11-12)
-    seeds: tuple[int | None, ...] = (None,)  # seeds `kdlab queue` runs (None: the preset's)
+    seeds: tuple[int | None, ...] = (None,)  # seeds the experiments run (None: the preset's)
     metric: str = "test_acc"
     note: str = ""
     pair_metrics: tuple[str, ...] = ()  # one metric per pair instead of ``metric`` (Table 4)
@@ -78,6 +78,11 @@ class PairSpec:
     # pair's cells come only from runs of its preset, and `kdlab queue` queues only the pairs
     # of the preset in params.yaml. Empty: any of ``presets``.
     pair_presets: tuple[str, ...] = ()
+    # The paper fixes one teacher per pair and varies only the students over ``seeds`` (the CRD
+    # benchmark, SRRL Tables 11-12): the seeds are ``student_seed``'s, the teacher keeps the
+    # preset's ``seed``, and a run's seed in the table is its students' seed (the teacher's row:
+    # its own seed, one teacher).
+    fixed_teacher: bool = False
 
 
 def mean_std(values: list[float]) -> tuple[float | None, float | None]:

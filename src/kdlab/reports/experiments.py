@@ -441,7 +441,7 @@ def build_pairs(runs: list[dict[str, Any]], name: str, where: dict | None = None
                 else spec.metric
             )
             by_seed: dict[int, float] = {}
-            own = _pair_preset(spec, pair)
+            own = pair_preset(spec, pair)
             for flat, scores, listed, run in flats:
                 if own is not None and preset_of(run["params"]) != own:
                     continue  # another recipe's run (e.g. Tiny ImageNet at 32x32)
@@ -450,7 +450,7 @@ def build_pairs(runs: list[dict[str, Any]], name: str, where: dict | None = None
                 ):
                     value = (scores.get(model) or {}).get(metric)
                     if isinstance(value, (int, float)) and not isinstance(value, bool):
-                        by_seed[int(flat.get("seed", 0))] = value
+                        by_seed[run_seed(flat, spec, model)] = value
                         if where is not None:
                             where.setdefault((o[0], i[0]), []).append(run)
             _put_cell(row, i[0], by_seed, prow[pcols.index(i[0])])
@@ -458,14 +458,24 @@ def build_pairs(runs: list[dict[str, Any]], name: str, where: dict | None = None
     return pd.DataFrame(out)
 
 
-def _pair_preset(spec: PairSpec, pair: str) -> str | None:
+def run_seed(flat: dict[str, Any], spec: PairSpec, model: str) -> int:
+    """The seed a run's ``model`` counts under in ``spec``'s table: ``seed``, or with
+    ``spec.fixed_teacher`` the students' seed (``student_seed``, null or absent: ``seed``),
+    the teacher keeping its own."""
+    seed = int(flat.get("seed", 0))
+    if spec.fixed_teacher and model != "teacher" and flat.get("student_seed") is not None:
+        return int(flat["student_seed"])
+    return seed
+
+
+def pair_preset(spec: PairSpec, pair: str) -> str | None:
     """The preset a pair's runs must come from (``spec.pair_presets``), None when any."""
     if not spec.pair_presets:
         return None
     return spec.pair_presets[[p for p, _ in spec.pairs].index(pair)]
 
 
-def _run_groups(spec: PairSpec, methods: set[str]) -> list[tuple[dict[str, Any], list[str]]]:
+def run_groups(spec: PairSpec, methods: set[str]) -> list[tuple[dict[str, Any], list[str]]]:
     """The table's methods (those registered) packed into as few runs as their pins allow:
     ``[(pins, [method, ...]), ...]``; methods whose pins agree share a run."""
     groups: list[tuple[dict[str, Any], list[str]]] = []
@@ -482,11 +492,40 @@ def _run_groups(spec: PairSpec, methods: set[str]) -> list[tuple[dict[str, Any],
     return groups
 
 
+def overrides(
+    params: dict[str, Any],
+    pins: dict[str, Any],
+    models: list[str],
+    knowledge: dict[str, str] | None = None,
+) -> list[str]:
+    """The ``-S`` overrides that turn ``params`` (nested) into a run with ``pins`` listing
+    exactly ``models``: only what differs is overridden; a key ``params`` lacks is added with
+    ``+`` (DVC refuses a new key otherwise); an added method reads ``knowledge[m]`` (default
+    ``teacher``)."""
+    over = []
+    for key, value in pins.items():
+        found, current = lookup(params, key)
+        if not found:
+            over.append(f"+{key}={value}")
+        elif current != value:
+            over.append(f"{key}={value}")
+    listed = set(params.get("methods") or {})
+    over += [f"~methods.{m}" for m in sorted(listed - set(models))]
+    known = knowledge or {}
+    over += [f"+methods.{m}={known.get(m, 'teacher')}" for m in models if m not in listed]
+    return over
+
+
+def seed_key(spec: PairSpec) -> str:
+    """The param ``spec.seeds`` set: ``student_seed`` under a fixed teacher, else ``seed``."""
+    return "student_seed" if spec.fixed_teacher else "seed"
+
+
 def queue_overrides(name: str, preset: dict[str, Any], methods: set[str]) -> list[list[str]]:
     """The ``-S`` overrides of every experiment that fills the table ``name`` of
     :data:`PAIRS`, from ``preset`` (its resolved params.yaml): one run per pair, seed and
-    group of methods whose pins agree. Only what differs from the preset is overridden; a
-    key the preset lacks is added with ``+`` (DVC refuses a new key otherwise)."""
+    group of methods whose pins agree (a fixed-teacher table's seeds are the students'). Only
+    what differs from the preset is overridden; a key the preset lacks is added with ``+``."""
     spec = PAIRS[name]
     ours = preset_of(preset)
     if ours not in spec.presets:
@@ -497,23 +536,14 @@ def queue_overrides(name: str, preset: dict[str, Any], methods: set[str]) -> lis
         )
     runs = []
     for pair, pair_pins in spec.pairs:
-        if _pair_preset(spec, pair) not in (None, ours):
+        if pair_preset(spec, pair) not in (None, ours):
             continue  # queued from its own preset
         for seed in spec.seeds:
-            for group_pins, models in _run_groups(spec, methods):
+            for group_pins, models in run_groups(spec, methods):
                 pins = {**dict(pair_pins), **group_pins}
                 if seed is not None:
-                    pins["seed"] = seed
-                over = []
-                for key, value in pins.items():
-                    found, current = lookup(preset, key)
-                    if not found:
-                        over.append(f"+{key}={value}")
-                    elif current != value:
-                        over.append(f"{key}={value}")
-                listed = set(preset.get("methods") or {})
-                over += [f"~methods.{m}" for m in sorted(listed - set(models))]
-                over += [f"+methods.{m}=teacher" for m in models if m not in listed]
+                    pins[seed_key(spec)] = seed
+                over = overrides(preset, pins, models)
                 if over not in runs:  # rows that differ only in their metric share runs
                     runs.append(over)
     return runs

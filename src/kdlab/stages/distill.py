@@ -51,10 +51,10 @@ def distill(cfg: Config, method: str) -> None:
     )
     # Methods with an initialisation phase (init_epochs) train that many epochs more.
     train_cfg = get_method(method).train_config(mc.train, cfg.method_params[method])
-    train, val, test = loaders(cfg, data, mc, device)
+    train, val, test = loaders(cfg, data, mc, device, seed=cfg.students_seed)
     # Every param that shapes this run: a checkpoint written under others is never resumed.
     run_id = fingerprint(
-        [method, cfg.seed, cfg.alpha, cfg.temperature, cfg.data.__dict__, mc.__dict__]
+        [method, cfg.students_seed, cfg.alpha, cfg.temperature, cfg.data.__dict__, mc.__dict__]
         + [cfg.method_params[method], str(device)]
     )
     ckpt = paths.CHECKPOINTS / f"distill_{method}.pt"

@@ -35,7 +35,7 @@ from kdlab.methods import get_method
 from kdlab.methods.base import TeacherLogits
 from kdlab.models import count_params
 from kdlab.plots import curve_png
-from kdlab.runtime import SEED_STREAMS, seed_everything, start, write_metrics
+from kdlab.runtime import seed_everything, start, stream_seed, write_metrics
 from kdlab.stages.common import run
 from kdlab.train import FitResult, fingerprint
 
@@ -55,7 +55,7 @@ def cell_config(cfg: Config, cell: GridCellConfig) -> Config:
 def build_cell(cfg: Config, cell: GridCellConfig, data: Data, device: torch.device):
     """The cell's distiller, built from the ``distill`` seed stream as its single run builds
     it, and the random state that run starts training from."""
-    seed_everything(cfg.seed + SEED_STREAMS["distill"])  # as start_training(cfg, "distill")
+    seed_everything(stream_seed(cfg, "distill"))  # as start_training(cfg, "distill")
     student = make_model(cfg.student, data.spec, device)
     distiller, source = build_distiller(cell_config(cfg, cell), cell.method, data, student, device)
     return distiller, source, rng_state(device)
@@ -129,7 +129,7 @@ def _grid_cells(cfg: Config, built, logs: list[EpochLog], data: Data, device) ->
     for c, (d, _, rng), log in zip(cfg.grid, built, logs, strict=True):
         # The single run's fingerprint, plus the grid: its checkpoints are its own.
         run_id = fingerprint(
-            ["grid", c.method, cfg.seed, c.alpha, c.temperature, cfg.data.__dict__]
+            ["grid", c.method, cfg.students_seed, c.alpha, c.temperature, cfg.data.__dict__]
             + [mc.__dict__, c.params, str(device)]
         )
         cells.append(
@@ -177,7 +177,7 @@ def distill_grid(cfg: Config) -> None:
         ),
         flush=True,
     )
-    train, val, test = loaders(cfg, data, mc, device)
+    train, val, test = loaders(cfg, data, mc, device, seed=cfg.students_seed)
     logs = [EpochLog(f"grid/{c.name}", model_name(c.name)) for c in cfg.grid]
     cells = _grid_cells(cfg, built, logs, data, device)
     try:

@@ -44,8 +44,10 @@ def train_classifier(cfg: Config, role: str) -> None:
         flush=True,
     )
     distiller = CrossEntropy(model).to(device)
-    train, val, test = loaders(cfg, data, mc, device)
-    run_id = fingerprint([role, cfg.seed, cfg.data.__dict__, mc.__dict__, str(device)])
+    # The CE student is a student: its shuffling and fingerprint follow ``student_seed``.
+    seed = cfg.seed if role == "teacher" else cfg.students_seed
+    train, val, test = loaders(cfg, data, mc, device, seed=seed)
+    run_id = fingerprint([role, seed, cfg.data.__dict__, mc.__dict__, str(device)])
     ckpt = paths.CHECKPOINTS / f"{role}.pt"
     log = EpochLog(role, "teacher" if role == "teacher" else "ce")
     result = fit_logged(
