@@ -14,7 +14,7 @@
 # are committed to git), so queued experiments would each retrain the seed's teacher and CE
 # student. Instead each seed gets a branch `direction-seedN` whose dvc.lock holds that seed's
 # teacher and CE student, trained once here, and the seed's experiments are queued on it. The
-# queue starts after the first seed, so it runs while the next seeds' teachers train.
+# queue starts after each seed, so it runs while the next seeds' teachers train.
 # Run it on a clean checkout of the branch you start from (it commits the preset there).
 # --dry-run prints the commands instead of running them.
 set -euo pipefail
@@ -95,13 +95,13 @@ for s in "${seeds[@]}"; do
       "${run[@]}" dvc exp run --queue -S "seed=$s" $setting
     done
   fi
-  if [ "$s" = "${seeds[0]}" ]; then
-    "${run[@]}" dvc queue start -j 2
-  fi
+  # after every seed: DVC's workers exit when the queue empties, and it may have emptied while
+  # this seed's teacher trained (`queue start` starts only the workers not running)
+  "${run[@]}" dvc queue start -j 2
 done
 "${run[@]}" git checkout -q "$start"
 if [ ${#run[@]} -eq 0 ]; then
-  bash scripts/queue_wait.sh
+  bash scripts/queue_wait.sh 30 2
 fi
 [ "$which" != srrl ] && "${run[@]}" kdlab report simkd_study_fmnist --all-commits
 [ "$which" != simkd ] && "${run[@]}" kdlab report srrl_table1_fmnist --all-commits

@@ -46,7 +46,7 @@ for a in "${alphas[@]}"; do
 done
 "${run[@]}" dvc queue start -j 2
 if [ ${#run[@]} -eq 0 ]; then
-  bash scripts/queue_wait.sh
+  bash scripts/queue_wait.sh 30 2
 fi
 "${run[@]}" kdlab report hao_figure3 --all-commits
 [ "$start" != hao-figure3 ] && "${run[@]}" git checkout -q "$start"

@@ -191,6 +191,29 @@ def test_queue_wait_needs_two_idle_polls_and_reports_failures():
     assert ok is False and polls == [7] * 5
 
 
+def test_queue_wait_restarts_workers_when_tasks_wait_with_none_active():
+    """DVC's workers exit when the queue empties for a moment; a task queued after that waits
+    with no worker: the wait starts them again, and only then."""
+    answers = iter(
+        [
+            (True, "a  exp-1  10:00  Queued\nWorker status: 1 active, 0 idle\n"),
+            (True, "a  exp-1  10:00  Queued\nWorker status: 0 active, 0 idle\n"),
+            (True, "a  exp-1  10:00  Running\nWorker status: 1 active, 0 idle\n"),
+            (True, "a  exp-1  10:00  Success\nWorker status: 0 active, 0 idle\n"),
+            (True, "a  exp-1  10:00  Success\nWorker status: 0 active, 0 idle\n"),
+        ]
+    )
+    restarted: list[Path] = []
+    ok = reproduce_pairs.wait_queue(
+        Path("repo"),
+        poll=0,
+        status=lambda repo: next(answers),
+        sleep=lambda s: None,
+        restart=restarted.append,
+    )
+    assert ok is True and restarted == [Path("repo")]
+
+
 # --- the run, with DVC stood in for ------------------------------------------------------
 
 
@@ -268,7 +291,7 @@ def test_run_trains_one_teacher_per_pair_then_resumes_only_the_missing(tmp_path,
     repo = _repo(tmp_path)
     plan = reproduce_pairs.make_pair_plan("srrl_table11", repo, jobs=2)
     dvc = FakeDvc()
-    ran = reproduce_pairs.execute(plan, repo, run=dvc, wait=lambda repo: True)
+    ran = reproduce_pairs.execute(plan, repo, run=dvc, wait=lambda repo, restart=None: True)
     # One teacher per distinct teacher, all in baselines (pairs 1-2 share WRN-40-2, pairs 4-5
     # ResNet-110: the second baseline's dvc.lock already holds it); the 42 queued
     # experiments retrain none.
@@ -300,7 +323,7 @@ def test_run_trains_one_teacher_per_pair_then_resumes_only_the_missing(tmp_path,
     plan2 = reproduce_pairs.make_pair_plan("srrl_table11", repo, runs=finished)
     assert len(plan2.todo) == 42 - 5 and plan2.todo_of(0) == [plan.experiments[5]]
     dvc2 = FakeDvc()
-    ran2 = reproduce_pairs.execute(plan2, repo, run=dvc2, wait=lambda repo: True)
+    ran2 = reproduce_pairs.execute(plan2, repo, run=dvc2, wait=lambda repo, restart=None: True)
     exps2 = [c for c in dvc2.calls if c[:3] == ["exp", "run", "--queue"]]
     assert len(exps2) == 37
     assert [c for c in dvc2.calls if c[0] == "repro"] == []  # every baseline was committed
@@ -315,5 +338,5 @@ def test_a_planted_teacher_retraining_fails(tmp_path, no_runs, monkeypatch):
     planted = [replace(e, overrides=(*e.overrides, f"seed={e.seed + 1}")) for e in plan.experiments]
     plan.experiments = planted
     dvc = FakeDvc()
-    reproduce_pairs.execute(plan, repo, run=dvc, wait=lambda repo: True)
+    reproduce_pairs.execute(plan, repo, run=dvc, wait=lambda repo, restart=None: True)
     assert "".join(dvc.queued).count("Running stage 'train_teacher'") == 42

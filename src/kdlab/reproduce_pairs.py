@@ -464,20 +464,39 @@ def queue_status(repo: Path) -> tuple[bool, str]:
     return proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def start_workers(repo: Path, jobs: int) -> None:
+    """``dvc queue start -j JOBS``: DVC starts only the workers not already running."""
+    subprocess.run(
+        [sys.executable, "-m", "dvc", "queue", "start", "-j", str(jobs)],
+        cwd=repo,
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+    )
+
+
 def wait_queue(
     repo: Path,
     poll: float = 30.0,
     status: Callable[[Path], tuple[bool, str]] = queue_status,
     sleep: Callable[[float], None] = time.sleep,
+    restart: Callable[[Path], None] | None = None,
 ) -> bool:
     """Wait as ``scripts/queue_wait.sh`` does: done after two polls in a row in which
     ``dvc queue status`` succeeded and listed no Queued or Running task (right after
-    ``dvc queue start`` one poll once saw neither). Returns False when a task failed."""
+    ``dvc queue start`` one poll once saw neither). DVC's workers exit once the queue is empty
+    for a moment, so a poll that finds tasks Queued and no worker active calls ``restart``
+    (starts the workers again). Returns False when a task failed."""
     idle, out = 0, ""
     while idle < 2:
         sleep(poll)
         ok, out = status(repo)
-        idle = idle + 1 if ok and not re.search(r"Queued|Running", out) else 0
+        if ok and not re.search(r"Queued|Running", out):
+            idle += 1
+            continue
+        idle = 0
+        if restart and "Queued" in out and re.search(r"Worker status: 0 active", out):
+            print("[reproduce] tasks queued and no worker active: starting them again", flush=True)
+            restart(repo)
     return "Failed" not in out
 
 
@@ -495,7 +514,7 @@ def execute(
     plan: PairPlan,
     repo: Path,
     run: Callable[[Path, list[str], list[str]], str] = _run,
-    wait: Callable[[Path], bool] = wait_queue,
+    wait: Callable[..., bool] = wait_queue,
 ) -> list[str]:
     """Run the plan on branch ``reproduce/NAME``: per baseline with experiments left, write
     its params.yaml, ``dvc repro`` its shared stages, commit, queue its experiments; then run
@@ -536,7 +555,7 @@ def execute(
     ok = True
     if queued:
         run(repo, [*dvc, "queue", "start", "-j", str(plan.jobs)], log)
-        ok = wait(repo)
+        ok = wait(repo, restart=lambda r: start_workers(r, plan.jobs))
     report = [sys.executable, "-m", "kdlab", "report", plan.name, "--all-commits"]
     scales = {e.scale for e in plan.experiments}
     if len(scales) == 1:
