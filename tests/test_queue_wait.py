@@ -22,6 +22,23 @@ printf 'Task  Name  Created  Status\\n%s\\n' "${line//|/$'\\n'}"
 """
 
 
+def wait_with(tmp_path: Path, statuses: list[str], *args: str) -> subprocess.CompletedProcess:
+    """Run queue_wait.sh ``args`` in ``tmp_path`` against the stand-in answering ``statuses``."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "dvc").write_text(FAKE_DVC)
+    (bin_dir / "dvc").chmod(0o755)
+    (tmp_path / "statuses.txt").write_text("\n".join(statuses) + "\n")
+    return subprocess.run(
+        ["bash", str(REPO / "scripts" / "queue_wait.sh"), *args],
+        cwd=tmp_path,
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
 @pytest.mark.skipif(shutil.which("bash") is None, reason="bash needed")
 @pytest.mark.parametrize(
     ("statuses", "polls", "failed"),
@@ -33,19 +50,7 @@ printf 'Task  Name  Created  Status\\n%s\\n' "${line//|/$'\\n'}"
     ids=["restarts", "failed"],
 )
 def test_queue_wait_needs_two_idle_polls_in_a_row(tmp_path, statuses, polls, failed):
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "dvc").write_text(FAKE_DVC)
-    (bin_dir / "dvc").chmod(0o755)
-    (tmp_path / "statuses.txt").write_text("\n".join(statuses) + "\n")
-    out = subprocess.run(
-        ["bash", str(REPO / "scripts" / "queue_wait.sh"), "0"],
-        cwd=tmp_path,
-        env={"PATH": f"{bin_dir}:/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    out = wait_with(tmp_path, statuses, "0")
     assert out.returncode == 0
     assert int((tmp_path / "calls").read_text()) == polls
     assert ("some experiments failed" in out.stderr) == failed
@@ -56,10 +61,6 @@ def test_queue_wait_needs_two_idle_polls_in_a_row(tmp_path, statuses, polls, fai
 def test_queue_wait_restarts_workers_that_exited_with_tasks_queued(tmp_path):
     """DVC's workers exit when the queue is empty for a moment, so a task queued later waits
     with no worker (the direction checks' second seed did): the wait starts `jobs` again."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "dvc").write_text(FAKE_DVC)
-    (bin_dir / "dvc").chmod(0o755)
     statuses = [
         "a x 1 Queued\nWorker status: 1 active, 0 idle",  # its worker is starting: leave it
         "a x 1 Queued\nWorker status: 0 active, 0 idle",  # nobody will run it
@@ -67,15 +68,7 @@ def test_queue_wait_restarts_workers_that_exited_with_tasks_queued(tmp_path):
         "a x 1 Success\nWorker status: 0 active, 0 idle",
         "a x 1 Success\nWorker status: 0 active, 0 idle",
     ]
-    (tmp_path / "statuses.txt").write_text("\n".join(s.replace("\n", "|") for s in statuses))
-    out = subprocess.run(
-        ["bash", str(REPO / "scripts" / "queue_wait.sh"), "0", "2"],
-        cwd=tmp_path,
-        env={"PATH": f"{bin_dir}:/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    out = wait_with(tmp_path, [s.replace("\n", "|") for s in statuses], "0", "2")
     assert out.returncode == 0
     assert int((tmp_path / "calls").read_text()) == 5
     assert (tmp_path / "starts").read_text() == "queue start -j 2\n"  # once, with the jobs
