@@ -562,6 +562,21 @@ def test_direction_check_pairs_grid_cells_with_their_runs_ce():
     assert r["top1 - ce ours"] == "5.00 ± 0.00" and r["direction"] == "same"
 
 
+def test_a_rows_sources_are_the_runs_with_a_number_in_it():
+    """A run whose params match a row but that has no score for it (a commit that switched
+    the preset without rerunning: its stale metrics are dropped) is not that row's source, so
+    the report does not describe it (its device, its models) as what ran."""
+    good = direction_run({"srrl": {"test_acc": 60.0}, "ce": {"test_acc": 55.0}}, 0, sr_weight=0)
+    good["rev"] = "good"
+    stale = direction_run({"soft_labels": {"mse": 0.1}}, 0, sr_weight=0)
+    stale["rev"] = "stale"
+    where: dict = {}
+    experiments.build_rows([good, stale], "srrl_table1_fmnist", where)
+    assert [r["rev"] for r in where["fm@conv4", "top1"]] == ["good"]
+    assert [r["rev"] for r in where["student", "top1"]] == ["good"]
+    assert ("fm+sr@conv4", "top1") not in where  # no run at all
+
+
 def test_simkd_direction_check_needs_alpha_1_and_compares_with_plain_simkd():
     """The study's baseline column is plain SimKD (projector at the end, L2, every sample): each
     variant minus plain SimKD's run of the same seed, never the CE student."""

@@ -259,7 +259,10 @@ def build_rows(runs: list[dict[str, Any]], name: str, where: dict | None = None)
                 continue
             values = scores.get(model) or {}
             g = groups.setdefault(flat.get(spec.best_of) if spec.best_of else None, {})
-            behind.setdefault(flat.get(spec.best_of) if spec.best_of else None, []).append(run)
+            if any(isinstance(values.get(key), (int, float)) for _, key in spec.columns):
+                # only the runs with a number here are the row's sources (not every run whose
+                # params match: a commit whose metrics are stale has params and no scores)
+                behind.setdefault(flat.get(spec.best_of) if spec.best_of else None, []).append(run)
             seed = int(flat.get("seed", 0))
             for _, key in spec.columns:
                 if isinstance(values.get(key), (int, float)):
