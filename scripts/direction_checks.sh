@@ -15,7 +15,8 @@
 # student. Instead each seed gets a branch `direction-seedN` whose dvc.lock holds that seed's
 # teacher and CE student, trained once here, and the seed's experiments are queued on it. The
 # queue starts after each seed, so it runs while the next seeds' teachers train.
-# Run it on a clean checkout of the branch you start from (it commits the preset there).
+# Run it on a clean checkout of the branch you start from; it commits nothing there (a commit
+# that only switched the preset would carry the old run's metrics under the new params).
 # --dry-run prints the commands instead of running them.
 set -euo pipefail
 which=both
@@ -75,12 +76,9 @@ done
 cells_json="{$(IFS=,; echo "${cells[*]}")}"
 
 start=$(git rev-parse --abbrev-ref HEAD)
-"${run[@]}" kdlab preset fmnist_direction
-if [ ${#run[@]} -eq 0 ] && ! git diff --quiet params.yaml; then
-  git commit -qm "params: fmnist_direction preset" params.yaml
-fi
 for s in "${seeds[@]}"; do
   "${run[@]}" git checkout -q -B "direction-seed$s" "$start"
+  "${run[@]}" kdlab preset fmnist_direction
   "${run[@]}" sed -i "s/^seed: [0-9]* /seed: $s /" params.yaml
   "${run[@]}" dvc repro train_student teacher_logits  # the seed's teacher and CE student, once
   "${run[@]}" git add params.yaml dvc.lock metrics plots

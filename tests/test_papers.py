@@ -325,14 +325,16 @@ def test_direction_checks_script_queues_every_row_on_its_seeds_baseline():
         check=True,
     ).stdout.splitlines()
     params = yaml.safe_load(presets.resolve("fmnist_direction"))
-    assert out[0] == "kdlab preset fmnist_direction"
+    # each seed's branch takes the preset; nothing is committed on the start branch
+    assert out[0] == "git checkout -q -B direction-seed0 " + out[0].split()[-1]
+    assert out.count("kdlab preset fmnist_direction") == 3
     queued = [line for line in out if line.startswith("dvc exp run --queue")]
     assert len(queued) == 3 * 13
     for s in (0, 1, 2):
-        repro = out.index(
-            "dvc repro train_student teacher_logits",
-            out.index(f"sed -i s/^seed: [0-9]* /seed: {s} / params.yaml"),
-        )
+        sed = out.index(f"sed -i s/^seed: [0-9]* /seed: {s} / params.yaml")
+        assert out[sed - 1] == "kdlab preset fmnist_direction"
+        assert out[sed - 2].startswith(f"git checkout -q -B direction-seed{s} ")
+        repro = out.index("dvc repro train_student teacher_logits", sed)
         mine = [i for i, line in enumerate(out) if f"-S seed={s} " in line]
         assert len(mine) == 13 and min(mine) > repro  # queued after the seed's baseline
     for line in queued:
