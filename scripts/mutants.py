@@ -81,8 +81,8 @@ MUTANTS: tuple[Mutant, ...] = (
         (
             TRAIN,
             "train_classifier",
-            "train, val, test = loaders(cfg, data, mc, device)",
-            "train, test, val = loaders(cfg, data, mc, device)",
+            "train, val, test = loaders(cfg, data, mc, device, seed=seed)",
+            "train, test, val = loaders(cfg, data, mc, device, seed=seed)",
         ),
     ),
     _m(
@@ -216,8 +216,9 @@ MUTANTS: tuple[Mutant, ...] = (
         (
             DISTILL,
             "distill",
-            "[method, cfg.seed, cfg.alpha, cfg.temperature, cfg.data.__dict__, mc.__dict__]",
-            "[method, cfg.seed, cfg.temperature, cfg.data.__dict__, mc.__dict__]",
+            "[method, cfg.students_seed, cfg.alpha, cfg.temperature, cfg.data.__dict__, "
+            "mc.__dict__]",
+            "[method, cfg.students_seed, cfg.temperature, cfg.data.__dict__, mc.__dict__]",
         ),
     ),
     _m(
@@ -241,8 +242,8 @@ MUTANTS: tuple[Mutant, ...] = (
         (
             DISTILL,
             "distill",
-            "train, val, test = loaders(cfg, data, mc, device)",
-            "train, test, val = loaders(cfg, data, mc, device)",
+            "train, val, test = loaders(cfg, data, mc, device, seed=cfg.students_seed)",
+            "train, test, val = loaders(cfg, data, mc, device, seed=cfg.students_seed)",
         ),
     ),
     _m(
