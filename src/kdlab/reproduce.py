@@ -206,9 +206,9 @@ def finished_runs(repo: Path, branch: str, head: bool = True) -> list[dict[str, 
     (:func:`kdlab.reports.runs.runs_from_exp_show`). Not ``--all-commits``: that walks the
     whole history (minutes here)."""
     revs = [("HEAD", 1)] if head else []
-    if _git(repo, "rev-parse", "-q", "--verify", f"refs/heads/{branch}", check=False):
-        base = _git(repo, "merge-base", "HEAD", branch)
-        revs.append((branch, 1 + int(_git(repo, "rev-list", "--count", f"{base}..{branch}"))))
+    if git_out(repo, "rev-parse", "-q", "--verify", f"refs/heads/{branch}", check=False):
+        base = git_out(repo, "merge-base", "HEAD", branch)
+        revs.append((branch, 1 + int(git_out(repo, "rev-list", "--count", f"{base}..{branch}"))))
     data: list[dict[str, Any]] = []
     for rev, num in revs:
         cmd = [sys.executable, "-m", "dvc", "exp", "show", "--json", "--rev", rev, "-n", str(num)]
@@ -283,16 +283,16 @@ def estimate(plan: Plan) -> list[str]:
         if not work:
             lines.append(f"{dev}: nothing left to train")
         elif missing:
-            part = f"; the measured rest: {_hours(total)}" if total else ""
+            part = f"; the measured rest: {hours_text(total)}" if total else ""
             lines.append(
                 f"{dev}: not measured ({', '.join(missing)} of preset {plan.preset}){part}"
             )
         else:
-            lines.append(f"{dev}: {_hours(total)} ({label})")
+            lines.append(f"{dev}: {hours_text(total)} ({label})")
     return lines
 
 
-def _hours(seconds: float) -> str:
+def hours_text(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
 
 
@@ -331,14 +331,14 @@ def plan_text(plan: Plan) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _git(repo: Path, *args: str, check: bool = True) -> str:
+def git_out(repo: Path, *args: str, check: bool = True) -> str:
     proc = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
     if check and proc.returncode != 0:
         raise RuntimeError(f"git {' '.join(args)}: {proc.stderr.strip()}")
     return proc.stdout.strip() if proc.returncode == 0 else ""
 
 
-def _run(repo: Path, cmd: list[str], log: list[str]) -> str:
+def run_command(repo: Path, cmd: list[str], log: list[str]) -> str:
     """Run ``cmd``, echo and keep its output (the caller counts the stages that ran)."""
     # This kdlab's source first: `python -m kdlab` must not find another checkout's install.
     src = str(Path(__file__).resolve().parents[1])
@@ -386,14 +386,14 @@ def stages_run(output: str) -> list[str]:
 def execute(plan: Plan, repo: Path) -> list[str]:
     """Run the plan on branch ``reproduce/NAME`` (created from the current commit, or resumed)
     and write the report; returns the stages DVC ran, in order. Needs a clean work tree."""
-    start = _git(repo, "rev-parse", "--abbrev-ref", "HEAD")
+    start = git_out(repo, "rev-parse", "--abbrev-ref", "HEAD")
     if start != plan.branch:
-        if _git(repo, "status", "--porcelain", "--untracked-files=no"):
+        if git_out(repo, "status", "--porcelain", "--untracked-files=no"):
             raise RuntimeError("commit or stash your changes first: the run commits on a branch")
-        if _git(repo, "rev-parse", "-q", "--verify", f"refs/heads/{plan.branch}", check=False):
-            _git(repo, "checkout", "-q", plan.branch)  # its dvc.lock holds the shared stages
+        if git_out(repo, "rev-parse", "-q", "--verify", f"refs/heads/{plan.branch}", check=False):
+            git_out(repo, "checkout", "-q", plan.branch)  # its dvc.lock holds the shared stages
         else:
-            _git(repo, "checkout", "-q", "-b", plan.branch)
+            git_out(repo, "checkout", "-q", "-b", plan.branch)
     # else: a resumed run, its work tree as the interruption left it (dvc.lock holds every
     # stage that finished, the grid's checkpoints hold every cell's last epoch).
     text, _ = preset_params(plan.preset, repo)
@@ -406,30 +406,30 @@ def execute(plan: Plan, repo: Path) -> list[str]:
         # Baseline: the preset and seed, no cells; the shared stages run once (a no-op when
         # this branch's dvc.lock already holds them: a resumed run).
         (repo / "params.yaml").write_text(with_seed_and_cells(text, seed, []))
-        _run(repo, [*dvc, "repro", *plan.shared], log)
-        _commit(repo, f"reproduce {plan.name}: baseline, preset {plan.preset}, seed {seed}")
+        run_command(repo, [*dvc, "repro", *plan.shared], log)
+        commit_outputs(repo, f"reproduce {plan.name}: baseline, preset {plan.preset}, seed {seed}")
         (repo / "params.yaml").write_text(with_seed_and_cells(text, seed, todo))
-        _run(repo, [*dvc, "repro", "distill_grid"], log)
-        _commit(repo, f"reproduce {plan.name}: {len(todo)} grid cells, seed {seed}")
+        run_command(repo, [*dvc, "repro", "distill_grid"], log)
+        commit_outputs(repo, f"reproduce {plan.name}: {len(todo)} grid cells, seed {seed}")
     before = records_before(repo, plan) if plan.rerun else None
     report = [sys.executable, "-m", "kdlab", "report", plan.name, "--all-commits"]
-    _run(repo, [*report, "--scale", plan.scale], log)
-    _git(repo, "add", "results")
-    _commit(repo, f"reproduce {plan.name}: report at scale {plan.scale}")
+    run_command(repo, [*report, "--scale", plan.scale], log)
+    git_out(repo, "add", "results")
+    commit_outputs(repo, f"reproduce {plan.name}: report at scale {plan.scale}")
     if before is not None:
         after = json.loads((repo / RECORDS / f"{plan.name}.json").read_text(encoding="utf-8"))
         print("\n".join(compare_records(before, after, plan.scale)), flush=True)
     if start != plan.branch:
-        _git(repo, "checkout", "-q", start)
+        git_out(repo, "checkout", "-q", start)
     return [s for out in log for s in stages_run(out)]
 
 
 def records_before(repo: Path, plan: Plan) -> dict[str, Any]:
     """The committed records as they were where branch ``reproduce/NAME`` left its start (the
     parent of its first ``reproduce NAME:`` commit; the current ones on a fresh branch)."""
-    own = _git(repo, "log", "--format=%H", f"--grep=^reproduce {plan.name}:", "HEAD")
+    own = git_out(repo, "log", "--format=%H", f"--grep=^reproduce {plan.name}:", "HEAD")
     rev = f"{own.split()[-1]}^" if own else "HEAD"
-    text = _git(repo, "show", f"{rev}:{RECORDS}/{plan.name}.json", check=False)
+    text = git_out(repo, "show", f"{rev}:{RECORDS}/{plan.name}.json", check=False)
     return json.loads(text) if text else {"cells": []}
 
 
@@ -465,9 +465,9 @@ def compare_records(before: dict[str, Any], after: dict[str, Any], scale: str) -
     return lines
 
 
-def _commit(repo: Path, message: str) -> None:
+def commit_outputs(repo: Path, message: str) -> None:
     """Commit params, lock and the committed outputs when anything changed."""
     paths = [p for p in ("params.yaml", "dvc.lock", "metrics", "plots") if (repo / p).exists()]
-    _git(repo, "add", *paths)
-    if _git(repo, "status", "--porcelain", "--untracked-files=no"):
-        _git(repo, "commit", "-qm", message)
+    git_out(repo, "add", *paths)
+    if git_out(repo, "status", "--porcelain", "--untracked-files=no"):
+        git_out(repo, "commit", "-qm", message)

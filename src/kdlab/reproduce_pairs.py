@@ -44,11 +44,11 @@ from kdlab.reports.records import scale_of
 from kdlab.reports.runs import flatten, listed_methods, lookup, preset_of
 from kdlab.reproduce import (
     CURRENT,
-    _commit,
-    _git,
-    _hours,
-    _run,
+    commit_outputs,
     finished_runs,
+    git_out,
+    hours_text,
+    run_command,
     speeds,
     stages_run,
 )
@@ -388,10 +388,10 @@ def estimate(plan: PairPlan) -> list[str]:
         if not work:
             lines.append(f"{dev}: nothing left to train")
         elif missing:
-            part = f"; the measured rest: {_hours(total)}" if total else ""
+            part = f"; the measured rest: {hours_text(total)}" if total else ""
             lines.append(f"{dev}: not measured ({', '.join(sorted(missing))}){part}")
         else:
-            lines.append(f"{dev}: {_hours(total)} ({label})")
+            lines.append(f"{dev}: {hours_text(total)} ({label})")
     return lines
 
 
@@ -503,9 +503,9 @@ def wait_queue(
 def committed_baseline(repo: Path, branch: str, message: str, text: str) -> str | None:
     """The newest commit of ``branch`` made with ``message`` whose params.yaml is ``text``
     (a baseline a previous run committed), or None."""
-    shas = _git(repo, "log", "-F", f"--grep={message}", "--format=%H", branch, check=False)
+    shas = git_out(repo, "log", "-F", f"--grep={message}", "--format=%H", branch, check=False)
     for sha in shas.split():
-        if _git(repo, "show", f"{sha}:params.yaml", check=False) == text.strip():
+        if git_out(repo, "show", f"{sha}:params.yaml", check=False) == text.strip():
             return sha
     return None
 
@@ -513,7 +513,7 @@ def committed_baseline(repo: Path, branch: str, message: str, text: str) -> str 
 def execute(
     plan: PairPlan,
     repo: Path,
-    run: Callable[[Path, list[str], list[str]], str] = _run,
+    run: Callable[[Path, list[str], list[str]], str] = run_command,
     wait: Callable[..., bool] = wait_queue,
 ) -> list[str]:
     """Run the plan on branch ``reproduce/NAME``: per baseline with experiments left, write
@@ -521,14 +521,14 @@ def execute(
     the queue, wait, write and commit the report, and go back to the start branch. Returns the
     stages DVC ran in the workspace (the queue's run in their own copies). ``run`` runs one
     command (tests capture them)."""
-    start = _git(repo, "rev-parse", "--abbrev-ref", "HEAD")
+    start = git_out(repo, "rev-parse", "--abbrev-ref", "HEAD")
     if start != plan.branch:
-        if _git(repo, "status", "--porcelain", "--untracked-files=no"):
+        if git_out(repo, "status", "--porcelain", "--untracked-files=no"):
             raise RuntimeError("commit or stash your changes first: the run commits on a branch")
-        if _git(repo, "rev-parse", "-q", "--verify", f"refs/heads/{plan.branch}", check=False):
-            _git(repo, "checkout", "-q", plan.branch)
+        if git_out(repo, "rev-parse", "-q", "--verify", f"refs/heads/{plan.branch}", check=False):
+            git_out(repo, "checkout", "-q", plan.branch)
         else:
-            _git(repo, "checkout", "-q", "-b", plan.branch)
+            git_out(repo, "checkout", "-q", "-b", plan.branch)
     dvc = [sys.executable, "-m", "dvc"]
     log: list[str] = []
     queued = 0
@@ -540,18 +540,18 @@ def execute(
         message = f"reproduce {plan.name}: baseline {b.label}, preset {b.preset}"
         sha = committed_baseline(repo, plan.branch, message, text)
         if sha:  # queue on the commit that holds it: the tip's dvc.lock may hold another pair
-            _git(repo, "checkout", "-q", "--detach", sha)
+            git_out(repo, "checkout", "-q", "--detach", sha)
             print(f"[reproduce] baseline {b.label}: committed in {sha[:10]}, reused", flush=True)
         else:
             (repo / "params.yaml").write_text(text, encoding="utf-8")
             run(repo, [*dvc, "repro", *b.stages], log)  # a no-op where dvc.lock holds them
-            _commit(repo, message)
+            commit_outputs(repo, message)
         for e in todo:
             sets = [x for o in e.overrides for x in ("-S", o)]
             run(repo, [*dvc, "exp", "run", "--queue", *sets, *e.targets], log)
             queued += 1
         if sha:
-            _git(repo, "checkout", "-q", plan.branch)
+            git_out(repo, "checkout", "-q", plan.branch)
     ok = True
     if queued:
         run(repo, [*dvc, "queue", "start", "-j", str(plan.jobs)], log)
@@ -561,10 +561,10 @@ def execute(
     if len(scales) == 1:
         report += ["--scale", scales.pop()]
     run(repo, report, log)
-    _git(repo, "add", "results")
-    _commit(repo, f"reproduce {plan.name}: report")
+    git_out(repo, "add", "results")
+    commit_outputs(repo, f"reproduce {plan.name}: report")
     if start != plan.branch:
-        _git(repo, "checkout", "-q", start)
+        git_out(repo, "checkout", "-q", start)
     if not ok:
         print("some experiments failed: `dvc queue logs NAME`; rerun to queue them again")
     return [s for out in log for s in stages_run(out)]
