@@ -383,19 +383,27 @@ def stages_run(output: str) -> list[str]:
     return re.findall(r"Running stage '([^']+)'", output)
 
 
+def enter_branch(repo: Path, branch: str) -> str:
+    """Check out ``branch`` (created from the current commit when new; an existing one's
+    dvc.lock holds the shared stages it trained) and return the branch the run started on.
+    Already on it: a resumed run, its work tree as the interruption left it (dvc.lock holds
+    every stage that finished, checkpoints every model's last epoch). Needs a clean work tree
+    otherwise: the run commits on the branch."""
+    start = git_out(repo, "rev-parse", "--abbrev-ref", "HEAD")
+    if start != branch:
+        if git_out(repo, "status", "--porcelain", "--untracked-files=no"):
+            raise RuntimeError("commit or stash your changes first: the run commits on a branch")
+        if git_out(repo, "rev-parse", "-q", "--verify", f"refs/heads/{branch}", check=False):
+            git_out(repo, "checkout", "-q", branch)
+        else:
+            git_out(repo, "checkout", "-q", "-b", branch)
+    return start
+
+
 def execute(plan: Plan, repo: Path) -> list[str]:
     """Run the plan on branch ``reproduce/NAME`` (created from the current commit, or resumed)
     and write the report; returns the stages DVC ran, in order. Needs a clean work tree."""
-    start = git_out(repo, "rev-parse", "--abbrev-ref", "HEAD")
-    if start != plan.branch:
-        if git_out(repo, "status", "--porcelain", "--untracked-files=no"):
-            raise RuntimeError("commit or stash your changes first: the run commits on a branch")
-        if git_out(repo, "rev-parse", "-q", "--verify", f"refs/heads/{plan.branch}", check=False):
-            git_out(repo, "checkout", "-q", plan.branch)  # its dvc.lock holds the shared stages
-        else:
-            git_out(repo, "checkout", "-q", "-b", plan.branch)
-    # else: a resumed run, its work tree as the interruption left it (dvc.lock holds every
-    # stage that finished, the grid's checkpoints hold every cell's last epoch).
+    start = enter_branch(repo, plan.branch)
     text, _ = preset_params(plan.preset, repo)
     dvc = [sys.executable, "-m", "dvc"]
     log: list[str] = []

@@ -41,10 +41,11 @@ from kdlab import presets
 from kdlab.reports import experiments
 from kdlab.reports.base import PARAM_DEFAULTS, PairSpec
 from kdlab.reports.records import scale_of
-from kdlab.reports.runs import flatten, listed_methods, lookup, preset_of
+from kdlab.reports.runs import flatten, listed_methods, preset_of
 from kdlab.reproduce import (
     CURRENT,
     commit_outputs,
+    enter_branch,
     finished_runs,
     git_out,
     hours_text,
@@ -218,11 +219,6 @@ def _knowledge(params: dict[str, Any], models: list[str]) -> dict[str, str]:
 
     listed = params.get("methods") or {}
     return {m: listed.get(m) or get_method(m).knowledge() for m in models}
-
-
-def _value(params: dict[str, Any], key: str) -> Any:
-    found, value = lookup(params, key)
-    return value if found else PARAM_DEFAULTS.get(key)
 
 
 def make_pair_plan(
@@ -521,14 +517,7 @@ def execute(
     the queue, wait, write and commit the report, and go back to the start branch. Returns the
     stages DVC ran in the workspace (the queue's run in their own copies). ``run`` runs one
     command (tests capture them)."""
-    start = git_out(repo, "rev-parse", "--abbrev-ref", "HEAD")
-    if start != plan.branch:
-        if git_out(repo, "status", "--porcelain", "--untracked-files=no"):
-            raise RuntimeError("commit or stash your changes first: the run commits on a branch")
-        if git_out(repo, "rev-parse", "-q", "--verify", f"refs/heads/{plan.branch}", check=False):
-            git_out(repo, "checkout", "-q", plan.branch)
-        else:
-            git_out(repo, "checkout", "-q", "-b", plan.branch)
+    start = enter_branch(repo, plan.branch)
     dvc = [sys.executable, "-m", "dvc"]
     log: list[str] = []
     queued = 0
